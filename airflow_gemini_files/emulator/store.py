@@ -1,0 +1,489 @@
+"""The emulator's state: stored files, upload sessions, the File state machine, limits and the clock.
+
+Bytes go straight from the socket to a file under the data directory (never held whole in memory);
+only metadata lives in memory. All times come from an injectable :class:`Clock`, so tests can jump
+past processing delays and the 48 h retention without sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import os
+import re
+import secrets
+import shutil
+import string
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from airflow_gemini_files.emulator.errors import ApiError, not_found_file
+
+RETENTION_SECONDS = 48 * 3600
+MAX_DISPLAY_NAME = 512
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 10
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+
+OPERATIONS = ("upload_start", "upload_chunk", "upload_query", "get", "list", "delete", "register", "generate")
+
+
+class Clock:
+    """Wall-clock time plus an offset that tests move forward with :meth:`advance`."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("the emulator clock only moves forward")
+        self._offset += seconds
+
+    def reset(self) -> None:
+        self._offset = 0.0
+
+
+def rfc3339(ts: float) -> str:
+    """A timestamp the way the API writes it: UTC, microseconds, trailing Z."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def validate_file_id(raw: str) -> str:
+    """Accept ``files/<id>`` or ``<id>`` as the seeds describe it, return the bare id."""
+    file_id = raw.removeprefix("files/")
+    if not _ID_RE.match(file_id):
+        raise ApiError(
+            400,
+            f"Invalid file name {raw!r}: the id (after 'files/') must be 1-40 characters of lowercase "
+            "letters, digits or '-', and may not start or end with '-'.",
+        )
+    return file_id
+
+
+@dataclass
+class StoredFile:
+    """One File resource; its state is derived from the clock (PROCESSING until ``ready_at``)."""
+
+    file_id: str
+    seq: int
+    mime_type: str
+    size: int
+    create_time: float
+    ready_at: float
+    source: str
+    display_name: str | None = None
+    sha256: str | None = None
+    path: Path | None = None
+    source_uri: str | None = None
+    fail_message: str | None = None
+    md5_hash: str | None = None
+    crc32c: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"files/{self.file_id}"
+
+    @property
+    def expire_time(self) -> float:
+        return self.create_time + RETENTION_SECONDS
+
+    def state(self, now: float) -> str:
+        if now < self.ready_at:
+            return "PROCESSING"
+        return "FAILED" if self.fail_message is not None else "ACTIVE"
+
+    def resource(self, now: float, base_url: str) -> dict[str, Any]:
+        """The File as the API serialises it (camelCase, int64 as string)."""
+        state = self.state(now)
+        data: dict[str, Any] = {"name": self.name}
+        if self.display_name:
+            data["displayName"] = self.display_name
+        data.update(
+            {
+                "mimeType": self.mime_type,
+                "sizeBytes": str(self.size),
+                "createTime": rfc3339(self.create_time),
+                "updateTime": rfc3339(self.create_time if state == "PROCESSING" else self.ready_at),
+                "expirationTime": rfc3339(self.expire_time),
+            }
+        )
+        if self.sha256:
+            data["sha256Hash"] = self.sha256
+        data["uri"] = f"{base_url}/v1beta/files/{self.file_id}"
+        if self.source == "UPLOADED":
+            data["downloadUri"] = f"{base_url}/v1beta/files/{self.file_id}:download?alt=media"
+        data["state"] = state
+        data["source"] = self.source
+        if state == "FAILED":
+            data["error"] = {"code": 3, "message": self.fail_message}
+        return data
+
+
+@dataclass
+class UploadSession:
+    """A resumable upload in progress; ``offset`` is the number of bytes committed to ``path``."""
+
+    upload_id: str
+    file_id: str
+    mime_type: str
+    declared_size: int | None
+    display_name: str | None
+    path: Path
+    hasher: Any = field(default_factory=hashlib.sha256)
+    offset: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
+
+
+class ChunkWriter:
+    """Appends one chunk to a session; :meth:`commit` keeps it, :meth:`rollback` forgets it."""
+
+    def __init__(self, session: UploadSession) -> None:
+        self.session = session
+        self._hasher_before = session.hasher.copy()
+        self._fd = os.open(session.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.lseek(self._fd, session.offset, os.SEEK_SET)
+        self.written = 0
+
+    def write(self, data: memoryview | bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.session.hasher.update(data)
+        self.written += len(data)
+
+    def commit(self) -> None:
+        os.close(self._fd)
+        self.session.offset += self.written
+
+    def rollback(self) -> None:
+        os.ftruncate(self._fd, self.session.offset)
+        os.close(self._fd)
+        self.session.hasher = self._hasher_before
+
+
+class FileStore:
+    """Files, upload sessions, limits, request counters and the clock of one emulated project."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: str | None = None,
+        processing_delay: float = 0.0,
+        video_processing_delay: float | None = None,
+        max_file_bytes: int = 2 * 1024**3,
+        max_project_bytes: int = 20 * 1024**3,
+    ) -> None:
+        self._own_dir = data_dir is None
+        self.root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="gemini-emulator-"))
+        self.processing_delay = processing_delay
+        self.video_processing_delay = (
+            video_processing_delay if video_processing_delay is not None else 3 * processing_delay
+        )
+        self.max_file_bytes = max_file_bytes
+        self.max_project_bytes = max_project_bytes
+        self.clock = Clock()
+        self.base_url = ""
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self._files: dict[str, StoredFile] = {}
+        self._sessions: dict[str, UploadSession] = {}
+        self._reserved_ids: set[str] = set()
+        self._fail_rules: list[tuple[str, str]] = []
+        self.counters: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
+        self._prepare_dirs()
+
+    # ---- housekeeping -------------------------------------------------------------------------
+    def _prepare_dirs(self) -> None:
+        (self.root / "uploads").mkdir(parents=True, exist_ok=True)
+        (self.root / "files").mkdir(parents=True, exist_ok=True)
+
+    def count(self, operation: str) -> None:
+        with self._lock:
+            self.counters[operation] = self.counters.get(operation, 0) + 1
+
+    def reset(self) -> None:
+        """Forget every file, session, counter, failure rule; rewind the clock."""
+        with self._lock:
+            self._files.clear()
+            self._sessions.clear()
+            self._reserved_ids.clear()
+            self._fail_rules.clear()
+            self.counters = dict.fromkeys(OPERATIONS, 0)
+            self.clock.reset()
+            for sub in ("uploads", "files"):
+                shutil.rmtree(self.root / sub, ignore_errors=True)
+            self._prepare_dirs()
+
+    def close(self) -> None:
+        if self._own_dir:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            self._purge_expired()
+            return {
+                "requests": dict(self.counters),
+                "files": len(self._files),
+                "bytes": sum(f.size for f in self._files.values() if f.source == "UPLOADED"),
+            }
+
+    def _purge_expired(self) -> None:
+        """Expired files disappear, as on the live service (caller holds the lock)."""
+        now = self.clock.now()
+        for file_id in [i for i, f in self._files.items() if f.expire_time <= now]:
+            self._drop(file_id)
+
+    def _drop(self, file_id: str) -> None:
+        stored = self._files.pop(file_id)
+        if stored.path is not None:
+            stored.path.unlink(missing_ok=True)
+
+    def _new_id(self) -> str:
+        while True:
+            file_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+            if file_id not in self._files and file_id not in self._reserved_ids:
+                return file_id
+
+    def _used_bytes(self) -> int:
+        return sum(f.size for f in self._files.values() if f.source == "UPLOADED")
+
+    def _check_project_quota(self, extra: int) -> None:
+        used = self._used_bytes()
+        if used + extra > self.max_project_bytes:
+            raise ApiError(
+                429,
+                "You exceeded your current quota, please check your plan and billing details. "
+                "* Quota exceeded for metric: generativelanguage.googleapis.com/file_storage_bytes, "
+                f"limit: {self.max_project_bytes} (in use: {used}, requested: {extra})",
+                "RESOURCE_EXHAUSTED",
+            )
+
+    def _check_file_size(self, size: int) -> None:
+        if size > self.max_file_bytes:
+            raise ApiError(
+                400,
+                f"File size {size} bytes exceeds the maximum of {self.max_file_bytes} bytes per file.",
+            )
+
+    def _delay_for(self, mime_type: str) -> float:
+        return self.video_processing_delay if mime_type.startswith("video/") else self.processing_delay
+
+    def _fail_message_for(self, *texts: str | None) -> str | None:
+        for match, message in self._fail_rules:
+            if any(t and match in t for t in texts):
+                return message
+        return None
+
+    def fail_processing(self, match: str, message: str) -> None:
+        """Files (existing and still PROCESSING, or future) whose name/display name/source contain
+        ``match`` end FAILED with ``message`` instead of ACTIVE."""
+        with self._lock:
+            self._fail_rules.append((match, message))
+            now = self.clock.now()
+            for f in self._files.values():
+                if f.state(now) == "PROCESSING" and self._fail_message_for(
+                    f.name, f.display_name, f.source_uri
+                ):
+                    f.fail_message = message
+
+    # ---- upload -------------------------------------------------------------------------------
+    def start_upload(
+        self, *, name: str | None, display_name: str | None, mime_type: str | None, declared_size: int | None
+    ) -> UploadSession:
+        if display_name is not None and len(display_name) > MAX_DISPLAY_NAME:
+            raise ApiError(
+                400,
+                f"display_name is {len(display_name)} characters long; "
+                f"it must be at most {MAX_DISPLAY_NAME} characters.",
+            )
+        if not mime_type:
+            raise ApiError(400, "The MIME type of the file is missing; set mime_type.")
+        if declared_size is not None:
+            if declared_size < 0:
+                raise ApiError(400, f"Invalid upload size {declared_size}.")
+            self._check_file_size(declared_size)
+        with self._lock:
+            self._purge_expired()
+            if name:
+                file_id = validate_file_id(name)
+                if file_id in self._files or file_id in self._reserved_ids:
+                    raise ApiError(409, f"File files/{file_id} already exists.", "ALREADY_EXISTS")
+            else:
+                file_id = self._new_id()
+            if declared_size is not None:
+                self._check_project_quota(declared_size)
+            self._reserved_ids.add(file_id)
+            upload_id = secrets.token_urlsafe(24)
+            session = UploadSession(
+                upload_id=upload_id,
+                file_id=file_id,
+                mime_type=mime_type,
+                declared_size=declared_size,
+                display_name=display_name,
+                path=self.root / "uploads" / upload_id,
+            )
+            self._sessions[upload_id] = session
+        return session
+
+    def session(self, upload_id: str) -> UploadSession:
+        with self._lock:
+            session = self._sessions.get(upload_id)
+        if session is None or session.closed:
+            raise ApiError(404, "No active upload session with this upload_id.", "NOT_FOUND")
+        return session
+
+    def check_chunk(self, session: UploadSession, offset: int | None, length: int) -> None:
+        """Refuse a chunk at the wrong offset (reporting the committed one) or past the declared size."""
+        if offset is not None and offset != session.offset:
+            raise ApiError(
+                400,
+                f"Invalid X-Goog-Upload-Offset {offset}: the server has committed {session.offset} bytes; "
+                "send the query command and resume from there.",
+            )
+        end = session.offset + length
+        limit = session.declared_size if session.declared_size is not None else self.max_file_bytes
+        if end > limit:
+            what = "declared size" if session.declared_size is not None else "maximum file size"
+            raise ApiError(400, f"Upload of {end} bytes exceeds the {what} of {limit} bytes.")
+
+    def finalize(self, session: UploadSession) -> StoredFile:
+        """Turn a complete session into a stored File (size and quota checked again here)."""
+        if session.declared_size is not None and session.offset != session.declared_size:
+            self.abandon(session)
+            raise ApiError(
+                400,
+                f"Upload finalized after {session.offset} bytes, but {session.declared_size} bytes were "
+                "declared in X-Goog-Upload-Header-Content-Length.",
+            )
+        sha = base64.b64encode(session.hasher.digest()).decode()
+        with self._lock:
+            self._sessions.pop(session.upload_id, None)
+            session.closed = True
+            try:
+                self._check_file_size(session.offset)
+                self._check_project_quota(session.offset)
+            except ApiError:
+                self._reserved_ids.discard(session.file_id)
+                session.path.unlink(missing_ok=True)
+                raise
+            now = self.clock.now()
+            final_path = self.root / "files" / session.file_id
+            os.replace(session.path, final_path) if session.path.exists() else final_path.touch()
+            stored = StoredFile(
+                file_id=session.file_id,
+                seq=next(self._seq),
+                mime_type=session.mime_type,
+                size=session.offset,
+                create_time=now,
+                ready_at=now + self._delay_for(session.mime_type),
+                source="UPLOADED",
+                display_name=session.display_name,
+                sha256=sha,
+                path=final_path,
+                fail_message=self._fail_message_for(f"files/{session.file_id}", session.display_name),
+            )
+            self._files[stored.file_id] = stored
+            self._reserved_ids.discard(session.file_id)
+            return stored
+
+    def abandon(self, session: UploadSession) -> None:
+        with self._lock:
+            self._sessions.pop(session.upload_id, None)
+            self._reserved_ids.discard(session.file_id)
+            session.closed = True
+        session.path.unlink(missing_ok=True)
+
+    # ---- files --------------------------------------------------------------------------------
+    def get(self, raw_name: str) -> StoredFile:
+        file_id = raw_name.removeprefix("files/")
+        with self._lock:
+            self._purge_expired()
+            stored = self._files.get(file_id)
+        if stored is None:
+            raise not_found_file(file_id)
+        return stored
+
+    def list_files(
+        self, page_size: int | None, page_token: str | None
+    ) -> tuple[list[StoredFile], str | None]:
+        """Newest first; the page token is an opaque encoding of the last sequence number seen."""
+        if page_size is None or page_size == 0:
+            page_size = DEFAULT_PAGE_SIZE
+        if page_size < 0:
+            raise ApiError(400, f"pageSize must not be negative (got {page_size}).")
+        page_size = min(page_size, MAX_PAGE_SIZE)
+        after: int | None = None
+        if page_token:
+            try:
+                after = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("seq:"))
+            except ValueError as exc:
+                raise ApiError(400, "Invalid page token.") from exc
+        with self._lock:
+            self._purge_expired()
+            ordered = sorted(self._files.values(), key=lambda f: f.seq, reverse=True)
+        if after is not None:
+            ordered = [f for f in ordered if f.seq < after]
+        page = ordered[:page_size]
+        token = None
+        if len(ordered) > page_size:
+            token = base64.urlsafe_b64encode(f"seq:{page[-1].seq}".encode()).decode()
+        return page, token
+
+    def delete(self, raw_name: str) -> None:
+        file_id = raw_name.removeprefix("files/")
+        with self._lock:
+            self._purge_expired()
+            if file_id not in self._files:
+                raise not_found_file(file_id)
+            self._drop(file_id)
+
+    def all_files(self) -> list[StoredFile]:
+        with self._lock:
+            self._purge_expired()
+            return sorted(self._files.values(), key=lambda f: f.seq)
+
+    def register(self, uris: list[str], metadata: Callable[[str], dict[str, Any]]) -> list[StoredFile]:
+        """Register gs:// objects: all or nothing, metadata read through ``metadata(uri)``."""
+        if not uris:
+            raise ApiError(400, "uris must contain at least one gs:// URI.")
+        found = []
+        for uri in uris:
+            if not isinstance(uri, str) or not re.match(r"^gs://[^/]+/.+", uri):
+                raise ApiError(400, f"Invalid URI {uri!r}: expected gs://BUCKET/OBJECT.")
+            found.append((uri, metadata(uri)))
+        created = []
+        with self._lock:
+            now = self.clock.now()
+            for uri, meta in found:
+                file_id = self._new_id()
+                mime_type = meta.get("contentType") or "application/octet-stream"
+                stored = StoredFile(
+                    file_id=file_id,
+                    seq=next(self._seq),
+                    mime_type=mime_type,
+                    size=int(meta.get("size", 0)),
+                    create_time=now,
+                    ready_at=now + self._delay_for(mime_type),
+                    source="REGISTERED",
+                    display_name=uri.rsplit("/", 1)[-1][:MAX_DISPLAY_NAME],
+                    source_uri=uri,
+                    md5_hash=meta.get("md5Hash"),
+                    crc32c=meta.get("crc32c"),
+                    fail_message=self._fail_message_for(f"files/{file_id}", uri),
+                )
+                self._files[file_id] = stored
+                created.append(stored)
+        return created
