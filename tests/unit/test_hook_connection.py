@@ -1,0 +1,141 @@
+"""GeminiHook connection handling and input validation that needs no server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from airflow.sdk import Connection
+
+from airflow_gemini_files.exceptions import GeminiInputError
+from airflow_gemini_files.hooks.gemini import (
+    GeminiConnectionSettings,
+    GeminiHook,
+    validate_display_name,
+    validate_file_name,
+)
+
+KEY = "AIzaSy-unit-test-key-0123456789"
+
+
+def conn(extra: dict | None = None, password: str | None = KEY, conn_id: str = "gemini_unit") -> Connection:
+    return Connection(conn_id=conn_id, conn_type="gemini", password=password, extra=json.dumps(extra or {}))
+
+
+def test_extras_become_sdk_http_options_with_timeout_in_milliseconds_and_retries():
+    settings = GeminiConnectionSettings.from_connection(
+        conn(
+            {
+                "base_url": "http://127.0.0.1:8765",
+                "api_version": "v1beta",
+                "timeout": "12.5",
+                "retry_attempts": "3",
+                "retry_initial_delay": 0.5,
+                "retry_max_delay": 4,
+            }
+        )
+    )
+    options = settings.http_options()
+    assert options.base_url == "http://127.0.0.1:8765"
+    assert options.api_version == "v1beta"
+    assert options.timeout == 12500
+    assert options.retry_options is not None
+    assert options.retry_options.attempts == 3
+    assert options.retry_options.initial_delay == 0.5
+    assert options.retry_options.max_delay == 4
+    assert {429, 503} <= set(options.retry_options.http_status_codes or [])
+
+
+def test_defaults_leave_the_sdk_defaults_in_place():
+    options = GeminiConnectionSettings.from_connection(conn()).http_options()
+    assert options.base_url is None
+    assert options.api_version is None
+    assert options.timeout is None
+    assert options.retry_options is not None
+    assert options.retry_options.attempts == 5
+
+
+def test_api_key_never_shows_in_the_settings_repr():
+    settings = GeminiConnectionSettings.from_connection(conn())
+    assert KEY not in repr(settings)
+
+
+@pytest.mark.parametrize("password", [None, "", "   "])
+def test_missing_api_key_names_the_connection_and_the_fix(password):
+    with pytest.raises(GeminiInputError) as info:
+        GeminiConnectionSettings.from_connection(conn(password=password))
+    assert "'gemini_unit'" in str(info.value)
+    assert "password" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"timeout": "soon"}, "timeout='soon'"),
+        ({"timeout": -1}, "timeout=-1"),
+        ({"base_url": "127.0.0.1:8765"}, "base_url='127.0.0.1:8765'"),
+        ({"api_version": "beta"}, "api_version='beta'"),
+        ({"retry_attempts": "many"}, "retry_attempts='many'"),
+        ({"retry_attempts": 0}, "retry_attempts"),
+    ],
+)
+def test_bad_extras_name_the_key_the_value_and_the_connection(extra, fragment):
+    with pytest.raises(GeminiInputError) as info:
+        GeminiConnectionSettings.from_connection(conn(extra))
+    assert fragment in str(info.value)
+    assert "'gemini_unit'" in str(info.value)
+    assert KEY not in str(info.value)
+
+
+def test_unknown_extras_are_logged_not_fatal(caplog):
+    caplog.set_level("WARNING")
+    GeminiConnectionSettings.from_connection(conn({"base_ulr": "http://x"}))
+    assert "base_ulr" in caplog.text
+
+
+def test_client_is_built_once_per_hook_from_the_environment_connection(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GEMINI_ENV",
+        json.dumps({"conn_type": "gemini", "password": KEY, "extra": {"base_url": "http://127.0.0.1:9"}}),
+    )
+    hook = GeminiHook(gemini_conn_id="gemini_env")
+    assert hook.client is hook.client
+    assert hook.get_conn() is hook.client
+    assert hook.async_client is hook.client.aio
+    assert hook.client._api_client._http_options.base_url == "http://127.0.0.1:9"
+    assert not hook.client.vertexai
+
+
+def test_undefined_connection_says_how_to_create_it():
+    with pytest.raises(GeminiInputError) as info:
+        _ = GeminiHook(gemini_conn_id="gemini_nowhere").client
+    assert "'gemini_nowhere'" in str(info.value)
+    assert "AIRFLOW_CONN_GEMINI_NOWHERE" in str(info.value)
+
+
+def test_connection_form_relabels_the_password_as_api_key():
+    behaviour = GeminiHook.get_ui_field_behaviour()
+    assert behaviour["relabeling"] == {"password": "API key"}
+    assert "login" in behaviour["hidden_fields"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("files/report-2026", "files/report-2026"), ("abc123", "files/abc123"), ("a", "files/a")],
+)
+def test_valid_file_names_normalise_to_files_prefix(name, expected):
+    assert validate_file_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["files/Report", "-abc", "abc-", "files/a_b", "x" * 41, "", "files/"])
+def test_invalid_file_names_are_refused_with_the_rule(name):
+    with pytest.raises(GeminiInputError, match="lowercase letters, digits or dashes"):
+        validate_file_name(name)
+
+
+def test_display_name_limit_is_512_characters():
+    assert validate_display_name("x" * 512) == "x" * 512
+    with pytest.raises(GeminiInputError, match=r"513 characters.*at most 512"):
+        validate_display_name("x" * 513)
+    with pytest.raises(GeminiInputError, match="non-empty"):
+        validate_display_name("  ")
