@@ -1,0 +1,200 @@
+"""An in-memory stand-in for GeminiHook, for unit tests of operator logic alone (no HTTP at all)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.genai import types
+
+from airflow_gemini_files.exceptions import GeminiFileNotUsableError
+from airflow_gemini_files.refs import GeminiFileRef
+
+
+class FakeTI:
+    """Just enough of a RuntimeTaskInstance: identity, map index and an XCom dict."""
+
+    def __init__(self, *, task_id: str = "task", map_index: int = -1, run_id: str = "run-1") -> None:
+        self.dag_id = "dag"
+        self.task_id = task_id
+        self.run_id = run_id
+        self.map_index = map_index
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: str | None = None, key: str = "return_value", **_: Any) -> Any:
+        return self.xcom.get(f"{task_ids}:{key}", self.xcom.get(key))
+
+    def get_first_reschedule_date(self, context: Any) -> None:
+        return None
+
+
+def context(**ti_kwargs: Any) -> dict[str, Any]:
+    """A task context holding a FakeTI."""
+    return {"ti": FakeTI(**ti_kwargs)}
+
+
+class FakeGeminiHook:
+    """
+    Files live in ``self.files``; every call is counted in ``self.calls``.
+
+    ``upload_delay`` makes uploads slow (to observe concurrency); ``fail_sources`` makes the uploads of those
+    sources raise; ``states`` scripts the state sequence ``get_file`` reports per name; ``reply`` builds the
+    generate response text from the contents.
+    """
+
+    default_conn_name = "gemini_default"
+
+    def __init__(self) -> None:
+        self.files: dict[str, GeminiFileRef] = {}
+        self.calls: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.ids = itertools.count(1)
+        self.upload_delay = 0.0
+        self.fail_delay = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.fail_sources: dict[str, Exception] = {}
+        self.states: dict[str, list[str]] = {}
+        self.get_errors: list[Exception] = []
+        self.delete_errors: dict[str, Exception] = {}
+        self.generate_errors: dict[str, Exception] = {}
+        self.contents: list[list[Any]] = []
+        self.configs: list[Any] = []
+        self.reply: Callable[[list[Any]], str] = lambda contents: "summary"
+        self.upload_names: list[str | None] = []
+        self.register_batches: list[list[str]] = []
+
+    def _count(self, what: str) -> None:
+        with self.lock:
+            self.calls[what] = self.calls.get(what, 0) + 1
+
+    def add(self, name: str, state: str = "ACTIVE", **fields: Any) -> GeminiFileRef:
+        """Put a file in the store directly."""
+        fields.setdefault("display_name", name.removeprefix("files/") + ".pdf")
+        ref = GeminiFileRef(
+            name=name,
+            uri=f"https://emulator/v1beta/{name}",
+            mime_type="application/pdf",
+            state=state,
+            source="UPLOADED",
+            create_time=datetime.now(UTC),
+            expiration_time=datetime.now(UTC) + timedelta(hours=48),
+            **fields,
+        )
+        self.files[ref.name] = ref
+        return ref
+
+    # Hook API -----------------------------------------------------------------------------------------
+    def upload_file(
+        self,
+        source: Any,
+        *,
+        mime_type: str | None = None,
+        display_name: str | None = None,
+        name: str | None = None,
+    ) -> GeminiFileRef:
+        self._count("upload")
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.upload_names.append(name)
+        try:
+            if str(source) in self.fail_sources:
+                time.sleep(self.fail_delay)
+                raise self.fail_sources[str(source)]
+            time.sleep(self.upload_delay)
+            file_name = name or f"files/up-{next(self.ids)}"
+            ref = self.add(
+                file_name if file_name.startswith("files/") else f"files/{file_name}",
+                state="PROCESSING",
+                display_name=display_name or os.path.basename(str(source)),
+            )
+            ref = dataclasses.replace(ref, source_uri=str(source))
+            self.files[ref.name] = ref
+            return ref
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def register_gcs_files(self, uris: Sequence[str], *, batch_size: int = 100) -> list[GeminiFileRef]:
+        self._count("register")
+        self.register_batches.append(list(uris))
+        for uri in uris:
+            if uri in self.fail_sources:
+                raise self.fail_sources[uri]
+        refs = []
+        for uri in uris:
+            ref = self.add(
+                f"files/reg-{next(self.ids)}", state="PROCESSING", display_name=uri.rsplit("/", 1)[-1]
+            )
+            ref = dataclasses.replace(ref, source_uri=uri, source="REGISTERED")
+            self.files[ref.name] = ref
+            refs.append(ref)
+        return refs
+
+    def get_file(self, file: Any) -> GeminiFileRef:
+        self._count("get")
+        name = GeminiFileRef.coerce(file).name
+        with self.lock:
+            if self.get_errors:
+                raise self.get_errors.pop(0)
+            if name not in self.files:
+                raise GeminiFileNotUsableError(f"Gemini file {name} does not exist.", file_name=name)
+            script = self.states.get(name)
+            if script:
+                state = script.pop(0) if len(script) > 1 else script[0]
+                error = "unsupported PDF" if state == "FAILED" else None
+                self.files[name] = self.files[name].with_state(state, error)
+            return self.files[name]
+
+    async def aget_file(self, file: Any) -> GeminiFileRef:
+        return self.get_file(file)
+
+    def list_files(self, page_size: int = 100) -> Iterator[GeminiFileRef]:
+        self._count("list")
+        yield from list(self.files.values())
+
+    def delete_file(self, file: Any) -> bool:
+        self._count("delete")
+        name = GeminiFileRef.coerce(file).name
+        if name in self.delete_errors:
+            raise self.delete_errors[name]
+        with self.lock:
+            return self.files.pop(name, None) is not None
+
+    def generate_content(
+        self, *, model: str, contents: list[Any], config: Any = None
+    ) -> types.GenerateContentResponse:
+        self._count("generate")
+        with self.lock:
+            self.contents.append(list(contents))
+            self.configs.append(config)
+        for item in contents:
+            uri = getattr(getattr(item, "file_data", None), "file_uri", "") or ""
+            for name, error in self.generate_errors.items():
+                if uri.endswith(name):
+                    raise error
+        return types.GenerateContentResponse.model_validate(
+            {
+                "candidates": [
+                    {
+                        "content": {"parts": [{"text": self.reply(contents)}], "role": "model"},
+                        "finish_reason": "STOP",
+                    }
+                ],
+                "usage_metadata": {
+                    "prompt_token_count": 10,
+                    "candidates_token_count": 2,
+                    "total_token_count": 12,
+                },
+            }
+        )

@@ -1,0 +1,275 @@
+"""Upload, register and delete operators: argument handling, concurrency, rollback, retries (fake hook)."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk import TriggerRule
+from fake_gemini_hook import FakeGeminiHook, context
+
+from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
+from airflow_gemini_files.operators import files as files_module
+from airflow_gemini_files.operators._context import run_file_prefix
+from airflow_gemini_files.operators.files import (
+    GeminiDeleteFilesOperator,
+    GeminiRegisterGcsFilesOperator,
+    GeminiUploadFileOperator,
+)
+from airflow_gemini_files.refs import GeminiFileRef
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> FakeGeminiHook:
+    fake = FakeGeminiHook()
+    monkeypatch.setattr(files_module, "GeminiHook", lambda **kwargs: fake)
+    return fake
+
+
+@pytest.fixture
+def docs(tmp_path):
+    paths = []
+    for index in range(6):
+        path = tmp_path / f"doc{index}.pdf"
+        path.write_bytes(b"%PDF-1.4 " + bytes([index]))
+        paths.append(str(path))
+    return paths
+
+
+# Upload -------------------------------------------------------------------------------------------
+def test_upload_one_path_returns_one_ref(hook, docs):
+    ref = GeminiUploadFileOperator(task_id="up", source=docs[0]).execute(context())
+    assert isinstance(ref, GeminiFileRef)
+    assert ref.display_name == "doc0.pdf"
+    assert ref.source_uri == docs[0]
+    assert list(hook.files) == [ref.name]
+
+
+def test_upload_list_returns_refs_in_source_order_with_display_names(hook, docs):
+    hook.upload_delay = 0.01
+    names = [f"Report {i}" for i in range(len(docs))]
+    refs = GeminiUploadFileOperator(task_id="up", source=docs, display_name=names).execute(context())
+    assert [ref.source_uri for ref in refs] == docs
+    assert [ref.display_name for ref in refs] == names
+
+
+def test_upload_runs_at_most_max_concurrency_at_once(hook, docs):
+    hook.upload_delay = 0.05
+    GeminiUploadFileOperator(task_id="up", source=docs, max_concurrency=2).execute(context())
+    assert hook.calls["upload"] == len(docs)
+    assert hook.max_in_flight == 2
+
+
+def test_upload_failure_part_way_deletes_what_this_task_uploaded(hook, docs):
+    hook.upload_delay = 0.02
+    hook.fail_sources[docs[3]] = GeminiInputError("doc3 is broken: fix it")
+    with pytest.raises(GeminiInputError, match="doc3 is broken"):
+        GeminiUploadFileOperator(task_id="up", source=docs, max_concurrency=2).execute(context())
+    assert hook.files == {}, "files uploaded before the failure must be deleted"
+    assert hook.calls["upload"] < len(docs), "uploads not yet started are cancelled"
+
+
+def test_upload_several_failures_are_all_named(hook, docs):
+    hook.fail_sources[docs[1]] = RuntimeError("boom one")
+    hook.fail_sources[docs[2]] = RuntimeError("boom two")
+    hook.upload_delay = hook.fail_delay = 0.05
+    with pytest.raises(GeminiFilesError) as caught:
+        GeminiUploadFileOperator(task_id="up", source=docs[:3], max_concurrency=3).execute(context())
+    assert "2 of 3 uploads failed" in str(caught.value)
+    assert docs[1] in str(caught.value)
+    assert docs[2] in str(caught.value)
+    assert hook.files == {}
+
+
+def test_upload_missing_local_path_fails_before_any_upload(hook, docs, tmp_path):
+    missing = str(tmp_path / "nope.pdf")
+    with pytest.raises(GeminiInputError, match=r"nope\.pdf.*does not exist"):
+        GeminiUploadFileOperator(task_id="up", source=[*docs, missing]).execute(context())
+    assert hook.calls.get("upload", 0) == 0
+
+
+def test_upload_directory_is_refused(hook, tmp_path):
+    with pytest.raises(GeminiInputError, match="not a regular file"):
+        GeminiUploadFileOperator(task_id="up", source=str(tmp_path)).execute(context())
+
+
+@pytest.mark.parametrize(
+    ("source", "display_name", "match"),
+    [
+        ([], None, "empty list"),
+        ([None], None, "not a path or URI"),
+        (["a.pdf", "b.pdf"], "one name", "one name per source"),
+        (["a.pdf", "b.pdf"], ["only one"], "one name per source"),
+    ],
+)
+def test_upload_bad_arguments_name_the_value(hook, source, display_name, match):
+    with pytest.raises(GeminiInputError, match=match):
+        GeminiUploadFileOperator(task_id="up", source=source, display_name=display_name).execute(context())
+
+
+def test_upload_names_are_deterministic_per_run_task_and_source(hook, docs):
+    GeminiUploadFileOperator(task_id="up", source=docs[:2]).execute(context())
+    first = list(hook.upload_names)
+    assert all(name and name.startswith(run_file_prefix("dag", "run-1") + "-") for name in first)
+    assert len(set(first)) == 2
+    assert all(len(name) <= 40 for name in first)
+    hook.files.clear()
+    GeminiUploadFileOperator(task_id="up", source=docs[:2]).execute(context(run_id="run-2"))
+    assert set(hook.upload_names[2:]).isdisjoint(first), "another run gets other names"
+
+
+def test_retry_after_successful_upload_reuses_the_file_instead_of_duplicating(hook, docs):
+    operator = GeminiUploadFileOperator(task_id="up", source=docs[:3])
+    first = operator.execute(context())
+    again = GeminiUploadFileOperator(task_id="up", source=docs[:3]).execute(context())
+    assert [ref.name for ref in again] == [ref.name for ref in first]
+    assert hook.calls["upload"] == 3, "the retry uploaded nothing"
+    assert len(hook.files) == 3
+    assert [ref.source_uri for ref in again] == docs[:3]
+
+
+def test_retry_replaces_a_failed_file_from_the_earlier_attempt(hook, docs):
+    first = GeminiUploadFileOperator(task_id="up", source=docs[0]).execute(context())
+    hook.files[first.name] = first.with_state("FAILED", "corrupt")
+    again = GeminiUploadFileOperator(task_id="up", source=docs[0]).execute(context())
+    assert again.name == first.name
+    assert hook.calls["upload"] == 2
+    assert hook.files[again.name].state == "PROCESSING"
+
+
+def test_random_names_when_deterministic_names_is_off(hook, docs):
+    GeminiUploadFileOperator(task_id="up", source=docs[0], deterministic_names=False).execute(context())
+    assert hook.upload_names == [None]
+
+
+def test_mapped_upload_is_labelled_with_the_file_name(hook, docs):
+    ctx = context(map_index=3)
+    GeminiUploadFileOperator(task_id="up", source=docs[2]).execute(ctx)
+    assert ctx["gemini_file_label"] == "doc2.pdf"
+    assert ctx["map_index_template"] == "{{ gemini_file_label }}"
+
+
+def test_unmapped_task_keeps_no_map_index_template(hook, docs):
+    ctx = context()
+    GeminiUploadFileOperator(task_id="up", source=docs[:2]).execute(ctx)
+    assert ctx["gemini_file_label"] == "doc0.pdf (+1 more)"
+    assert "map_index_template" not in ctx
+
+
+def test_bad_max_concurrency_is_refused_at_parse_time():
+    with pytest.raises(GeminiInputError, match="max_concurrency=0"):
+        GeminiUploadFileOperator(task_id="up", source="a.pdf", max_concurrency=0)
+
+
+# Register -----------------------------------------------------------------------------------------
+def test_register_uris_in_batches_keeps_order_and_source_uri(hook):
+    uris = [f"gs://bucket/doc{i:03d}.pdf" for i in range(250)]
+    refs = GeminiRegisterGcsFilesOperator(task_id="reg", uris=uris, max_concurrency=3).execute(context())
+    assert [ref.source_uri for ref in refs] == uris
+    assert sorted(len(batch) for batch in hook.register_batches) == [50, 100, 100]
+
+
+def test_register_lists_the_bucket(hook, monkeypatch):
+    seen = {}
+
+    def fake_list(bucket, prefix, match_glob, gcp_conn_id=None):
+        seen.update(bucket=bucket, prefix=prefix, match_glob=match_glob)
+        return ["gs://b/in/a.pdf", "gs://b/in/b.pdf"]
+
+    monkeypatch.setattr(files_module, "list_objects", fake_list)
+    refs = GeminiRegisterGcsFilesOperator(
+        task_id="reg", bucket="b", prefix="in/", match_glob="**/*.pdf"
+    ).execute(context())
+    assert seen == {"bucket": "b", "prefix": "in/", "match_glob": "**/*.pdf"}
+    assert [ref.source_uri for ref in refs] == ["gs://b/in/a.pdf", "gs://b/in/b.pdf"]
+
+
+def test_register_empty_listing_fails_unless_allowed(hook, monkeypatch):
+    monkeypatch.setattr(files_module, "list_objects", lambda *args, **kwargs: [])
+    with pytest.raises(GeminiInputError, match=r"no objects to register in gs://b/in/"):
+        GeminiRegisterGcsFilesOperator(task_id="reg", bucket="b", prefix="in/").execute(context())
+    assert (
+        GeminiRegisterGcsFilesOperator(task_id="reg", bucket="b", prefix="in/", fail_if_empty=False).execute(
+            context()
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "not neither"),
+        ({"uris": ["gs://b/a"], "bucket": "b"}, "not both"),
+        ({"uris": ["gs://b/a"], "prefix": "x/"}, "prefix and match_glob filter a bucket listing"),
+        ({"uris": ["/local/a.pdf"]}, "only GCS objects can be registered"),
+    ],
+)
+def test_register_bad_arguments(hook, kwargs, match):
+    with pytest.raises(GeminiInputError, match=match):
+        GeminiRegisterGcsFilesOperator(task_id="reg", **kwargs).execute(context())
+
+
+def test_register_batch_size_over_100_is_refused():
+    with pytest.raises(GeminiInputError, match="from 1 to 100"):
+        GeminiRegisterGcsFilesOperator(task_id="reg", uris=["gs://b/a"], batch_size=500)
+
+
+def test_register_failed_batch_deletes_the_other_batches_files(hook):
+    uris = [f"gs://bucket/doc{i:03d}.pdf" for i in range(30)]
+    hook.fail_sources[uris[25]] = GeminiInputError("gs://bucket/doc025.pdf does not exist")
+    with pytest.raises(GeminiInputError, match="doc025"):
+        GeminiRegisterGcsFilesOperator(task_id="reg", uris=uris, batch_size=10, max_concurrency=1).execute(
+            context()
+        )
+    assert hook.files == {}
+
+
+# Delete -------------------------------------------------------------------------------------------
+def test_delete_runs_after_upstream_failures_by_default():
+    assert GeminiDeleteFilesOperator(task_id="rm", files=[]).trigger_rule == TriggerRule.ALL_DONE
+    other = GeminiDeleteFilesOperator(task_id="rm2", files=[], trigger_rule=TriggerRule.ALL_SUCCESS)
+    assert other.trigger_rule == TriggerRule.ALL_SUCCESS
+
+
+def test_delete_returns_names_deleted_and_logs_gone_ones(hook, capsys):
+    a = hook.add("files/a")
+    hook.add("files/b")
+    deleted = GeminiDeleteFilesOperator(task_id="rm", files=[a, {"name": "files/b"}, "files/gone"]).execute(
+        context()
+    )
+    assert deleted == ["files/a", "files/b"]
+    assert hook.files == {}
+    assert "files/gone" in (out := capsys.readouterr().out)
+    assert "already gone" in out
+
+
+def test_delete_accepts_nothing_none_and_mapped_lists(hook):
+    assert GeminiDeleteFilesOperator(task_id="rm", files=None).execute(context()) == []
+    hook.add("files/a")
+    hook.add("files/b")
+    deleted = GeminiDeleteFilesOperator(task_id="rm", files=[["files/a"], None, ["files/b"]]).execute(
+        context()
+    )
+    assert deleted == ["files/a", "files/b"]
+
+
+def test_delete_tries_every_file_and_then_fails_naming_the_others(hook):
+    for name in ("files/a", "files/b", "files/c"):
+        hook.add(name)
+    hook.delete_errors["files/b"] = RuntimeError("503 unavailable")
+    with pytest.raises(GeminiFilesError, match=r"1 of 3 deletes failed: files/b: 503 unavailable"):
+        GeminiDeleteFilesOperator(task_id="rm", files=["files/a", "files/b", "files/c"]).execute(context())
+    assert list(hook.files) == ["files/b"]
+
+
+def test_delete_run_uploads_finds_files_no_xcom_recorded(hook, docs):
+    uploaded = GeminiUploadFileOperator(task_id="up", source=docs[:2]).execute(context())
+    hook.add("files/someone-elses")
+    GeminiUploadFileOperator(task_id="up", source=docs[2]).execute(context(run_id="other-run"))
+    deleted = GeminiDeleteFilesOperator(task_id="rm", files=None, delete_run_uploads=True).execute(context())
+    assert sorted(deleted) == sorted(ref.name for ref in uploaded)
+    assert len(hook.files) == 2, "other runs' and other users' files stay"
+
+
+def test_delete_malformed_value_names_it(hook):
+    with pytest.raises(GeminiInputError, match="not a valid Gemini file name"):
+        GeminiDeleteFilesOperator(task_id="rm", files=["report.pdf"]).execute(context())
