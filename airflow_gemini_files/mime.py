@@ -133,7 +133,7 @@ def guess_from_name(name: str) -> str | None:
     if ext in EXTENSION_MIME_TYPES:
         return EXTENSION_MIME_TYPES[ext]
     guessed, _ = mimetypes.guess_type(name, strict=False)
-    return guessed
+    return None if guessed in GENERIC_MIME_TYPES else guessed
 
 
 def resolve_mime_type(

@@ -50,6 +50,7 @@ CONNECTION_EXTRAS = frozenset(
 """The extras a ``gemini`` connection understands (all optional)."""
 
 _API_VERSION = re.compile(r"^v\d+[a-z0-9]*$")
+_GONE_FILE = re.compile(r"access the File (?:files/)?([a-z0-9-]+)")
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -294,10 +295,24 @@ class GeminiHook(BaseHook):
                 f"belongs to another project ({err.code} {status}). Upload or register the source again.",
                 file_name=file,
             )
+        gone = _GONE_FILE.search(message)
+        if err.code in (403, 404) and gone:
+            missing = f"files/{gone.group(1)}"
+            return GeminiFileNotUsableError(
+                f"Gemini file {missing} does not exist: it was deleted, expired (files live 48 hours) or "
+                f"belongs to another project ({err.code} {status}). Upload or register the source again.",
+                file_name=missing,
+            )
         if model and err.code == 404:
             return GeminiInputError(
                 f"Gemini model {model!r} was not found ({message}). Use a model id such as "
                 "'gemini-2.5-flash' (list them with client.models.list())."
+            )
+        if err.code == 429 and "file_storage_bytes" in message:
+            return GeminiFilesError(
+                f"The Gemini project's file storage quota is full ({message}). Delete files that are no "
+                "longer needed (GeminiDeleteFilesOperator or GeminiHook.delete_file) or wait for them to "
+                "expire (48 hours), then retry."
             )
         if err.code == 400 and status == "FAILED_PRECONDITION":
             return GeminiFileNotUsableError(
