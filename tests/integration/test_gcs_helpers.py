@@ -1,0 +1,136 @@
+"""GCS helpers with the real google-cloud-storage client against the GCS emulator (and a 403 server)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from airflow_gemini_files import gcs
+from airflow_gemini_files.exceptions import GeminiInputError
+
+
+@pytest.fixture
+def bucket(gcs_emulator) -> storage.Bucket:
+    gcs_emulator.reset()
+    client = gcs_emulator.client()
+    bkt = client.create_bucket("nightly-docs")
+    for name in (
+        "incoming/2026-11-21/a.pdf",
+        "incoming/2026-11-22/b.pdf",
+        "incoming/2026-11-22/c.png",
+        "incoming/2026-11-22/nested/d.pdf",
+        "incoming/2026-11-22/",  # a folder placeholder
+        "archive/old.pdf",
+    ):
+        bkt.blob(name).upload_from_string(b"%PDF-1.4 test" if name.endswith(".pdf") else b"x")
+    return bkt
+
+
+def test_storage_client_is_anonymous_on_the_emulator_and_lists_by_prefix(bucket):
+    client = gcs.storage_client()
+    assert isinstance(client._credentials, AnonymousCredentials)
+    assert gcs.list_objects("nightly-docs", "incoming/2026-11-22/", client=client) == [
+        "gs://nightly-docs/incoming/2026-11-22/b.pdf",
+        "gs://nightly-docs/incoming/2026-11-22/c.png",
+        "gs://nightly-docs/incoming/2026-11-22/nested/d.pdf",
+    ]
+
+
+def test_match_glob_uses_gcs_semantics(bucket):
+    assert gcs.list_objects("nightly-docs", "incoming/", "incoming/*/*.pdf") == [
+        "gs://nightly-docs/incoming/2026-11-21/a.pdf",
+        "gs://nightly-docs/incoming/2026-11-22/b.pdf",
+    ]
+    assert gcs.list_objects("nightly-docs", match_glob="**.pdf") == [
+        "gs://nightly-docs/archive/old.pdf",
+        "gs://nightly-docs/incoming/2026-11-21/a.pdf",
+        "gs://nightly-docs/incoming/2026-11-22/b.pdf",
+        "gs://nightly-docs/incoming/2026-11-22/nested/d.pdf",
+    ]
+
+
+def test_empty_prefix_match_is_an_empty_list(bucket):
+    assert gcs.list_objects("nightly-docs", "nothing-here/") == []
+
+
+def test_listing_a_missing_bucket_names_it(bucket):
+    with pytest.raises(GeminiInputError, match="'no-such-bucket' does not exist"):
+        gcs.list_objects("no-such-bucket", "x/")
+
+
+def test_bucket_given_as_uri_is_refused_with_the_fix():
+    with pytest.raises(GeminiInputError, match="bare name"):
+        gcs.list_objects("gs://nightly-docs/incoming")
+
+
+def test_get_blob_loads_size_and_content_type(bucket):
+    bucket.blob("typed.csv").upload_from_string(b"a,b\n1,2\n", content_type="text/csv")
+    blob = gcs.get_blob("gs://nightly-docs/typed.csv", gcs.storage_client())
+    assert blob.size == 8
+    assert blob.content_type == "text/csv"
+    assert gcs.read_head(blob, 3) == b"a,b"
+
+
+def test_missing_object_and_missing_bucket_are_told_apart(bucket):
+    client = gcs.storage_client()
+    with pytest.raises(GeminiInputError, match=r"object 'incoming/zzz\.pdf' does not exist in bucket"):
+        gcs.get_blob("gs://nightly-docs/incoming/zzz.pdf", client)
+    with pytest.raises(
+        GeminiInputError, match=r"bucket 'other-bucket' in 'gs://other-bucket/a\.pdf' does not exist"
+    ):
+        gcs.get_blob("gs://other-bucket/a.pdf", client)
+
+
+class _Forbidden(http.server.BaseHTTPRequestHandler):
+    """A storage endpoint that refuses everything, as GCS does without storage.objects.* permission."""
+
+    def _refuse(self) -> None:
+        body = json.dumps(
+            {"error": {"code": 403, "message": "caller does not have storage.objects.get access"}}
+        ).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _refuse
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def forbidden_client() -> Iterator[storage.Client]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield storage.Client(
+            project="test",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": f"http://127.0.0.1:{server.server_address[1]}"},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_permission_denied_reading_says_which_role_is_missing(forbidden_client):
+    with pytest.raises(
+        GeminiInputError, match=r"Permission denied reading gs://locked/a\.pdf.*Storage Object Viewer"
+    ):
+        gcs.get_blob("gs://locked/a.pdf", forbidden_client)
+
+
+def test_permission_denied_listing_says_which_role_is_missing(forbidden_client):
+    with pytest.raises(
+        GeminiInputError, match=r"Permission denied listing gs://locked/in/.*storage\.objects\.list"
+    ):
+        gcs.list_objects("locked", "in/", client=forbidden_client)
