@@ -1,0 +1,474 @@
+"""Resumable upload to the Gemini Files API that retries chunks and resumes where it was cut.
+
+Speaks the same wire protocol as `google.genai`'s `client.files.upload` (Google's resumable
+"X-Goog-Upload" protocol): a `start` request to `{base}/upload/{version}/files` carrying the API key
+and the file's metadata returns a session URL; chunks are POSTed to it with `X-Goog-Upload-Command:
+upload` (the last `upload, finalize`) and `X-Goog-Upload-Offset`, carrying no key; the final reply
+holds `{"file": {...}}`. Beyond the SDK, a failed or cut chunk is retried with backoff and jitter
+after asking the server how much it has (`X-Goog-Upload-Command: query`, answered by
+`X-Goog-Upload-Size-Received`), so only the missing bytes are sent again; streams need not be
+seekable (the current chunk stays in memory so it can be re-sent), and progress is logged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+import httpx
+from google.genai import errors, types
+
+from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
+from airflow_gemini_files.hooks.retry import RetryPolicy, retry_after_seconds
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+DEFAULT_CHUNK_SIZE = 8 * MiB
+#: Used when the caller gives no timeout: never hang forever on a dead peer.
+DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=30.0)
+_PROGRESS_STEP = 0.10  # log every 10 % ...
+_PROGRESS_SECONDS = 5.0  # ... or every 5 s, whichever comes first
+_USER_AGENT = "airflow-gemini-files"
+
+
+class ResumableUploadError(GeminiFilesError):
+    """The upload could not be completed: retries exhausted, session lost, or a protocol violation."""
+
+
+@dataclass
+class UploadStats:
+    """What one upload cost on the wire (for logs, tests and benchmarks)."""
+
+    requests: int = 0  # every HTTP request: start, chunks (re-sends included), queries
+    chunks: int = 0  # chunk requests, re-sends included
+    retries: int = 0  # failed requests (status or connection) that were tried again
+    queries: int = 0  # `query` requests made to learn the committed offset
+    bytes_sent: int = 0  # chunk body bytes put on the wire, re-sends included
+    bytes_resent: int = 0  # bytes sent more than once
+    seconds: float = 0.0  # wall time of the whole upload
+
+
+class _Rewind(Exception):
+    """The server has less than the current chunk's start: the stream must go back to `offset`."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+
+
+class ResumableUpload:
+    """Uploads one stream per `upload()` call through Gemini's resumable protocol, with retries.
+
+    `base_url` and `api_version` are those of the `genai.Client` (e.g.
+    `https://generativelanguage.googleapis.com`, `v1beta`). `timeout` is per request, in
+    seconds (None: 30 s to connect, 300 s per read/write). An `http` client given by the caller
+    is used as is and not closed; it must not carry the API key as a default header.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_version: str,
+        api_key: str,
+        retry: RetryPolicy,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        timeout: float | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        if not api_key:
+            raise GeminiInputError(
+                "No Gemini API key: set it as the password of the Gemini connection (gemini_default)."
+            )
+        if chunk_size < 1:
+            raise GeminiInputError(f"chunk_size must be a positive number of bytes, got {chunk_size!r}.")
+        self._start_url = f"{base_url.rstrip('/')}/upload/{api_version.strip('/')}/files"
+        self._api_key = api_key
+        self._retry = retry
+        self._chunk_size = chunk_size
+        self._timeout = httpx.Timeout(timeout) if timeout is not None else DEFAULT_TIMEOUT
+        self._server_timeout = str(math.ceil(timeout)) if timeout else None
+        self._http = http
+        self.stats = UploadStats()
+
+    def upload(
+        self,
+        stream: IO[bytes],
+        *,
+        size: int,
+        mime_type: str,
+        display_name: str | None = None,
+        name: str | None = None,
+        label: str | None = None,
+    ) -> types.File:
+        """Send `size` bytes read from `stream` (from its current position) and return the File.
+
+        `label` names the upload in logs and errors (e.g. the source path); `name` is the
+        optional `files/<id>` to create. The stream is read sequentially; it is rewound only
+        when the server lost bytes before the current chunk, which needs `seek()`.
+        """
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise GeminiInputError(f"size must be the stream's length in bytes (>= 0), got {size!r}.")
+        if isinstance(stream, io.TextIOBase):
+            raise GeminiInputError("The stream was opened in text mode; open it in binary mode ('rb').")
+        if not mime_type:
+            raise GeminiInputError("mime_type is required for an upload, e.g. 'application/pdf'.")
+        if name is not None and not name.startswith("files/"):
+            name = f"files/{name}"
+        label = label or display_name or name or "stream"
+        self.stats = UploadStats()
+        started = time.monotonic()
+        own_http = self._http is None
+        http = self._http or httpx.Client(timeout=self._timeout, headers={"user-agent": _USER_AGENT})
+        try:
+            session = _Session(self, http, label, size)
+            file = session.run(stream, mime_type=mime_type, display_name=display_name, name=name)
+        finally:
+            self.stats.seconds = time.monotonic() - started
+            if own_http:
+                http.close()
+        stats = self.stats
+        log.info(
+            "Uploaded %s as %s: %.1f MiB in %.1f s (%.1f MiB/s); %d retries, %.1f MiB re-sent.",
+            label,
+            file.name,
+            size / MiB,
+            stats.seconds,
+            size / MiB / max(stats.seconds, 1e-9),
+            stats.retries,
+            stats.bytes_resent / MiB,
+        )
+        return file
+
+
+class _Session:
+    """One upload session: the start request, the chunk loop and its recovery."""
+
+    def __init__(self, owner: ResumableUpload, http: httpx.Client, label: str, size: int) -> None:
+        self.owner = owner
+        self.retry = owner._retry
+        self.stats = owner.stats
+        self.http = http
+        self.label = label
+        self.size = size
+        self.url = ""
+        self.high_water = 0  # end of the furthest byte range ever sent
+        self.progress = _Progress(label, size)
+
+    # -- protocol ---------------------------------------------------------------------------
+
+    def run(
+        self, stream: IO[bytes], *, mime_type: str, display_name: str | None, name: str | None
+    ) -> types.File:
+        granularity = self.start(mime_type=mime_type, display_name=display_name, name=name)
+        chunk_size = self.owner._chunk_size
+        if granularity and chunk_size % granularity:
+            chunk_size = max(granularity, chunk_size - chunk_size % granularity)
+        log.info(
+            "Uploading %s (%.1f MiB, %s) in chunks of %.1f MiB.",
+            self.label,
+            self.size / MiB,
+            mime_type,
+            chunk_size / MiB,
+        )
+        origin = _tell(stream)
+        offset = rewinds = 0
+        while True:
+            want = min(chunk_size, self.size - offset)
+            chunk = _read_exact(stream, want)
+            if len(chunk) < want:
+                self.cancel()
+                raise GeminiInputError(
+                    f"{self.label}: the stream ended after {offset + len(chunk)} bytes but size={self.size} "
+                    "was announced; pass the stream's real size."
+                )
+            last = offset + want >= self.size
+            if last and _read_exact(stream, 1):
+                self.cancel()
+                raise GeminiInputError(
+                    f"{self.label}: the stream holds more than the announced size={self.size} bytes; "
+                    "pass the stream's real size."
+                )
+            try:
+                file = self.send_chunk(chunk, offset, last=last)
+            except _Rewind as rewind:
+                rewinds += 1
+                if origin is None or rewinds >= self.retry.attempts:
+                    raise ResumableUploadError(
+                        f"{self.label}: the server lost bytes before offset {offset} (it has "
+                        f"{rewind.offset}) and the stream cannot seek back (or it happened {rewinds} times); "
+                        "upload again."
+                    ) from None
+                stream.seek(origin + rewind.offset)
+                offset = rewind.offset
+                continue
+            offset += len(chunk)
+            self.progress.update(offset)
+            if file is not None:
+                return file
+
+    def start(self, *, mime_type: str, display_name: str | None, name: str | None) -> int | None:
+        """Open the session; returns the server's chunk granularity, if it states one."""
+        metadata: dict[str, Any] = {"mime_type": mime_type, "size_bytes": self.size}
+        if display_name is not None:
+            metadata["display_name"] = display_name
+        if name is not None:
+            metadata["name"] = name
+        headers = {
+            "x-goog-api-key": self.owner._api_key,
+            "Content-Type": "application/json",
+            "X-Goog-Upload-Protocol": "resumable",
+            "X-Goog-Upload-Command": "start",
+            "X-Goog-Upload-Header-Content-Length": str(self.size),
+            "X-Goog-Upload-Header-Content-Type": mime_type,
+        }
+        body = json.dumps({"file": metadata}).encode()
+        failures = 0
+        while True:
+            try:
+                response = self.post(self.owner._start_url, headers, body)
+            except Exception as exc:
+                if not self.retry.is_transient_error(exc):
+                    raise
+                failures = self.backoff(failures, f"starting the upload failed ({type(exc).__name__})", exc)
+                continue
+            if response.status_code == 200:
+                break
+            if not self.retry.is_retryable_status(response.status_code):
+                self.raise_api_error(response)
+            failures = self.backoff(
+                failures, f"starting the upload got HTTP {response.status_code}", response
+            )
+        url = response.headers.get("x-goog-upload-url")
+        if not url:
+            raise ResumableUploadError(
+                f"{self.label}: the upload start reply has no x-goog-upload-url header; is base_url a "
+                "Gemini API endpoint?"
+            )
+        self.url = url
+        granularity = response.headers.get("x-goog-upload-chunk-granularity")
+        return int(granularity) if granularity and granularity.isdigit() and int(granularity) > 0 else None
+
+    def send_chunk(self, chunk: bytes, chunk_offset: int, *, last: bool) -> types.File | None:
+        """Send one chunk until the server has all of it; the File when the upload is final."""
+        end = chunk_offset + len(chunk)
+        command = "upload, finalize" if last else "upload"
+        pos = chunk_offset
+        failures = 0
+        while True:
+            body = chunk[pos - chunk_offset :] if pos > chunk_offset else chunk
+            headers = {"X-Goog-Upload-Command": command, "X-Goog-Upload-Offset": str(pos)}
+            self.count_sent(pos, len(body))
+            problem: Exception | httpx.Response
+            try:
+                response = self.post(self.url, headers, body, chunk=True)
+            except Exception as exc:
+                if not self.retry.is_transient_error(exc):
+                    raise
+                problem, reason = exc, f"chunk at offset {pos} failed ({type(exc).__name__})"
+            else:
+                status = response.headers.get("x-goog-upload-status", "").lower()
+                if response.status_code == 200 and status == "final":
+                    return self.final_file(response, pos_ok=last)
+                if response.status_code == 200 and status == "active":
+                    received = _int_header(response, "x-goog-upload-size-received")
+                    if last:
+                        raise ResumableUploadError(
+                            f"{self.label}: all {self.size} bytes were sent but the server did not "
+                            "finalize the upload."
+                        )
+                    if received is None or received == end:
+                        return None
+                    problem, reason = response, f"server has {received} bytes after a chunk ending at {end}"
+                elif response.status_code != 200 and not self.retry.is_retryable_status(response.status_code):
+                    self.raise_api_error(response)
+                else:
+                    problem = response
+                    reason = f"chunk at offset {pos} got HTTP {response.status_code}"
+                    if response.status_code == 200:
+                        reason += " without x-goog-upload-status"
+            failures = self.backoff(failures, reason, problem)
+            committed, file = self.query()
+            if file is not None:
+                return self.final_file(file, pos_ok=last)
+            if committed < chunk_offset:
+                raise _Rewind(committed)
+            if committed > end:
+                raise ResumableUploadError(
+                    f"{self.label}: the server reports {committed} bytes received, beyond the {end} sent."
+                )
+            if committed > pos:
+                failures = 0  # progress was made: the failure budget starts again
+            pos = committed
+            if pos == end and not last:
+                return None
+
+    def query(self) -> tuple[int, httpx.Response | None]:
+        """Ask the server how many bytes it has: (committed offset, final reply or None)."""
+        failures = 0
+        while True:
+            self.stats.queries += 1
+            try:
+                response = self.post(self.url, {"X-Goog-Upload-Command": "query"}, b"", chunk=True)
+            except Exception as exc:
+                if not self.retry.is_transient_error(exc):
+                    raise
+                failures = self.backoff(failures, f"query failed ({type(exc).__name__})", exc)
+                continue
+            status = response.headers.get("x-goog-upload-status", "").lower()
+            if response.status_code == 200 and status == "final":
+                return self.size, response
+            received = _int_header(response, "x-goog-upload-size-received")
+            if response.status_code == 200 and status == "active" and received is not None:
+                return received, None
+            if response.status_code != 200 and not self.retry.is_retryable_status(response.status_code):
+                raise ResumableUploadError(
+                    f"{self.label}: the upload session is gone (query answered HTTP "
+                    f"{response.status_code}, status {status or 'none'}); upload the file again."
+                )
+            failures = self.backoff(failures, f"query got HTTP {response.status_code}", response)
+
+    def cancel(self) -> None:
+        """Best effort: tell the server to drop the session so nothing is left half-uploaded."""
+        try:
+            self.post(self.url, {"X-Goog-Upload-Command": "cancel"}, b"", chunk=True)
+        except Exception as exc:  # the caller is already raising the real error
+            log.debug("Cancelling the upload session of %s failed: %s", self.label, type(exc).__name__)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def post(self, url: str, headers: dict[str, str], body: bytes, *, chunk: bool = False) -> httpx.Response:
+        if self.owner._server_timeout:
+            headers = {**headers, "X-Server-Timeout": self.owner._server_timeout}
+        request = self.http.build_request(
+            "POST", url, headers=headers, content=body, timeout=self.owner._timeout
+        )
+        if chunk:
+            request.headers.pop("x-goog-api-key", None)  # session URLs are the credential; never send the key
+        self.stats.requests += 1
+        response = self.http.send(request)
+        response.read()
+        return response
+
+    def count_sent(self, pos: int, length: int) -> None:
+        self.stats.chunks += 1
+        self.stats.bytes_sent += length
+        end = pos + length
+        self.stats.bytes_resent += max(0, min(end, self.high_water) - pos)
+        self.high_water = max(self.high_water, end)
+
+    def backoff(self, failures: int, reason: str, problem: Exception | httpx.Response) -> int:
+        """Count a failure, give up when the budget is spent, else sleep; returns the new count."""
+        failures += 1
+        if failures >= self.retry.attempts:
+            message = f"{self.label}: giving up after {failures} attempts: {reason}."
+            if isinstance(problem, httpx.Response) and problem.status_code != 200:
+                self.raise_api_error(problem, prefix=message)
+            raise ResumableUploadError(message) from (problem if isinstance(problem, Exception) else None)
+        retry_after = retry_after_seconds(problem.headers) if isinstance(problem, httpx.Response) else None
+        wait = self.retry.wait_before_retry(failures, retry_after)
+        self.stats.retries += 1
+        log.warning(
+            "Upload of %s: %s; retry %d of %d in %.1f s.",
+            self.label,
+            reason,
+            failures,
+            self.retry.attempts - 1,
+            wait,
+        )
+        time.sleep(wait)
+        return failures
+
+    def final_file(self, response: httpx.Response, *, pos_ok: bool) -> types.File:
+        if not pos_ok:
+            raise ResumableUploadError(
+                f"{self.label}: the server finalized the upload before all {self.size} bytes were sent."
+            )
+        try:
+            payload = response.json()["file"]
+            return types.File.model_validate(payload)
+        except (ValueError, KeyError, TypeError) as err:
+            raise ResumableUploadError(
+                f"{self.label}: the final upload reply is not a {{'file': {{...}}}} resource ({err})."
+            ) from None
+
+    def raise_api_error(self, response: httpx.Response, prefix: str | None = None) -> None:
+        """Raise the SDK's ClientError/ServerError, as `client.files.upload` would, without the key."""
+        try:
+            payload: Any = response.json()
+        except ValueError:
+            payload = {"error": {"code": response.status_code, "message": response.text[:500]}}
+        text = json.dumps(payload).replace(self.owner._api_key, "***")
+        payload = json.loads(text)
+        if prefix and isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+            payload["error"]["message"] = f"{prefix} {payload['error'].get('message', '')}".strip()
+        # No response object: it holds the request, whose headers hold the API key.
+        errors.APIError.raise_error(response.status_code, payload, None)
+
+
+class _Progress:
+    """Logs percent, MiB and MiB/s every ~10 % or ~5 s."""
+
+    def __init__(self, label: str, size: int) -> None:
+        self.label = label
+        self.size = size
+        self.started = self.last_time = time.monotonic()
+        self.last_fraction = 0.0
+
+    def update(self, done: int) -> None:
+        if not self.size:
+            return
+        now = time.monotonic()
+        fraction = done / self.size
+        if fraction >= 1 or (
+            fraction - self.last_fraction < _PROGRESS_STEP and now - self.last_time < _PROGRESS_SECONDS
+        ):
+            return
+        self.last_fraction, self.last_time = fraction, now
+        log.info(
+            "Uploading %s: %3.0f%% (%.1f of %.1f MiB) at %.1f MiB/s.",
+            self.label,
+            fraction * 100,
+            done / MiB,
+            self.size / MiB,
+            done / MiB / max(now - self.started, 1e-9),
+        )
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    """Read `n` bytes, looping over short reads (pipes, sockets); fewer only at end of stream."""
+    if n <= 0:
+        return b""
+    data = stream.read(n)
+    if isinstance(data, str):
+        raise GeminiInputError("The stream was opened in text mode; open it in binary mode ('rb').")
+    if data is None or len(data) >= n or not data:
+        return data or b""
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = stream.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _tell(stream: IO[bytes]) -> int | None:
+    """The stream's position if it can seek back to it, else None."""
+    try:
+        return stream.tell() if stream.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _int_header(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name, "").strip()
+    return int(value) if value.isdigit() else None
