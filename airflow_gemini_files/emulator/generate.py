@@ -337,7 +337,12 @@ def generate(model: str, body: dict[str, Any], store: FileStore) -> dict[str, An
     mime = _get(prompt.config, "responseMimeType", "response_mime_type") or "text/plain"
     if mime == "application/json":
         text = answer_json(prompt)
-    elif mime in ("text/plain", "text/x.enum"):
+    elif mime == "text/x.enum":
+        schema = _get(prompt.config, "responseSchema", "response_schema") or {}
+        if not schema.get("enum"):
+            raise ApiError(400, "response_mime_type text/x.enum needs a response_schema with an enum.")
+        text = str(schema["enum"][0])
+    elif mime == "text/plain":
         text = answer_text(model, prompt)
     else:
         raise ApiError(400, f"Unsupported response_mime_type {mime!r}: use text/plain or application/json.")

@@ -15,6 +15,7 @@ parameter is redacted from the request line before it is logged.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import re
@@ -23,12 +24,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from airflow_gemini_files.emulator.errors import FAULT_MESSAGES, ApiError
 from airflow_gemini_files.emulator.generate import generate
-from airflow_gemini_files.emulator.store import StoredFile
+from airflow_gemini_files.emulator.store import ChunkWriter, StoredFile, UploadSession
 
 if TYPE_CHECKING:
     from airflow_gemini_files.emulator.control import GeminiEmulator
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BUFFER = 1024 * 1024
+_SOCKET_BUFFER = 4 * 1024 * 1024
 _MAX_JSON_BODY = 64 * 1024 * 1024
 _VERSION = r"(?P<ver>v1|v1beta|v1alpha)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -64,6 +68,12 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], emulator: GeminiEmulator) -> None:
         self.emulator = emulator
         super().__init__(address, Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        with contextlib.suppress(OSError):  # fewer, larger reads for upload chunks
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
+        return conn, addr
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -105,36 +115,18 @@ class Handler(BaseHTTPRequestHandler):
     def _send_error(self, error: ApiError, headers: dict[str, str] | None = None) -> None:
         self._send(error.code, error.body(), headers)
 
-    def _length(self) -> int:
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                self.close_connection = True
-                raise ApiError(411, "Content-Length is required.", "INVALID_ARGUMENT")
-            return 0
-        try:
-            length = int(raw)
-        except ValueError as exc:
-            self.close_connection = True
-            raise ApiError(400, "Invalid Content-Length.") from exc
-        return length
-
-    def _drain(self, length: int) -> None:
-        buf = bytearray(min(length, _BUFFER) or 1)
-        view = memoryview(buf)
-        while length > 0:
-            n = self.rfile.readinto(view[: min(length, _BUFFER)])
-            if not n:
-                self.close_connection = True
-                return
-            length -= n
+    def _drain(self) -> None:
+        """Consume what is left of the request body (keeps the keep-alive connection usable)."""
+        for _ in self._body.pieces():
+            pass
 
     def _json_body(self) -> dict[str, Any]:
-        length = self._length()
-        if length > _MAX_JSON_BODY:
-            self._drain(length)
-            raise ApiError(413, f"Request payload size exceeds the limit: {_MAX_JSON_BODY} bytes.")
-        raw = self.rfile.read(length) if length else b""
+        raw = bytearray()
+        for piece in self._body.pieces():
+            raw += piece
+            if len(raw) > _MAX_JSON_BODY:
+                self._drain()
+                raise ApiError(413, f"Request payload size exceeds the limit: {_MAX_JSON_BODY} bytes.")
         if not raw:
             return {}
         try:
@@ -151,41 +143,47 @@ class Handler(BaseHTTPRequestHandler):
         parsed = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parsed.query))
         path = parsed.path
-        body_consumed = False
         try:
+            if not hasattr(self, "_buffer"):
+                self._buffer = memoryview(bytearray(_BUFFER))
+            self._body = BodyReader(self.rfile, self.headers, self._buffer)
+            if self._body.invalid:
+                self.close_connection = True
+                raise ApiError(400, "Invalid Content-Length.")
             if path.startswith("/_emulator/"):
-                self._control(path.removeprefix("/_emulator/"), parsed.query)
+                self._control(path.removeprefix("/_emulator/"))
                 return
             for method, pattern, action in _ROUTES:
                 match = pattern.match(path)
                 if match is None or method != self.command:
                     continue
                 if action == "upload" and "upload_id" in query:
-                    body_consumed = True
                     self._upload_chunk(query["upload_id"])
                     return
                 self._check_api_key(query)
                 operation = "upload_start" if action == "upload" else action
                 emu.store.count(operation)
-                body_consumed = self._apply_faults(operation)
-                if body_consumed:
-                    return
-                body_consumed = True
-                getattr(self, f"_{action}")(match.groupdict(), query)
+                if not self._apply_faults(operation):
+                    getattr(self, f"_{action}")(match.groupdict(), query)
                 return
-            body_consumed = True
-            self._drain(self._length())
             raise ApiError(404, f"Method or path not found: {self.command} {parsed.path}", "NOT_FOUND")
         except ApiError as error:
-            if not body_consumed:
-                self._drain(self._length())
-            self._send_error(error)
+            self._reply_error(error)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception:
             log.exception("emulator error on %s %s", self.command, redact(self.path))
             self.close_connection = True
-            self._send_error(ApiError(500, "Internal error in the emulator."))
+            self._reply_error(ApiError(500, "Internal error in the emulator."))
+
+    def _reply_error(self, error: ApiError, headers: dict[str, str] | None = None) -> None:
+        """Answer an error after consuming the rest of the body; a vanished client is not an error."""
+        try:
+            if not self._body.done:
+                self._drain()
+            self._send_error(error, headers)
+        except (ConnectionError, TimeoutError, ApiError):
+            self.close_connection = True
 
     def _check_api_key(self, query: dict[str, str]) -> None:
         expected = self.server.emulator.api_key
@@ -207,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(decision.latency)
         if decision.status is None:
             return False
-        self._drain(self._length())
+        self._drain()
         self._send_error(ApiError(decision.status, FAULT_MESSAGES[decision.status]))
         return True
 
@@ -219,12 +217,12 @@ class Handler(BaseHTTPRequestHandler):
     def _upload(self, params: dict[str, str], query: dict[str, str]) -> None:
         emu = self.server.emulator
         if self.headers.get("X-Goog-Upload-Protocol", "").lower() != "resumable":
-            self._drain(self._length())
+            self._drain()
             raise ApiError(
                 400, "Only the resumable upload protocol (X-Goog-Upload-Protocol: resumable) is supported."
             )
         if self.headers.get("X-Goog-Upload-Command", "").lower() != "start":
-            self._drain(self._length())
+            self._drain()
             raise ApiError(
                 400, "The first request of a resumable upload must carry X-Goog-Upload-Command: start."
             )
@@ -263,10 +261,9 @@ class Handler(BaseHTTPRequestHandler):
         emu = self.server.emulator
         store = emu.store
         commands = {c.strip().lower() for c in self.headers.get("X-Goog-Upload-Command", "").split(",")}
-        length = self._length()
         if "query" in commands:
             store.count("upload_query")
-            self._drain(length)
+            self._drain()
             if self._apply_faults("upload_query"):
                 return
             session = store.session(upload_id)
@@ -281,39 +278,37 @@ class Handler(BaseHTTPRequestHandler):
         if decision.latency:
             time.sleep(decision.latency)
         if decision.status is not None:
-            self._drain(length)
-            self._send_error(ApiError(decision.status, FAULT_MESSAGES[decision.status]))
-            return
+            raise ApiError(decision.status, FAULT_MESSAGES[decision.status])
         if not commands & {"upload", "finalize"}:
-            self._drain(length)
             raise ApiError(
                 400, "X-Goog-Upload-Command must be upload, finalize, 'upload, finalize' or query."
             )
         try:
             session = store.session(upload_id)
         except ApiError as error:
-            self._drain(length)
-            self._send_error(error, {"x-goog-upload-status": "final"})
+            self._reply_error(error, {"x-goog-upload-status": "final"})
             return
         offset_raw = self.headers.get("X-Goog-Upload-Offset")
         with session.lock:
             try:
-                store.check_chunk(session, int(offset_raw) if offset_raw is not None else None, length)
-            except (ApiError, ValueError) as error:
-                self._drain(length)
-                err = error if isinstance(error, ApiError) else ApiError(400, "Invalid X-Goog-Upload-Offset.")
-                fatal = "exceeds" in err.message
-                self._send_error(
-                    err,
-                    {
-                        "x-goog-upload-status": "final" if fatal else "active",
-                        "x-goog-upload-size-received": str(session.offset),
-                    },
+                offset = int(offset_raw) if offset_raw is not None else None
+            except ValueError as exc:
+                raise ApiError(400, f"Invalid X-Goog-Upload-Offset {offset_raw!r}.") from exc
+            try:
+                store.check_offset(session, offset)
+            except ApiError as error:
+                self._reply_error(
+                    error,
+                    {"x-goog-upload-status": "active", "x-goog-upload-size-received": str(session.offset)},
                 )
-                if fatal:
-                    store.abandon(session)
                 return
-            if not self._receive(session, length, drop=decision.drop):
+            try:
+                received = self._receive(session, drop=decision.drop)
+            except ApiError as error:  # more bytes than declared / allowed: the session is over
+                store.abandon(session)
+                self._reply_error(error, {"x-goog-upload-status": "final"})
+                return
+            if not received:
                 return
             if "finalize" not in commands:
                 self._send(
@@ -325,30 +320,32 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 stored = store.finalize(session)
             except ApiError as error:
-                self._send_error(error, {"x-goog-upload-status": "final"})
+                self._reply_error(error, {"x-goog-upload-status": "final"})
                 return
         self._send_json({"file": self._file_json(stored)}, {"x-goog-upload-status": "final"})
 
-    def _receive(self, session: Any, length: int, *, drop: bool) -> bool:
-        """Stream ``length`` body bytes onto the session's file; False when the connection went away."""
-        from airflow_gemini_files.emulator.store import ChunkWriter
+    def _receive(self, session: UploadSession, *, drop: bool) -> bool:
+        """Stream the body onto the session's file; commit it only when it arrived whole.
 
+        False when the connection went away (or a fault cut it): nothing of the chunk is committed.
+        """
+        store = self.server.emulator.store
         writer = ChunkWriter(session)
-        remaining = length // 2 if drop else length
-        buf = bytearray(min(max(remaining, 1), _BUFFER))
-        view = memoryview(buf)
+        limit = store.size_limit(session)
+        cut_after = (self._body.length or 2 * _BUFFER) // 2 if drop else None
         try:
-            while remaining > 0:
-                n = self.rfile.readinto(view[: min(remaining, _BUFFER)])
-                if not n:
-                    raise ConnectionError("client closed the connection mid-chunk")
-                writer.write(view[:n])
-                remaining -= n
+            for piece in self._body.pieces():
+                if session.offset + writer.written + len(piece) > limit:
+                    writer.rollback()
+                    raise store.too_big(session, session.offset + writer.written + len(piece))
+                writer.write(piece)
+                if cut_after is not None and writer.written >= cut_after:
+                    break
         except (ConnectionError, TimeoutError, OSError):
             writer.rollback()
             self.close_connection = True
             return False
-        if drop:
+        if cut_after is not None:
             writer.rollback()
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -358,11 +355,11 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def _get(self, params: dict[str, str], query: dict[str, str]) -> None:
-        self._drain(self._length())
+        self._drain()
         self._send_json(self._file_json(self.server.emulator.store.get(params["id"])))
 
     def _list(self, params: dict[str, str], query: dict[str, str]) -> None:
-        self._drain(self._length())
+        self._drain()
         try:
             page_size = int(query["pageSize"]) if "pageSize" in query else None
         except ValueError as exc:
@@ -374,7 +371,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(payload)
 
     def _delete(self, params: dict[str, str], query: dict[str, str]) -> None:
-        self._drain(self._length())
+        self._drain()
         self.server.emulator.store.delete(params["id"])
         self._send_json({})
 
@@ -414,7 +411,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(payload)
 
     # ---- /_emulator controls ----------------------------------------------------------------
-    def _control(self, action: str, raw_query: str) -> None:
+    def _control(self, action: str) -> None:
         emu = self.server.emulator
         body = self._json_body() if self.command == "POST" else {}
         if self.command == "GET" and action == "stats":
@@ -475,3 +472,59 @@ def fetch_gcs_metadata(gcs_host: str | None, uri: str) -> dict[str, Any]:
         raise ApiError(500, f"Reading the metadata of {uri} failed with HTTP {exc.code}.") from exc
     except OSError as exc:
         raise ApiError(503, f"The storage service for {uri} is unreachable: {exc}", "UNAVAILABLE") from exc
+
+
+class BodyReader:
+    """The request body as a stream of pieces read into one reused buffer (Content-Length or chunked).
+
+    It remembers how much is left, so a caller may stop half-way and :meth:`pieces` resumes there.
+    """
+
+    def __init__(self, rfile: io.BufferedIOBase, headers: Message, buffer: memoryview) -> None:
+        self._rfile = rfile
+        self._buffer = buffer
+        self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        self.length: int | None = None
+        self.invalid = False
+        self._left = 0  # bytes left in the body (Content-Length) or in the current chunk (chunked)
+        if not self.chunked:
+            try:
+                self.length = int(headers.get("Content-Length", "0"))
+            except ValueError:
+                self.length, self.invalid = 0, True
+            self._left = self.length
+        self.done = not self.chunked and not self.length
+
+    def _next_chunk_size(self) -> int:
+        line = self._rfile.readline(1024)
+        if not line:
+            raise ConnectionError("client closed the connection mid-body")
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError as exc:
+            raise ConnectionError("malformed chunked body") from exc
+        if size == 0:
+            while self._rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                pass
+        return size
+
+    def pieces(self) -> Iterator[memoryview]:
+        """Yield the rest of the body; each piece is only valid until the next one is read."""
+        while not self.done:
+            if self._left == 0:
+                if not self.chunked:
+                    self.done = True
+                    return
+                self._left = self._next_chunk_size()
+                if self._left == 0:
+                    self.done = True
+                    return
+            n = self._rfile.readinto(self._buffer[: min(self._left, len(self._buffer))])
+            if not n:
+                raise ConnectionError("client closed the connection mid-body")
+            self._left -= n
+            if self.chunked and self._left == 0:
+                self._rfile.readline(8)  # the CRLF after each chunk
+            elif not self.chunked and self._left == 0:
+                self.done = True
+            yield self._buffer[:n]

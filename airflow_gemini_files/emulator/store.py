@@ -345,19 +345,24 @@ class FileStore:
             raise ApiError(404, "No active upload session with this upload_id.", "NOT_FOUND")
         return session
 
-    def check_chunk(self, session: UploadSession, offset: int | None, length: int) -> None:
-        """Refuse a chunk at the wrong offset (reporting the committed one) or past the declared size."""
+    def check_offset(self, session: UploadSession, offset: int | None) -> None:
+        """Refuse a chunk at the wrong offset, reporting the committed one."""
         if offset is not None and offset != session.offset:
             raise ApiError(
                 400,
                 f"Invalid X-Goog-Upload-Offset {offset}: the server has committed {session.offset} bytes; "
                 "send the query command and resume from there.",
             )
-        end = session.offset + length
-        limit = session.declared_size if session.declared_size is not None else self.max_file_bytes
-        if end > limit:
-            what = "declared size" if session.declared_size is not None else "maximum file size"
-            raise ApiError(400, f"Upload of {end} bytes exceeds the {what} of {limit} bytes.")
+
+    def size_limit(self, session: UploadSession) -> int:
+        """How many bytes the session may hold: the declared size, else the per-file maximum."""
+        return session.declared_size if session.declared_size is not None else self.max_file_bytes
+
+    def too_big(self, session: UploadSession, size: int) -> ApiError:
+        what = "declared size" if session.declared_size is not None else "maximum file size"
+        return ApiError(
+            400, f"Upload of {size} bytes exceeds the {what} of {self.size_limit(session)} bytes."
+        )
 
     def finalize(self, session: UploadSession) -> StoredFile:
         """Turn a complete session into a stored File (size and quota checked again here)."""
