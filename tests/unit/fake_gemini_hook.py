@@ -80,6 +80,7 @@ class FakeGeminiHook:
     def add(self, name: str, state: str = "ACTIVE", **fields: Any) -> GeminiFileRef:
         """Put a file in the store directly."""
         fields.setdefault("display_name", name.removeprefix("files/") + ".pdf")
+        fields.setdefault("expiration_time", datetime.now(UTC) + timedelta(hours=48))
         ref = GeminiFileRef(
             name=name,
             uri=f"https://emulator/v1beta/{name}",
@@ -87,7 +88,6 @@ class FakeGeminiHook:
             state=state,
             source="UPLOADED",
             create_time=datetime.now(UTC),
-            expiration_time=datetime.now(UTC) + timedelta(hours=48),
             **fields,
         )
         self.files[ref.name] = ref

@@ -1,0 +1,327 @@
+"""Operator that asks a Gemini model about files in the Files API."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_gemini_files.exceptions import GeminiFileNotUsableError, GeminiFilesError, GeminiInputError
+from airflow_gemini_files.hooks.gemini import GeminiHook
+from airflow_gemini_files.operators._context import files_label, set_map_index_label
+from airflow_gemini_files.operators._fanout import fan_out
+from airflow_gemini_files.operators._inputs import check_max_concurrency, coerce_files, is_many
+from airflow_gemini_files.refs import GeminiFileRef
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from google.genai import types
+
+USAGE_XCOM_KEY = "usage"
+"""XCom key of the token usage (summed over the calls the task made)."""
+
+ERRORS_XCOM_KEY = "errors"
+"""XCom key of the per-file errors of a ``per_file`` run: ``[{"file", "display_name", "error"}]``."""
+
+EXPIRY_MARGIN = timedelta(minutes=1)
+"""A file this close to its expiration time is refused: it could vanish while the model reads it."""
+
+_JSON_MIME_TYPE = "application/json"
+
+
+def _is_model_class(value: Any) -> bool:
+    return isinstance(value, type) and hasattr(value, "model_validate_json")
+
+
+def file_problem(ref: GeminiFileRef) -> str | None:
+    """Why ``ref`` (freshly fetched) cannot go into a prompt, with the fix; None when it can."""
+    if ref.state == "FAILED":
+        return (
+            f"{ref.name} ({ref.label}) FAILED processing: {ref.error or 'no reason given'}. "
+            "Upload a valid copy of the document."
+        )
+    if ref.is_expired(margin=EXPIRY_MARGIN):
+        return (
+            f"{ref.name} ({ref.label}) expired at {ref.expiration_time}: Gemini deletes files 48 hours after "
+            "upload. Upload or register it again."
+        )
+    if ref.state != "ACTIVE":
+        return (
+            f"{ref.name} ({ref.label}) is {ref.state or 'in an unknown state'}, not ACTIVE: wait for it with "
+            "GeminiFileActiveSensor before generating."
+        )
+    return None
+
+
+class GeminiGenerateContentOperator(BaseOperator):
+    """
+    Ask a Gemini model about files; return the text, or the parsed JSON when a schema or JSON is asked for.
+
+    The prompt comes first, then the files in the order given, each preceded by a text part
+    ``<<<File: display name>>>`` so the model can tell them apart (``label_files=False`` turns it off).
+    Before the model is called every file is fetched again: files that are not ACTIVE, have FAILED or have
+    expired are refused with an error naming them.
+
+    With ``response_schema`` (a JSON schema dict, or a pydantic model class) the model is asked for JSON,
+    and the reply is parsed and validated; a pydantic reply is returned as a plain dict. Token usage goes to
+    the XCom key ``usage``.
+
+    With a list of files and ``per_file=True`` the prompt is sent once per file (``max_concurrency`` calls at
+    once) and the result is a list aligned with the files. Each file's failure is collected rather than
+    hiding the others: the errors go to XCom key ``errors``, and with ``fail_on_error`` (the default) the task
+    fails once all calls have finished; with ``fail_on_error=False`` it succeeds and failed entries are None.
+
+    Mapped over files (``.partial(...).expand(files=sensor.output)``) each task instance is labelled with its
+    document's display name (the ``gemini_file_label`` context variable, used as ``map_index_template``
+    unless the DAG sets its own).
+
+    :param model: Model name, e.g. ``gemini-2.5-flash``. Templated.
+    :param prompt: The question. Templated; an empty prompt is an error.
+    :param files: GeminiFileRef(s), dicts or ``files/<id>`` names; None for a text-only prompt. Templated.
+    :param system_instruction: System instruction text. Templated.
+    :param generation_config: Extra ``GenerateContentConfig`` fields (``temperature``,
+        ``max_output_tokens``, ``response_mime_type``, ...). Templated.
+    :param response_schema: JSON schema (dict) or pydantic model class of the expected JSON reply.
+    :param label_files: Precede each file with ``<<<File: display name>>>``.
+    :param per_file: One call per file instead of one call with all files.
+    :param fail_on_error: With ``per_file``, fail the task if any file's call failed (after all have run);
+        False returns None for those files instead. A single call always fails on error.
+    :param max_concurrency: Calls in flight at once (``per_file``) and parallel file refreshes.
+    :param gemini_conn_id: Airflow connection of type ``gemini``.
+    """
+
+    template_fields: Sequence[str] = (
+        "model",
+        "prompt",
+        "files",
+        "system_instruction",
+        "generation_config",
+        "gemini_conn_id",
+    )
+    template_fields_renderers = {"prompt": "md", "system_instruction": "md", "generation_config": "json"}
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        prompt: str,
+        files: Any = None,
+        system_instruction: str | None = None,
+        generation_config: Mapping[str, Any] | None = None,
+        response_schema: Mapping[str, Any] | type | None = None,
+        label_files: bool = True,
+        per_file: bool = False,
+        fail_on_error: bool = True,
+        max_concurrency: int = 8,
+        gemini_conn_id: str = GeminiHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.prompt = prompt
+        self.files = files
+        self.system_instruction = system_instruction
+        self.generation_config = generation_config
+        if response_schema is not None and not (
+            isinstance(response_schema, Mapping) or _is_model_class(response_schema)
+        ):
+            raise GeminiInputError(
+                f"Task {self.task_id!r}: response_schema={response_schema!r} is neither a JSON schema dict "
+                "nor a pydantic model class."
+            )
+        self.response_schema = response_schema
+        self.label_files = label_files
+        self.per_file = per_file
+        self.fail_on_error = fail_on_error
+        self.max_concurrency = check_max_concurrency(max_concurrency, task_id=self.task_id)
+        self.gemini_conn_id = gemini_conn_id
+
+    @cached_property
+    def hook(self) -> GeminiHook:
+        """The hook, built from ``gemini_conn_id``."""
+        return GeminiHook(gemini_conn_id=self.gemini_conn_id)
+
+    # Inputs ---------------------------------------------------------------------------------------
+    def _check_arguments(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise GeminiInputError(
+                f"Task {self.task_id!r}: the prompt is empty (rendered to {self.prompt!r}). Pass the "
+                "question for the model, e.g. prompt='Summarise this report in 5 bullet points.'"
+            )
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise GeminiInputError(
+                f"Task {self.task_id!r}: model={self.model!r} is empty; pass a model name such as "
+                "'gemini-2.5-flash'."
+            )
+        if self.generation_config is not None and not isinstance(self.generation_config, Mapping):
+            raise GeminiInputError(
+                f"Task {self.task_id!r}: generation_config={self.generation_config!r} must be a dict of "
+                "GenerateContentConfig fields, e.g. {'temperature': 0.2}."
+            )
+
+    def _refresh(self, refs: list[GeminiFileRef]) -> list[GeminiFileRef | str]:
+        """Fetch each file again; return the fresh ref, or a string saying why it cannot be used."""
+        outcomes = fan_out(
+            self.hook.get_file, refs, max_concurrency=self.max_concurrency, log=self.log, action="file checks"
+        )
+        fresh: list[GeminiFileRef | str] = []
+        for outcome in outcomes:
+            ref = outcome.item
+            if outcome.ok and outcome.value is not None:
+                value = outcome.value
+                if value.source_uri is None and ref.source_uri is not None:
+                    value = dataclasses.replace(value, source_uri=ref.source_uri)
+                fresh.append(file_problem(value) or value)
+            elif isinstance(outcome.error, GeminiFileNotUsableError):
+                fresh.append(f"{ref.name} ({ref.label}) cannot be used: {outcome.error}")
+            else:
+                raise GeminiFilesError(f"Could not fetch {ref.name} ({ref.label}): {outcome.error}") from (
+                    outcome.error
+                )
+        return fresh
+
+    # The call -------------------------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        config: dict[str, Any] = dict(self.generation_config or {})
+        if self.system_instruction:
+            config["system_instruction"] = self.system_instruction
+        if self.response_schema is not None:
+            config["response_mime_type"] = _JSON_MIME_TYPE
+            if _is_model_class(self.response_schema):
+                config["response_schema"] = self.response_schema
+            else:
+                config["response_json_schema"] = dict(self.response_schema)  # type: ignore[arg-type]
+        return config
+
+    def _contents(self, refs: Sequence[GeminiFileRef]) -> list[Any]:
+        contents: list[Any] = [self.prompt]
+        for ref in refs:
+            if self.label_files:
+                contents.append(f"<<<File: {ref.label}>>>")
+            contents.append(ref.to_part())
+        return contents
+
+    def _parse(self, response: types.GenerateContentResponse, config: Mapping[str, Any]) -> Any:
+        text = response.text
+        if not text:
+            candidate = response.candidates[0] if response.candidates else None
+            feedback = response.prompt_feedback
+            raise GeminiFilesError(
+                f"Model {self.model!r} returned no text (finish reason "
+                f"{getattr(candidate, 'finish_reason', None)}, block reason "
+                f"{getattr(feedback, 'block_reason', None)}). Check the prompt and the safety settings."
+            )
+        if config.get("response_mime_type") != _JSON_MIME_TYPE:
+            return text
+        schema = self.response_schema
+        try:
+            if _is_model_class(schema):
+                return schema.model_validate_json(text).model_dump(mode="json")  # type: ignore[union-attr]
+            value = json.loads(text)
+            if isinstance(schema, Mapping):
+                import jsonschema
+
+                jsonschema.validate(value, dict(schema))
+            return value
+        except Exception as error:
+            detail = getattr(error, "message", None) or str(error)
+            raise GeminiFilesError(
+                f"Model {self.model!r} replied with JSON that does not match response_schema: "
+                f"{detail[:500]}. Reply starts with {text[:200]!r}. Tighten the prompt or the schema."
+            ) from error
+
+    def _generate(self, refs: Sequence[GeminiFileRef]) -> tuple[Any, dict[str, int]]:
+        config = self._config()
+        response = self.hook.generate_content(
+            model=self.model, contents=self._contents(refs), config=config or None
+        )
+        return self._parse(response, config), _usage(response)
+
+    # Execute --------------------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        self._check_arguments()
+        many = is_many(self.files)
+        refs = coerce_files(self.files, param="files", task_id=self.task_id, allow_empty=not self.per_file)
+        set_map_index_label(context, files_label(refs) if refs else "prompt only")
+        fresh = self._refresh(refs)
+        problems = [item for item in fresh if isinstance(item, str)]
+        usable = [item for item in fresh if isinstance(item, GeminiFileRef)]
+        if usable:
+            set_map_index_label(context, files_label(usable))
+        if problems and (self.fail_on_error or not self.per_file):
+            raise GeminiFileNotUsableError(
+                f"{len(problems)} of {len(refs)} file(s) cannot be sent to the model: " + " ".join(problems)
+            )
+
+        if not self.per_file:
+            self.log.info("Asking %s about %d file(s).", self.model, len(usable))
+            result, usage = self._generate(usable)
+            usage["calls"] = 1
+            context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=usage)
+            return result
+
+        self.log.info(
+            "Asking %s about %d file(s), one call each, %d at a time.",
+            self.model,
+            len(refs),
+            self.max_concurrency,
+        )
+        outcomes = fan_out(
+            lambda ref: self._generate([ref]),
+            usable,
+            max_concurrency=self.max_concurrency,
+            log=self.log,
+            action="generate calls",
+        )
+        by_name = {outcome.item.name: outcome for outcome in outcomes}
+        results: list[Any] = []
+        errors: list[dict[str, str]] = []
+        usages: list[dict[str, int]] = []
+        for ref, item in zip(refs, fresh, strict=True):
+            outcome = by_name.get(ref.name) if isinstance(item, GeminiFileRef) else None
+            if outcome is not None and outcome.ok and outcome.value is not None:
+                value, usage = outcome.value
+                results.append(value)
+                usages.append(usage)
+                continue
+            message = item if isinstance(item, str) else str(outcome.error if outcome else "not run")
+            label = item.label if isinstance(item, GeminiFileRef) else ref.label
+            errors.append({"file": ref.name, "display_name": label, "error": message})
+            results.append(None)
+        total = _sum_usage(usages)
+        context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=total)
+        context["ti"].xcom_push(key=ERRORS_XCOM_KEY, value=errors)
+        if errors:
+            summary = f"{len(errors)} of {len(refs)} generate call(s) failed: " + "; ".join(
+                f"{error['file']} ({error['display_name']}): {error['error']}" for error in errors[:20]
+            )
+            if self.fail_on_error:
+                raise GeminiFilesError(summary)
+            self.log.warning("%s. Their results are None; see XCom %r.", summary, ERRORS_XCOM_KEY)
+        return results if many else results[0]
+
+
+def _usage(response: types.GenerateContentResponse) -> dict[str, int]:
+    """The integer token counts of a response's usage metadata."""
+    metadata = response.usage_metadata
+    if metadata is None:
+        return {}
+    return {
+        key: value
+        for key, value in metadata.model_dump(exclude_none=True).items()
+        if isinstance(value, int) and not isinstance(value, bool)
+    }
+
+
+def _sum_usage(usages: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {"calls": len(usages)}
+    for usage in usages:
+        for key, value in usage.items():
+            total[key] = total.get(key, 0) + value
+    return total

@@ -1,0 +1,298 @@
+"""GeminiGenerateContentOperator: prompt layout, refusal of unusable files, JSON schemas, per-file fan-out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pydantic
+import pytest
+from fake_gemini_hook import FakeGeminiHook, context
+
+from airflow_gemini_files.exceptions import GeminiFileNotUsableError, GeminiFilesError, GeminiInputError
+from airflow_gemini_files.operators import generate as generate_module
+from airflow_gemini_files.operators.generate import GeminiGenerateContentOperator
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> FakeGeminiHook:
+    fake = FakeGeminiHook()
+    monkeypatch.setattr(generate_module, "GeminiHook", lambda **kwargs: fake)
+    return fake
+
+
+def texts(contents: list) -> list[str]:
+    """Each content item as text: strings as they are, file parts as 'FILE <uri tail>'."""
+    out = []
+    for item in contents:
+        if isinstance(item, str):
+            out.append(item)
+        else:
+            out.append("FILE " + item.file_data.file_uri.rsplit("/", 1)[-1])
+    return out
+
+
+def test_prompt_then_each_file_preceded_by_its_name_in_order(hook):
+    hook.add("files/b", display_name="second.pdf")
+    hook.add("files/a", display_name="first.pdf")
+    result = GeminiGenerateContentOperator(
+        task_id="gen",
+        model="gemini-2.5-flash",
+        prompt="Compare them.",
+        files=["files/b", {"name": "files/a"}],
+    ).execute(context())
+    assert result == "summary"
+    assert texts(hook.contents[0]) == [
+        "Compare them.",
+        "<<<File: second.pdf>>>",
+        "FILE b",
+        "<<<File: first.pdf>>>",
+        "FILE a",
+    ]
+
+
+def test_file_labels_can_be_turned_off(hook):
+    hook.add("files/a")
+    GeminiGenerateContentOperator(
+        task_id="gen", model="m", prompt="Summarise.", files="files/a", label_files=False
+    ).execute(context())
+    assert texts(hook.contents[0]) == ["Summarise.", "FILE a"]
+
+
+def test_usage_goes_to_its_own_xcom_key(hook):
+    hook.add("files/a")
+    ctx = context()
+    GeminiGenerateContentOperator(task_id="gen", model="m", prompt="Summarise.", files="files/a").execute(ctx)
+    assert ctx["ti"].xcom["usage"] == {
+        "calls": 1,
+        "prompt_token_count": 10,
+        "candidates_token_count": 2,
+        "total_token_count": 12,
+    }
+
+
+def test_system_instruction_and_generation_config_reach_the_model(hook):
+    GeminiGenerateContentOperator(
+        task_id="gen",
+        model="m",
+        prompt="Hello",
+        system_instruction="Be terse.",
+        generation_config={"temperature": 0.1, "max_output_tokens": 50},
+    ).execute(context())
+    assert hook.configs[0] == {"temperature": 0.1, "max_output_tokens": 50, "system_instruction": "Be terse."}
+    assert hook.contents[0] == ["Hello"], "no files: a text-only prompt"
+
+
+@pytest.mark.parametrize(
+    ("state", "expires_in", "match"),
+    [
+        ("PROCESSING", dt.timedelta(hours=47), r"files/a \(a\.pdf\) is PROCESSING, not ACTIVE: wait for it"),
+        ("FAILED", dt.timedelta(hours=47), r"files/a \(a\.pdf\) FAILED processing: unsupported PDF"),
+        ("ACTIVE", dt.timedelta(seconds=-5), r"files/a \(a\.pdf\) expired at .*upload or register it again"),
+    ],
+)
+def test_unusable_files_are_refused_before_the_model_is_called(hook, state, expires_in, match):
+    hook.add("files/ok")
+    hook.add("files/a", display_name="a.pdf", expiration_time=dt.datetime.now(dt.UTC) + expires_in)
+    hook.states["files/a"] = [state]
+    with pytest.raises(GeminiFileNotUsableError, match=f"(?i){match}"):
+        GeminiGenerateContentOperator(
+            task_id="gen", model="m", prompt="Summarise.", files=["files/ok", "files/a"]
+        ).execute(context())
+    assert hook.calls.get("generate", 0) == 0
+
+
+def test_a_deleted_file_is_refused_with_its_name(hook):
+    with pytest.raises(GeminiFileNotUsableError, match=r"files/deleted .*cannot be used"):
+        GeminiGenerateContentOperator(task_id="gen", model="m", prompt="Hi", files="files/deleted").execute(
+            context()
+        )
+    assert hook.calls.get("generate", 0) == 0
+
+
+def test_refs_are_refreshed_even_when_the_xcom_said_active(hook):
+    stale = hook.add("files/a")
+    hook.states["files/a"] = ["FAILED"]
+    with pytest.raises(GeminiFileNotUsableError, match="FAILED"):
+        GeminiGenerateContentOperator(task_id="gen", model="m", prompt="Hi", files=stale).execute(context())
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n", None])
+def test_empty_prompt_is_an_error(hook, prompt):
+    with pytest.raises(GeminiInputError, match="the prompt is empty"):
+        GeminiGenerateContentOperator(task_id="gen", model="m", prompt=prompt).execute(context())
+    assert hook.calls == {}
+
+
+def test_json_schema_reply_is_parsed_and_validated(hook):
+    hook.add("files/a")
+    hook.reply = lambda contents: json.dumps({"title": "Q3", "pages": 4})
+    schema = {
+        "type": "object",
+        "properties": {"title": {"type": "string"}, "pages": {"type": "integer"}},
+        "required": ["title", "pages"],
+    }
+    result = GeminiGenerateContentOperator(
+        task_id="gen", model="m", prompt="Describe.", files="files/a", response_schema=schema
+    ).execute(context())
+    assert result == {"title": "Q3", "pages": 4}
+    assert hook.configs[0]["response_mime_type"] == "application/json"
+    assert hook.configs[0]["response_json_schema"] == schema
+
+
+def test_reply_not_matching_the_schema_fails_naming_the_problem(hook):
+    hook.add("files/a")
+    hook.reply = lambda contents: json.dumps({"title": 3})
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
+    with pytest.raises(GeminiFilesError, match=r"does not match response_schema: 3 is not of type 'string'"):
+        GeminiGenerateContentOperator(
+            task_id="gen", model="m", prompt="Describe.", files="files/a", response_schema=schema
+        ).execute(context())
+
+
+class Summary(pydantic.BaseModel):
+    title: str
+    pages: int
+
+
+def test_pydantic_schema_returns_a_plain_dict(hook):
+    hook.add("files/a")
+    hook.reply = lambda contents: '{"title": "Q3", "pages": 4}'
+    result = GeminiGenerateContentOperator(
+        task_id="gen", model="m", prompt="Describe.", files="files/a", response_schema=Summary
+    ).execute(context())
+    assert result == {"title": "Q3", "pages": 4}
+    assert hook.configs[0]["response_schema"] is Summary
+
+
+def test_json_mime_type_without_schema_parses_json(hook):
+    hook.reply = lambda contents: "[1, 2]"
+    result = GeminiGenerateContentOperator(
+        task_id="gen",
+        model="m",
+        prompt="Numbers?",
+        generation_config={"response_mime_type": "application/json"},
+    ).execute(context())
+    assert result == [1, 2]
+
+
+def test_response_schema_must_be_a_dict_or_model():
+    with pytest.raises(GeminiInputError, match="neither a JSON schema dict nor a pydantic model"):
+        GeminiGenerateContentOperator(task_id="gen", model="m", prompt="x", response_schema="{}")
+
+
+# per_file -----------------------------------------------------------------------------------------
+def test_per_file_returns_results_aligned_with_files(hook):
+    for name in ("files/a", "files/b", "files/c"):
+        hook.add(name, display_name=name[-1] + ".pdf")
+    hook.reply = lambda contents: f"about {contents[1]}"
+    ctx = context()
+    result = GeminiGenerateContentOperator(
+        task_id="gen", model="m", prompt="Summarise.", files=["files/c", "files/a", "files/b"], per_file=True
+    ).execute(ctx)
+    assert result == ["about <<<File: c.pdf>>>", "about <<<File: a.pdf>>>", "about <<<File: b.pdf>>>"]
+    assert ctx["ti"].xcom["usage"]["calls"] == 3
+    assert ctx["ti"].xcom["usage"]["total_token_count"] == 36
+    assert ctx["ti"].xcom["errors"] == []
+
+
+def test_per_file_one_failure_does_not_hide_the_others(hook):
+    for name in ("files/a", "files/b", "files/c"):
+        hook.add(name)
+    hook.generate_errors["files/b"] = RuntimeError("500 internal")
+    ctx = context()
+    with pytest.raises(GeminiFilesError, match=r"1 of 3 generate call\(s\) failed: files/b \(b\.pdf\): 500"):
+        GeminiGenerateContentOperator(
+            task_id="gen",
+            model="m",
+            prompt="Summarise.",
+            files=["files/a", "files/b", "files/c"],
+            per_file=True,
+        ).execute(ctx)
+    assert hook.calls["generate"] == 3, "every file was still tried"
+    assert ctx["ti"].xcom["errors"] == [{"file": "files/b", "display_name": "b.pdf", "error": "500 internal"}]
+
+
+def test_per_file_without_fail_on_error_marks_failures_as_none(hook):
+    hook.add("files/a")
+    hook.add("files/b")
+    hook.states["files/b"] = ["PROCESSING"]
+    ctx = context()
+    result = GeminiGenerateContentOperator(
+        task_id="gen",
+        model="m",
+        prompt="Summarise.",
+        files=["files/a", "files/b"],
+        per_file=True,
+        fail_on_error=False,
+    ).execute(ctx)
+    assert result == ["summary", None]
+    assert ctx["ti"].xcom["errors"][0]["file"] == "files/b"
+    assert "not ACTIVE" in ctx["ti"].xcom["errors"][0]["error"]
+    assert hook.calls["generate"] == 1, "the unusable file never reached the model"
+
+
+def test_per_file_runs_calls_concurrently_but_bounded(hook, monkeypatch):
+    import threading
+    import time
+
+    for index in range(6):
+        hook.add(f"files/d{index}")
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+    original = hook.generate_content
+
+    def slow(**kwargs):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return original(**kwargs)
+
+    monkeypatch.setattr(hook, "generate_content", slow)
+    GeminiGenerateContentOperator(
+        task_id="gen",
+        model="m",
+        prompt="Summarise.",
+        files=[f"files/d{i}" for i in range(6)],
+        per_file=True,
+        max_concurrency=3,
+    ).execute(context())
+    assert state["max"] == 3
+
+
+def test_mapped_generate_is_labelled_with_the_document_name(hook):
+    hook.add("files/a", display_name="Quarterly report.pdf")
+    ctx = context(map_index=0)
+    GeminiGenerateContentOperator(task_id="gen", model="m", prompt="Hi", files="files/a").execute(ctx)
+    assert ctx["gemini_file_label"] == "Quarterly report.pdf"
+    assert ctx["map_index_template"] == "{{ gemini_file_label }}"
+
+
+def test_prompt_and_files_are_rendered_from_templates_and_xcom(hook):
+    """A templated prompt and files pulled from an upstream task's XCom (a list of refs) both work."""
+    from airflow.sdk import DAG
+    from airflow.sdk.bases.operator import BaseOperator
+
+    ref = hook.add("files/a", display_name="a.pdf")
+    with DAG("d", schedule=None):
+        upstream = BaseOperator(task_id="upload")
+        operator = GeminiGenerateContentOperator(
+            task_id="gen", model="m", prompt="Summarise {{ params.doc }}.", files=upstream.output
+        )
+    ctx = context()
+    ctx["ti"].xcom["upload:return_value"] = [ref.to_dict()]
+    ctx["params"] = {"doc": "the report"}
+    operator.render_template_fields(ctx)
+    assert operator.prompt == "Summarise the report."
+    operator.execute(ctx)
+    assert texts(hook.contents[0]) == ["Summarise the report.", "<<<File: a.pdf>>>", "FILE a"]
+
+
+def test_a_jinja_string_of_refs_gets_a_clear_fix(hook):
+    with pytest.raises(GeminiInputError, match="render_template_as_native_obj"):
+        GeminiGenerateContentOperator(
+            task_id="gen", model="m", prompt="Hi", files="[GeminiFileRef(name='files/a')]"
+        ).execute(context())

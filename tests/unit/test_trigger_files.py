@@ -1,0 +1,169 @@
+"""GeminiFileActiveTrigger: serialization, backoff, transient errors, deadline (fake hook and clock)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from fake_gemini_hook import FakeGeminiHook
+
+from airflow_gemini_files.exceptions import GeminiInputError
+from airflow_gemini_files.triggers import files as trigger_module
+from airflow_gemini_files.triggers.files import GeminiFileActiveTrigger
+
+START = 1_000_000.0
+
+
+class Clock:
+    """Wall clock and asyncio.sleep that only move when the trigger sleeps."""
+
+    def __init__(self) -> None:
+        self.now = START
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 3))
+        self.now += seconds
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> FakeGeminiHook:
+    fake = FakeGeminiHook()
+    monkeypatch.setattr(trigger_module, "GeminiHook", lambda **kwargs: fake)
+    return fake
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(trigger_module, "time", fake)
+    monkeypatch.setattr(trigger_module.asyncio, "sleep", fake.sleep)
+    return fake
+
+
+def run(trigger: GeminiFileActiveTrigger) -> list[dict[str, Any]]:
+    async def collect() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    return asyncio.run(collect())
+
+
+def make(names: list[str], poll_interval: float = 2.0, timeout: float = 3600.0) -> GeminiFileActiveTrigger:
+    return GeminiFileActiveTrigger(
+        file_names=names,
+        gemini_conn_id="gemini_default",
+        poll_interval=poll_interval,
+        end_time=START + timeout,
+    )
+
+
+def test_serializes_only_names_conn_id_interval_and_deadline():
+    trigger = make(["files/a", "files/b"], poll_interval=5)
+    path, kwargs = trigger.serialize()
+    assert kwargs == {
+        "file_names": ["files/a", "files/b"],
+        "gemini_conn_id": "gemini_default",
+        "poll_interval": 5.0,
+        "end_time": START + 3600,
+    }
+    module, _, name = path.rpartition(".")
+    rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
+    assert rebuilt.serialize() == (path, kwargs), "a restarted triggerer rebuilds the same wait"
+
+
+def test_success_event_carries_the_refreshed_files_as_plain_dicts(hook, clock):
+    hook.add("files/a", display_name="a.pdf")
+    hook.add("files/b", display_name="b.pdf")
+    hook.states = {"files/a": ["PROCESSING", "ACTIVE"], "files/b": ["PROCESSING"] * 3 + ["ACTIVE"]}
+    (event,) = run(make(["files/a", "files/b"]))
+    assert event["status"] == "success"
+    assert [f["name"] for f in event["files"]] == ["files/a", "files/b"]
+    assert all(f["state"] == "ACTIVE" for f in event["files"])
+    assert isinstance(event["files"][0]["expiration_time"], str), "times travel as ISO strings"
+
+
+def test_backs_off_while_nothing_changes_and_resets_on_progress(hook, clock):
+    hook.add("files/a")
+    hook.add("files/b")
+    hook.states = {"files/a": ["PROCESSING"] * 3 + ["ACTIVE"], "files/b": ["PROCESSING"] * 6 + ["ACTIVE"]}
+    (event,) = run(make(["files/a", "files/b"], poll_interval=2))
+    assert event["status"] == "success"
+    assert clock.sleeps == [2.0, 3.0, 4.5, 2.0, 3.0, 4.5]
+
+
+def test_backoff_is_capped(hook, clock):
+    hook.add("files/a")
+    hook.states = {"files/a": ["PROCESSING"] * 30 + ["ACTIVE"]}
+    run(make(["files/a"], poll_interval=10))
+    assert max(clock.sleeps) == GeminiFileActiveTrigger.MAX_POLL_INTERVAL
+
+
+def test_polls_only_files_not_yet_active(hook, clock):
+    hook.add("files/a")
+    hook.add("files/b")
+    hook.states = {"files/b": ["PROCESSING"] * 4 + ["ACTIVE"]}
+    run(make(["files/a", "files/b"]))
+    assert hook.calls["get"] == 1 + 5
+
+
+def test_failed_file_ends_the_wait_with_its_message(hook, clock):
+    hook.add("files/a", display_name="scan.pdf")
+    hook.states = {"files/a": ["PROCESSING", "FAILED"]}
+    (event,) = run(make(["files/a"]))
+    assert event["status"] == "failed"
+    assert event["file_name"] == "files/a"
+    assert "files/a (scan.pdf) FAILED processing: unsupported PDF" in event["message"]
+
+
+def test_deleted_file_ends_the_wait(hook, clock):
+    (event,) = run(make(["files/nope"]))
+    assert event["status"] == "failed"
+    assert "files/nope is gone" in event["message"]
+
+
+def test_transient_errors_are_ridden_out(hook, clock):
+    hook.add("files/a")
+    hook.get_errors = [ConnectionError("reset by peer"), RuntimeError("503 unavailable")]
+    (event,) = run(make(["files/a"]))
+    assert event["status"] == "success"
+    assert hook.calls["get"] == 3
+
+
+def test_gives_up_after_consecutive_errors(hook, clock):
+    hook.add("files/a")
+    hook.get_errors = [RuntimeError("503 unavailable")] * 10
+    (event,) = run(make(["files/a"]))
+    assert event["status"] == "error"
+    assert "Gave up after 5 consecutive failed polls" in event["message"]
+    assert event["pending"] == ["files/a"]
+
+
+def test_permanent_error_ends_the_wait_at_once(hook, clock):
+    hook.add("files/a")
+    hook.get_errors = [GeminiInputError("Gemini rejected the API key of connection 'gemini_default'")]
+    (event,) = run(make(["files/a"]))
+    assert event["status"] == "error"
+    assert "rejected the API key" in event["message"]
+    assert hook.calls["get"] == 1
+
+
+def test_deadline_ends_the_wait_with_timeout_naming_pending_files(hook, clock):
+    hook.add("files/a")
+    hook.add("files/slow", state="PROCESSING")
+    (event,) = run(make(["files/a", "files/slow"], poll_interval=10, timeout=100))
+    assert event["status"] == "timeout"
+    assert event["pending"] == ["files/slow"]
+    assert "files/slow" in event["message"]
+    assert clock.now == START + 100, "the last sleep is cut to the deadline"
+
+
+def test_deadline_already_passed_after_restart_polls_once_then_times_out(hook, clock):
+    hook.add("files/slow", state="PROCESSING")
+    clock.now = START + 5000
+    (event,) = run(make(["files/slow"], timeout=100))
+    assert event["status"] == "timeout"
+    assert hook.calls["get"] == 1
