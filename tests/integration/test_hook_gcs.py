@@ -1,0 +1,255 @@
+"""GeminiHook with GCS: register and upload from gs://, real SDK and storage client on the emulators."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import threading
+import tracemalloc
+from collections.abc import Iterator
+from importlib import resources
+
+import pytest
+from google.cloud import storage
+
+from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
+from airflow_gemini_files.hooks.gemini import GeminiHook
+
+SAMPLES = resources.files("airflow_gemini_files.samples")
+BUCKET = "nightly-docs"
+
+
+@pytest.fixture
+def bucket(gcs_emulator) -> storage.Bucket:
+    gcs_emulator.reset()
+    bkt = gcs_emulator.client().create_bucket(BUCKET)
+    for name, content_type in (
+        ("invoice_northwind_2026-11.pdf", "application/pdf"),
+        ("revenue_chart_q3.png", "image/png"),
+        ("meeting_notes_de.md", "text/markdown"),
+    ):
+        bkt.blob(f"incoming/{name}").upload_from_string(
+            SAMPLES.joinpath(name).read_bytes(), content_type=content_type
+        )
+    return bkt
+
+
+@pytest.fixture
+def hook(gemini_connection: str, gcs_emulator) -> GeminiHook:
+    return GeminiHook(gemini_conn_id=gemini_connection)
+
+
+def uris(*names: str) -> list[str]:
+    return [f"gs://{BUCKET}/incoming/{n}" for n in names]
+
+
+ALL = ("invoice_northwind_2026-11.pdf", "revenue_chart_q3.png", "meeting_notes_de.md")
+
+
+# Register --------------------------------------------------------------------------------------------
+def test_register_batches_calls_and_keeps_order_and_source_uri(hook, bucket, gemini_emulator):
+    refs = hook.register_gcs_files(uris(*ALL), batch_size=2)
+    assert [r.source_uri for r in refs] == uris(*ALL)
+    assert [r.mime_type for r in refs] == ["application/pdf", "image/png", "text/markdown"]
+    assert {r.source for r in refs} == {"REGISTERED"}
+    assert gemini_emulator.stats()["requests"]["register"] == 2
+    assert len(gemini_emulator.files()) == 3
+    assert gemini_emulator.stats()["requests"]["upload_chunk"] == 0  # no bytes through the worker
+
+
+def test_register_many_objects_in_few_calls(hook, bucket, gemini_emulator):
+    names = [f"bulk/doc-{i:03d}.txt" for i in range(150)]
+    for name in names:
+        bucket.blob(name).upload_from_string(b"page", content_type="text/plain")
+    refs = hook.register_gcs_files([f"gs://{BUCKET}/{n}" for n in names])
+    assert len(refs) == 150
+    assert refs[149].source_uri == f"gs://{BUCKET}/bulk/doc-149.txt"
+    assert gemini_emulator.stats()["requests"]["register"] == 2
+
+
+def test_register_ignores_duplicates_and_empty_input(hook, bucket, gemini_emulator):
+    assert hook.register_gcs_files([]) == []
+    refs = hook.register_gcs_files(uris(ALL[0], ALL[0], ALL[1]))
+    assert [r.source_uri for r in refs] == uris(ALL[0], ALL[1])
+    assert gemini_emulator.stats()["requests"]["register"] == 1
+
+
+def test_malformed_uri_is_refused_before_any_call(hook, bucket, gemini_emulator):
+    with pytest.raises(GeminiInputError, match=r"'gs://nightly-docs'.*no object"):
+        hook.register_gcs_files([*uris(ALL[0]), "gs://nightly-docs"])
+    assert gemini_emulator.stats()["requests"]["register"] == 0
+
+
+def test_missing_object_fails_and_leaves_nothing_behind(hook, bucket, gemini_emulator):
+    wanted = uris(*ALL) + uris("missing.pdf")
+    with pytest.raises(GeminiFilesError) as info:
+        hook.register_gcs_files(wanted, batch_size=3)
+    assert "missing.pdf" in str(info.value)
+    assert "Storage Object Viewer" in str(info.value)
+    assert gemini_emulator.files() == []  # the first batch was deleted again
+
+
+def test_register_without_any_credentials_says_how_to_provide_them(
+    hook, bucket, gemini_emulator, monkeypatch, tmp_path
+):
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    with pytest.raises(GeminiInputError, match="gcp_conn_id"):
+        hook.register_gcs_files(uris(ALL[0]))
+    assert gemini_emulator.stats()["requests"]["register"] == 0
+
+
+def test_register_with_unknown_gcp_connection_names_it(gemini_connection, bucket):
+    with pytest.raises(GeminiInputError, match="'gcp_typo'"):
+        GeminiHook(gemini_conn_id=gemini_connection, gcp_conn_id="gcp_typo").register_gcs_files(uris(ALL[0]))
+
+
+SA_TOKEN = "ya29.service-account-token-must-not-leak"
+
+
+class _TokenEndpoint(http.server.BaseHTTPRequestHandler):
+    """Google's OAuth token endpoint, as far as a service-account JWT exchange needs it."""
+
+    grants: list[str] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        self.grants.append(self.rfile.read(length).decode())
+        body = json.dumps({"access_token": SA_TOKEN, "expires_in": 3600, "token_type": "Bearer"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _fake_service_account_key(token_uri: str) -> dict[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
+    return {
+        "type": "service_account",
+        "project_id": "nightly-docs",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "airflow@nightly-docs.iam.gserviceaccount.com",
+        "token_uri": token_uri,
+    }
+
+
+@pytest.fixture
+def token_endpoint() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/token"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_register_with_a_service_account_key_from_a_connection(
+    gemini_connection, bucket, gemini_emulator, token_endpoint, monkeypatch, caplog, capsys
+):
+    key = _fake_service_account_key(token_endpoint)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GCP_DOCS",
+        json.dumps({"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(key)}}),
+    )
+    caplog.set_level(logging.DEBUG)
+    hook = GeminiHook(gemini_conn_id=gemini_connection, gcp_conn_id="gcp_docs")
+    refs = hook.register_gcs_files(uris(ALL[0]))
+    assert refs[0].source_uri == uris(ALL[0])[0]
+    assert "jwt-bearer" in _TokenEndpoint.grants[-1]  # the key really was exchanged for a token
+    assert SA_TOKEN not in caplog.text
+    assert SA_TOKEN not in capsys.readouterr().out
+
+
+def test_register_records_lineage_from_gcs_to_gemini(hook, bucket, monkeypatch):
+    from airflow.sdk import lineage
+
+    collector = lineage.HookLineageCollector()
+    monkeypatch.setattr(lineage, "get_hook_lineage_collector", lambda: collector)
+    refs = hook.register_gcs_files(uris(ALL[0]))
+    collected = collector.collected_assets
+    assert [a.asset.uri for a in collected.inputs] == uris(ALL[0])
+    assert [a.asset.uri for a in collected.outputs] == [refs[0].uri]
+
+
+# Upload from gs:// -------------------------------------------------------------------------------------
+def test_upload_from_gcs_uses_the_object_content_type_and_name(hook, bucket, gemini_emulator):
+    ref = hook.upload_file(uris(ALL[0])[0])
+    assert ref.mime_type == "application/pdf"
+    assert ref.display_name == ALL[0]
+    assert ref.source_uri == uris(ALL[0])[0]
+    assert ref.source == "UPLOADED"
+    assert ref.size_bytes == len(SAMPLES.joinpath(ALL[0]).read_bytes())
+
+
+def test_upload_from_gcs_sniffs_when_the_object_has_no_content_type(hook, bucket):
+    bucket.blob("scans/scan-0001").upload_from_string(SAMPLES.joinpath("revenue_chart_q4.png").read_bytes())
+    ref = hook.upload_file(f"gs://{BUCKET}/scans/scan-0001")
+    assert ref.mime_type == "image/png"
+    bucket.blob("exports/events.jsonl").upload_from_string(b'{"a": 1}\n{"a": 2}\n')
+    assert hook.upload_file(f"gs://{BUCKET}/exports/events.jsonl").mime_type == "application/jsonl"
+
+
+def test_explicit_mime_type_beats_the_gcs_content_type(hook, bucket):
+    ref = hook.upload_file(uris("meeting_notes_de.md")[0], mime_type="text/plain", display_name="notes")
+    assert ref.mime_type == "text/plain"
+    assert ref.display_name == "notes"
+
+
+def test_upload_from_gcs_streams_in_bounded_memory(hook, bucket, gemini_emulator):
+    size = 40 * 1024 * 1024
+    bucket.blob("big/video.mp4").upload_from_string(
+        b"\x00\x00\x00\x20ftypisom" + b"\x00" * (size - 12), content_type="video/mp4"
+    )
+    tracemalloc.start()
+    try:
+        ref = hook.upload_file(f"gs://{BUCKET}/big/video.mp4")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ref.size_bytes == size
+    assert peak < size  # never the whole object in memory (chunks of 8 MiB, a few in flight)
+
+
+@pytest.mark.parametrize(
+    ("uri", "fragment"),
+    [
+        (f"gs://{BUCKET}/incoming/nope.pdf", "object 'incoming/nope.pdf' does not exist"),
+        ("gs://no-such-bucket/a.pdf", "bucket 'no-such-bucket'"),
+        ("gs://nightly-docs/", "no object"),
+        ("gs:/nightly-docs/a.pdf", "must start with 'gs://'"),
+    ],
+)
+def test_bad_gcs_sources_are_named_and_nothing_is_uploaded(hook, bucket, gemini_emulator, uri, fragment):
+    with pytest.raises(GeminiInputError, match=fragment):
+        hook.upload_file(uri)
+    assert gemini_emulator.stats()["requests"]["upload_start"] == 0
+
+
+def test_empty_gcs_object_is_refused(hook, bucket, gemini_emulator):
+    bucket.blob("empty.pdf").upload_from_string(b"")
+    with pytest.raises(GeminiInputError, match="is empty"):
+        hook.upload_file(f"gs://{BUCKET}/empty.pdf")
+    assert gemini_emulator.stats()["requests"]["upload_start"] == 0
+
+
+def test_gcs_object_of_unknown_type_asks_for_mime_type(hook, bucket, gemini_emulator):
+    bucket.blob("blob.dat").upload_from_string(bytes(range(256)))
+    with pytest.raises(GeminiInputError, match=r"gs://nightly-docs/blob\.dat.*mime_type="):
+        hook.upload_file(f"gs://{BUCKET}/blob.dat")
+    assert gemini_emulator.stats()["requests"]["upload_start"] == 0
