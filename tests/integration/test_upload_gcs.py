@@ -1,0 +1,137 @@
+"""gs:// to Gemini in bounded memory: GcsReadAhead over the GCS emulator feeding ResumableUpload."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+from google.api_core import exceptions as api_exceptions
+
+from airflow_gemini_files.emulator import GeminiEmulator
+from airflow_gemini_files.hooks.retry import RetryPolicy
+from airflow_gemini_files.hooks.upload import ResumableUpload
+from airflow_gemini_files.streams import GcsReadAhead
+
+CHUNK = 256 * 1024
+FAST = RetryPolicy(attempts=4, initial_delay=0.01, max_delay=0.05, jitter=0.01)
+
+
+class WatchedBlob:
+    """A real Blob whose ranged reads are counted, and optionally fail first (transient errors)."""
+
+    def __init__(self, blob: Any, failures: list[Exception] | None = None) -> None:
+        self._blob = blob
+        self._failures = list(failures or [])
+        self.reads = 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blob, name)
+
+    def download_as_bytes(self, **kwargs: Any) -> bytes:
+        with self.lock:
+            self.reads += 1
+            if self._failures:
+                raise self._failures.pop(0)
+        return self._blob.download_as_bytes(**kwargs)
+
+
+@pytest.fixture
+def bucket(gcs_emulator: Any) -> Any:
+    gcs_emulator.reset()
+    return gcs_emulator.client().create_bucket("docs")
+
+
+@pytest.fixture
+def data() -> bytes:
+    return os.urandom(7 * CHUNK + 999)
+
+
+def test_gcs_object_streams_into_gemini_whole(
+    bucket: Any, data: bytes, gemini_emulator: GeminiEmulator
+) -> None:
+    bucket.blob("in/big.bin").upload_from_string(data)
+    blob = bucket.blob("in/big.bin")
+    upload = ResumableUpload(
+        base_url=gemini_emulator.base_url,
+        api_version="v1beta",
+        api_key=gemini_emulator.api_key or "",
+        retry=FAST,
+        chunk_size=CHUNK,
+    )
+    gemini_emulator.inject_faults("upload_chunk", sequence=[0, 503], drop_mid_chunk=0)
+    with GcsReadAhead(blob, chunk_size=CHUNK) as reader:
+        file = upload.upload(
+            reader, size=reader.size, mime_type="application/octet-stream", label="gs://docs/in"
+        )
+    assert file.sha256_hash == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert file.size_bytes == len(data)
+
+
+def test_reads_ahead_only_depth_chunks(bucket: Any, data: bytes) -> None:
+    bucket.blob("a.bin").upload_from_string(data)
+    blob = WatchedBlob(bucket.get_blob("a.bin"))
+    with GcsReadAhead(blob, chunk_size=CHUNK, depth=2) as reader:
+        time.sleep(0.5)  # a stalled consumer: the fetcher must stop at the queue depth
+        assert blob.reads == 2
+        first = reader.read(CHUNK)
+        deadline = time.monotonic() + 5
+        while blob.reads < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert blob.reads == 3  # one taken, one more fetched
+        rest = reader.read()
+    assert first + rest == data
+    assert blob.reads == 8
+
+
+def test_small_reads_return_the_same_bytes(bucket: Any, data: bytes) -> None:
+    bucket.blob("b.bin").upload_from_string(data)
+    with GcsReadAhead(bucket.blob("b.bin"), chunk_size=CHUNK) as reader:
+        assert reader.size == len(data)
+        parts = []
+        while part := reader.read(100_000):
+            parts.append(part)
+        assert reader.read(10) == b""
+    assert b"".join(parts) == data
+
+
+def test_transient_gcs_errors_are_retried(bucket: Any, data: bytes) -> None:
+    bucket.blob("c.bin").upload_from_string(data)
+    flaky = WatchedBlob(
+        bucket.get_blob("c.bin"),
+        failures=[api_exceptions.ServiceUnavailable("busy"), ConnectionResetError("reset")],
+    )
+    with GcsReadAhead(flaky, chunk_size=CHUNK, retry=FAST) as reader:
+        assert reader.read() == data
+        assert reader.retries == 2
+
+
+def test_permanent_gcs_error_surfaces_from_read_and_close_stops_the_thread(bucket: Any, data: bytes) -> None:
+    bucket.blob("d.bin").upload_from_string(data)
+    denied = WatchedBlob(bucket.get_blob("d.bin"), failures=[api_exceptions.Forbidden("no access to d.bin")])
+    reader = GcsReadAhead(denied, chunk_size=CHUNK, retry=FAST)
+    with pytest.raises(api_exceptions.Forbidden, match=r"d\.bin"):
+        reader.read(CHUNK)
+    reader.close()
+    assert denied.reads == 1
+    assert not reader._thread.is_alive()
+
+
+def test_close_before_the_end_stops_the_fetcher(bucket: Any, data: bytes) -> None:
+    bucket.blob("e.bin").upload_from_string(data)
+    reader = GcsReadAhead(bucket.blob("e.bin"), chunk_size=CHUNK, depth=1)
+    assert len(reader.read(10)) == 10
+    reader.close()
+    assert not reader._thread.is_alive()
+    with pytest.raises(ValueError, match="closed"):
+        reader.read(10)
+
+
+def test_missing_object_fails_when_opened(bucket: Any) -> None:
+    with pytest.raises(api_exceptions.NotFound):
+        GcsReadAhead(bucket.blob("missing.bin"), chunk_size=CHUNK)
