@@ -1,0 +1,332 @@
+"""
+Nightly document analysis: the day's documents in GCS -> Gemini Files API -> one JSON result each.
+
+Every night the run takes the objects under ``gs://<bucket>/incoming/<ds>/`` (``ds`` is the day the run
+covers), puts them into the Gemini Files API (``register``: Gemini reads them straight from GCS, no bytes
+through the worker; or ``upload``: streamed from GCS), waits until Gemini has processed each one
+(deferrable sensor: the wait costs no worker slot), asks the model for a structured analysis of each
+(document type, language, summary, key entities, ...), writes one JSON result per document and a run
+manifest to ``gs://<bucket>/results/<ds>/``, and deletes the Gemini files whatever happened.
+
+Each document goes through its own mapped task group (wait -> analyse -> store), labelled with the
+document's name in the grid, so one document that Gemini cannot process or analyse fails only its own
+tasks: the others' results are still written, and the manifest lists which documents failed and where.
+The run is marked failed when any document failed, after everything else has been written and cleaned up.
+
+Configure: an Airflow connection ``gemini_default`` (type ``gemini``, API key as password), GCP credentials
+that can read and write the bucket (Application Default Credentials, or ``gcp_conn_id``), and the bucket
+(env ``GEMINI_DOCUMENTS_BUCKET`` when the DAG is parsed, or the ``bucket`` param when triggering).
+Offline, ``gemini-files-demo`` runs this DAG against local emulators.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import (
+    Asset,
+    AssetAlias,
+    CronDataIntervalTimetable,
+    Param,
+    TriggerRule,
+    XComArg,
+    dag,
+    get_current_context,
+    task,
+    task_group,
+)
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_gemini_files.gcs import list_objects, storage_client
+from airflow_gemini_files.operators.files import (
+    GeminiDeleteFilesOperator,
+    GeminiRegisterGcsFilesOperator,
+    GeminiUploadFileOperator,
+)
+from airflow_gemini_files.operators.generate import USAGE_XCOM_KEY, GeminiGenerateContentOperator
+from airflow_gemini_files.refs import GeminiFileRef
+from airflow_gemini_files.sensors.files import GeminiFileActiveSensor
+
+GCP_CONN_ID: str | None = None  # None: Application Default Credentials (anonymous on a GCS emulator)
+RESULTS = AssetAlias("gemini-document-analysis-results")
+"""Each run adds the Asset ``gs://<bucket>/<results prefix>`` to this alias; schedule consumers on it."""
+
+INPUT_PREFIX = "{{ params.prefix or 'incoming/' ~ ds ~ '/' }}"
+RESULTS_PREFIX = "{{ params.results_prefix or 'results/' ~ ds ~ '/' }}"
+
+PROMPT = """\
+You are a careful records clerk. Analyse the attached document (it may be a scanned or digital PDF, an
+image, an audio recording, a spreadsheet export or a text file) and fill in every field of the JSON schema.
+Use the document's own language for names and titles, English for the summary, and an ISO 639-1 code
+for the language. List at most ten key entities, most important first. Do not invent facts: when a field
+does not apply, use an empty list or "unknown".
+"""
+
+ANALYSIS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "document_type": {
+            "type": "string",
+            "enum": [
+                "invoice",
+                "receipt",
+                "contract",
+                "letter",
+                "report",
+                "meeting_notes",
+                "spreadsheet",
+                "chart",
+                "form",
+                "audio_recording",
+                "image",
+                "other",
+            ],
+        },
+        "title": {"type": "string", "description": "The document's title or a short descriptive one."},
+        "language": {"type": "string", "description": "ISO 639-1 code of the main language, or 'unknown'."},
+        "summary": {"type": "string", "description": "Two or three sentences in English."},
+        "key_entities": {
+            "type": "array",
+            "maxItems": 10,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "kind": {
+                        "type": "string",
+                        "enum": ["person", "organization", "location", "date", "amount", "product", "other"],
+                    },
+                },
+                "required": ["name", "kind"],
+            },
+        },
+        "dates": {"type": "array", "items": {"type": "string"}, "description": "Dates as YYYY-MM-DD."},
+        "action_items": {"type": "array", "items": {"type": "string"}},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    "required": ["document_type", "title", "language", "summary", "key_entities", "dates", "action_items"],
+}
+
+
+def _document_name(ref: GeminiFileRef, input_prefix: str) -> str:
+    """The document's object name below the input prefix (its display name or Gemini name otherwise)."""
+    if ref.source_uri and ref.source_uri.startswith("gs://"):
+        object_name = ref.source_uri.split("/", 3)[3] if ref.source_uri.count("/") >= 3 else ref.source_uri
+        return object_name.removeprefix(input_prefix) or object_name
+    return ref.display_name or ref.name
+
+
+@dag(
+    dag_id="gemini_nightly_document_analysis",
+    # Interval semantics: the run that starts at midnight covers the day that just ended (ds = that day).
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=6),
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    tags=["gemini", "example"],
+    doc_md=__doc__,
+    params={
+        "bucket": Param(
+            os.environ.get("GEMINI_DOCUMENTS_BUCKET", "gemini-documents"),
+            type="string",
+            minLength=3,
+            description="GCS bucket holding the incoming documents and receiving the results.",
+        ),
+        "prefix": Param(
+            None,
+            type=["null", "string"],
+            description="Object prefix of the documents; empty: the run's partition incoming/<ds>/.",
+        ),
+        "results_prefix": Param(
+            None,
+            type=["null", "string"],
+            description="Where results and the manifest go; empty: results/<ds>/.",
+        ),
+        "model": Param("gemini-2.5-flash", type="string", description="Gemini model name."),
+        "prompt": Param(PROMPT, type="string", description="Instruction sent with each document."),
+        "mode": Param(
+            "register",
+            enum=["register", "upload"],
+            description="register: Gemini reads the GCS objects itself (no bytes through the worker); "
+            "upload: stream each object from GCS into the Files API.",
+        ),
+    },
+)
+def gemini_nightly_document_analysis() -> None:
+    @task.branch
+    def choose_mode() -> str:
+        """Register the objects with Gemini, or upload them."""
+        mode = get_current_context()["params"]["mode"]
+        return "register_documents" if mode == "register" else "list_documents"
+
+    register = GeminiRegisterGcsFilesOperator(
+        task_id="register_documents",
+        bucket="{{ params.bucket }}",
+        prefix=INPUT_PREFIX,
+        gcp_conn_id=GCP_CONN_ID,
+        fail_if_empty=False,
+    )
+
+    @task
+    def list_documents(bucket: str, prefix: str) -> list[str]:
+        """The ``gs://`` URIs of the run's documents."""
+        return list_objects(bucket, prefix, gcp_conn_id=GCP_CONN_ID)
+
+    listed = list_documents("{{ params.bucket }}", INPUT_PREFIX)
+    upload = GeminiUploadFileOperator.partial(task_id="upload_documents", gcp_conn_id=GCP_CONN_ID).expand(
+        source=listed
+    )
+    choose_mode() >> [register, listed]
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def documents(registered: Any, uploaded: Any) -> list[GeminiFileRef]:
+        """The Gemini files of this run, from whichever branch ran (a failed upload drops only its own)."""
+        return GeminiFileRef.coerce_many(list(registered or []) + list(uploaded or []))
+
+    found = documents(register.output, upload.output)
+
+    @task(map_index_template="{{ document }}")
+    def store_result(
+        file: Any, analysis: Any, usage: Any, input_prefix: str, results_prefix: str
+    ) -> dict[str, Any]:
+        """Write the analysis as ``<results prefix><document>.json``; return a line for the manifest."""
+        context = get_current_context()
+        params = context["params"]
+        ref = GeminiFileRef.coerce(file)
+        document = _document_name(ref, input_prefix)
+        context["document"] = document  # type: ignore[typeddict-unknown-key]
+        usage = usage or {}
+        tokens = {
+            "prompt_tokens": usage.get("prompt_token_count"),
+            "output_tokens": usage.get("candidates_token_count"),
+            "total_tokens": usage.get("total_token_count"),
+        }
+        result = {
+            "document": document,
+            "source_uri": ref.source_uri,
+            "gemini_file": ref.name,
+            "mime_type": ref.mime_type,
+            "size_bytes": ref.size_bytes,
+            "model": params["model"],
+            "analysis": analysis,
+            "usage": tokens,
+            "dag_run": context["run_id"],
+        }
+        object_name = f"{results_prefix}{document}.json"
+        blob = storage_client(GCP_CONN_ID).bucket(params["bucket"]).blob(object_name)
+        blob.upload_from_string(
+            json.dumps(result, indent=2, ensure_ascii=False), content_type="application/json"
+        )
+        return {"document": document, "result": f"gs://{params['bucket']}/{object_name}", **tokens}
+
+    @task_group
+    def per_document(ref: GeminiFileRef) -> Any:
+        """One document: wait until ACTIVE, analyse, store the JSON result. Failures stay in this document."""
+        active = GeminiFileActiveSensor(
+            task_id="wait_active", files=ref, deferrable=True, poke_interval=5, timeout=60 * 60
+        )
+        analysis = GeminiGenerateContentOperator(
+            task_id="analyse",
+            model="{{ params.model }}",
+            prompt="{{ params.prompt }}",
+            files=active.output,
+            response_schema=ANALYSIS_SCHEMA,
+            generation_config={"temperature": 0.1},
+        )
+        return store_result(
+            active.output,
+            analysis.output,
+            XComArg(analysis, key=USAGE_XCOM_KEY),
+            INPUT_PREFIX,
+            RESULTS_PREFIX,
+        )
+
+    stored = per_document.expand(ref=found)
+
+    cleanup = GeminiDeleteFilesOperator(
+        task_id="delete_gemini_files",
+        files=found,
+        delete_run_uploads=True,  # also uploads whose task failed before it could push its XCom
+        trigger_rule=TriggerRule.ALL_DONE,
+    )
+    stored >> cleanup
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[RESULTS])
+    def write_manifest(files: Any, stored: Any, input_prefix: str, results_prefix: str) -> dict[str, Any]:
+        """Write ``_manifest.json`` (counts, tokens, failures); fail the run if anything failed."""
+        context = get_current_context()
+        params = context["params"]
+        ti = context["ti"]
+        refs = GeminiFileRef.coerce_many(files) if files else []
+        states: dict[str, Any] = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+        lines = [line for line in (stored or []) if line]
+        done = {line["document"] for line in lines}
+        failures: list[dict[str, Any]] = []
+        for index, ref in enumerate(refs):
+            document = _document_name(ref, input_prefix)
+            if document in done:
+                continue
+            steps = [f"per_document.{step}_{index}" for step in ("wait_active", "analyse", "store_result")]
+            stage = next((step for step in steps if states.get(step) != "success"), steps[-1])
+            failures.append(
+                {
+                    "document": document,
+                    "gemini_file": ref.name,
+                    "failed_at": stage.split(".", 1)[1].rsplit("_", 1)[0],
+                    "state": states.get(stage),
+                    "map_index": index,
+                }
+            )
+        ingest = ("register_documents", "list_documents", "upload_documents", "documents")
+        for key, state in sorted(states.items()):
+            if key.startswith(ingest) and state in ("failed", "upstream_failed"):
+                failures.append({"document": None, "failed_at": key, "state": state})
+
+        def total(key: str) -> int:
+            return sum(int(line.get(key) or 0) for line in lines)
+
+        manifest = {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "logical_date": context["ds"],
+            "bucket": params["bucket"],
+            "input_prefix": input_prefix,
+            "results_prefix": results_prefix,
+            "mode": params["mode"],
+            "model": params["model"],
+            "documents": len(refs),
+            "succeeded": len(lines),
+            "failed": len(refs) - len(lines),
+            "failures": failures,
+            "tokens": {
+                "prompt": total("prompt_tokens"),
+                "output": total("output_tokens"),
+                "total": total("total_tokens"),
+            },
+            "results": sorted(line["result"] for line in lines),
+            "written_at": pendulum.now("UTC").isoformat(),
+        }
+        object_name = f"{results_prefix}_manifest.json"
+        blob = storage_client(GCP_CONN_ID).bucket(params["bucket"]).blob(object_name)
+        blob.upload_from_string(json.dumps(manifest, indent=2), content_type="application/json")
+        context["outlet_events"][RESULTS].add(Asset(f"gs://{params['bucket']}/{results_prefix}"))
+        if failures:
+            raise AirflowException(
+                f"{len(failures)} problem(s) in this run; every other result is stored. Manifest: "
+                f"gs://{params['bucket']}/{object_name}. "
+                + "; ".join(
+                    f"{f['document'] or '-'} failed at {f['failed_at']} ({f['state']})" for f in failures
+                )
+            )
+        return {key: manifest[key] for key in ("documents", "succeeded", "failed", "tokens")}
+
+    write_manifest(found, stored, INPUT_PREFIX, RESULTS_PREFIX)
+
+
+gemini_nightly_document_analysis()
