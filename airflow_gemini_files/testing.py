@@ -88,7 +88,7 @@ class GcsEmulator:
 
         return storage.Client(
             project=GCS_PROJECT,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            credentials=AnonymousCredentials(),
             client_options={"api_endpoint": self.host},
         )
 
