@@ -82,7 +82,8 @@ class GeminiGenerateContentOperator(BaseOperator):
 
     :param model: Model name, e.g. ``gemini-2.5-flash``. Templated.
     :param prompt: The question. Templated; an empty prompt is an error.
-    :param files: GeminiFileRef(s), dicts or ``files/<id>`` names; None for a text-only prompt. Templated.
+    :param files: GeminiFileRef(s), dicts or ``files/<id>`` names; None for a text-only prompt. An empty
+        list is an error, except with ``per_file`` (then the result is an empty list). Templated.
     :param system_instruction: System instruction text. Templated.
     :param generation_config: Extra ``GenerateContentConfig`` fields (``temperature``,
         ``max_output_tokens``, ``response_mime_type``, ...). Templated.
@@ -247,7 +248,19 @@ class GeminiGenerateContentOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         self._check_arguments()
         many = is_many(self.files)
-        refs = coerce_files(self.files, param="files", task_id=self.task_id, allow_empty=not self.per_file)
+        if self.files is None and self.per_file:
+            raise GeminiInputError(f"Task {self.task_id!r}: per_file=True needs files (got None).")
+        refs = coerce_files(self.files, param="files", task_id=self.task_id, allow_empty=True)
+        if many and not refs:
+            if not self.per_file:
+                raise GeminiInputError(
+                    f"Task {self.task_id!r}: files is an empty list, so the model would answer without any "
+                    "document. Check the upstream task found files, or pass files=None for a prompt alone."
+                )
+            self.log.info("No files: nothing to ask the model.")
+            context["ti"].xcom_push(key=USAGE_XCOM_KEY, value={"calls": 0})
+            context["ti"].xcom_push(key=ERRORS_XCOM_KEY, value=[])
+            return []
         set_map_index_label(context, files_label(refs) if refs else "prompt only")
         fresh = self._refresh(refs)
         problems = [item for item in fresh if isinstance(item, str)]

@@ -43,7 +43,8 @@ class GeminiFileActiveSensor(BaseSensorOperator):
     In poke and reschedule modes a transient error while checking (network, 5xx after the hook's own
     retries) counts as "not yet"; :attr:`MAX_CONSECUTIVE_ERRORS` in a row fail the task.
 
-    :param files: GeminiFileRef(s), dicts or ``files/<id>`` names. Templated.
+    :param files: GeminiFileRef(s), dicts or ``files/<id>`` names; an empty list succeeds at once with
+        ``[]``, None (an upstream task pushed nothing) is an error. Templated.
     :param gemini_conn_id: Airflow connection of type ``gemini``.
     :param deferrable: Wait in the triggerer instead of a worker.
     :param poke_interval: Seconds between checks (the trigger backs off from it while nothing changes).
@@ -81,7 +82,9 @@ class GeminiFileActiveSensor(BaseSensorOperator):
         return GeminiHook(gemini_conn_id=self.gemini_conn_id)
 
     def _refs(self) -> list[GeminiFileRef]:
-        return dedupe(coerce_files(self.files, param="files", task_id=self.task_id))
+        return dedupe(
+            coerce_files(self.files, param="files", task_id=self.task_id, allow_empty=self.files is not None)
+        )
 
     def _result(self, refs: list[GeminiFileRef], fresh: Mapping[str, GeminiFileRef]) -> Any:
         """Fresh refs in input order, keeping each input's ``source_uri``; one ref for one input."""
@@ -95,6 +98,9 @@ class GeminiFileActiveSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         refs = self._refs()
+        if not refs:
+            self.log.info("No files to wait for (an empty list).")
+            return PokeReturnValue(is_done=True, xcom_value=[])
         set_map_index_label(context, files_label(refs))
         pending = [ref for ref in refs if ref.name not in self._active]
         outcomes = fan_out(

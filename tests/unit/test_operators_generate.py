@@ -296,3 +296,15 @@ def test_a_jinja_string_of_refs_gets_a_clear_fix(hook):
         GeminiGenerateContentOperator(
             task_id="gen", model="m", prompt="Hi", files="[GeminiFileRef(name='files/a')]"
         ).execute(context())
+
+
+def test_an_empty_file_list_is_an_error_unless_per_file(hook):
+    with pytest.raises(GeminiInputError, match="files is an empty list"):
+        GeminiGenerateContentOperator(task_id="gen", model="m", prompt="Hi", files=[]).execute(context())
+    ctx = context()
+    result = GeminiGenerateContentOperator(
+        task_id="gen", model="m", prompt="Hi", files=[], per_file=True
+    ).execute(ctx)
+    assert result == []
+    assert ctx["ti"].xcom["usage"] == {"calls": 0}
+    assert hook.calls.get("generate", 0) == 0

@@ -8,7 +8,12 @@ import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
 from fake_gemini_hook import FakeGeminiHook, context
 
-from airflow_gemini_files.exceptions import GeminiFileFailedError, GeminiFileNotUsableError, GeminiFilesError
+from airflow_gemini_files.exceptions import (
+    GeminiFileFailedError,
+    GeminiFileNotUsableError,
+    GeminiFilesError,
+    GeminiInputError,
+)
 from airflow_gemini_files.refs import GeminiFileRef
 from airflow_gemini_files.sensors import files as sensor_module
 from airflow_gemini_files.sensors.files import GeminiFileActiveSensor
@@ -138,3 +143,10 @@ def test_mapped_sensor_is_labelled(hook):
     ctx = context(map_index=2)
     sensor(files="files/a").execute(ctx)
     assert ctx["gemini_file_label"] == "contract.pdf"
+
+
+def test_an_empty_list_needs_no_wait_but_none_is_an_error(hook):
+    assert sensor(files=[]).execute(context()) == []
+    assert sensor(files=[], deferrable=True).execute(context()) == []
+    with pytest.raises(GeminiInputError, match=r"files=None names no Gemini file"):
+        sensor(files=None).execute(context())
