@@ -177,20 +177,26 @@ class _Session:
             mime_type,
             chunk_size / MiB,
         )
+        try:
+            return self.transfer(stream, chunk_size)
+        except BaseException:
+            self.cancel()  # frees the session (and a chosen name) server-side; nothing half-made stays
+            raise
+
+    def transfer(self, stream: IO[bytes], chunk_size: int) -> types.File:
+        """Read, send and (when needed) resend chunks until the server answers `final`."""
         origin = _tell(stream)
         offset = rewinds = 0
         while True:
             want = min(chunk_size, self.size - offset)
             chunk = _read_exact(stream, want)
             if len(chunk) < want:
-                self.cancel()
                 raise GeminiInputError(
                     f"{self.label}: the stream ended after {offset + len(chunk)} bytes but size={self.size} "
                     "was announced; pass the stream's real size."
                 )
             last = offset + want >= self.size
             if last and _read_exact(stream, 1):
-                self.cancel()
                 raise GeminiInputError(
                     f"{self.label}: the stream holds more than the announced size={self.size} bytes; "
                     "pass the stream's real size."
@@ -286,6 +292,12 @@ class _Session:
                     if received is None or received == end:
                         return None
                     problem, reason = response, f"server has {received} bytes after a chunk ending at {end}"
+                elif status == "active" and _int_header(response, "x-goog-upload-size-received") is not None:
+                    # Refused (e.g. a wrong offset) but the session lives: resync from what it has.
+                    problem, reason = (
+                        response,
+                        f"chunk at offset {pos} refused with HTTP {response.status_code}",
+                    )
                 elif response.status_code != 200 and not self.retry.is_retryable_status(response.status_code):
                     self.raise_api_error(response)
                 else:
@@ -337,17 +349,25 @@ class _Session:
     def cancel(self) -> None:
         """Best effort: tell the server to drop the session so nothing is left half-uploaded."""
         try:
-            self.post(self.url, {"X-Goog-Upload-Command": "cancel"}, b"", chunk=True)
+            self.post(self.url, {"X-Goog-Upload-Command": "cancel"}, b"", chunk=True, timeout=5.0)
         except Exception as exc:  # the caller is already raising the real error
             log.debug("Cancelling the upload session of %s failed: %s", self.label, type(exc).__name__)
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def post(self, url: str, headers: dict[str, str], body: bytes, *, chunk: bool = False) -> httpx.Response:
+    def post(
+        self,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        chunk: bool = False,
+        timeout: float | None = None,
+    ) -> httpx.Response:
         if self.owner._server_timeout:
             headers = {**headers, "X-Server-Timeout": self.owner._server_timeout}
         request = self.http.build_request(
-            "POST", url, headers=headers, content=body, timeout=self.owner._timeout
+            "POST", url, headers=headers, content=body, timeout=timeout or self.owner._timeout
         )
         if chunk:
             request.headers.pop("x-goog-api-key", None)  # session URLs are the credential; never send the key

@@ -318,3 +318,35 @@ def test_progress_is_logged_in_percent_and_mib(caplog) -> None:
     assert "a.txt" in lines[0]
     assert "MiB/s" in lines[0]
     assert "Uploaded a.txt as files/abc" in caplog.text
+
+
+def test_refused_offset_resyncs_from_what_the_server_reports() -> None:
+    server = FakeScotty()
+
+    def skip_ahead(request: httpx.Request, s: FakeScotty) -> httpx.Response | None:
+        if request.headers["x-goog-upload-command"] == "upload" and len(s.data) == 1000:
+            s.before = None
+            s.data += request.content  # committed, but the client is told "wrong offset"
+            headers = {"x-goog-upload-status": "active", "x-goog-upload-size-received": str(len(s.data))}
+            return httpx.Response(400, headers=headers, json={"error": {"code": 400, "message": "offset"}})
+        return None
+
+    server.before = skip_ahead
+    data = payload(3000)
+    server.uploader().upload(io.BytesIO(data), size=3000, mime_type="text/plain")
+    assert bytes(server.data) == data
+
+
+def test_giving_up_cancels_the_session() -> None:
+    server = FakeScotty()
+
+    def always_busy(request: httpx.Request, s: FakeScotty) -> httpx.Response | None:
+        if request.headers["x-goog-upload-command"].startswith("upload"):
+            return httpx.Response(503, json={"error": {"code": 503}})
+        return None
+
+    server.before = always_busy
+    with pytest.raises(errors.ServerError):
+        server.uploader().upload(io.BytesIO(payload(10)), size=10, mime_type="text/plain")
+    assert server.requests[-1].headers["x-goog-upload-command"] == "cancel"
+    assert "x-goog-api-key" not in server.requests[-1].headers
