@@ -25,6 +25,7 @@ from airflow_gemini_files.emulator.store import FileStore, StoredFile
 
 MAX_INLINE_BYTES = 20 * 1024 * 1024
 _FILE_URI = re.compile(r"(?:^|/)files/([a-z0-9][a-z0-9-]*)$")
+_URLSAFE = str.maketrans("-_", "+/")
 _INT64_KEYS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
 
 
@@ -107,7 +108,8 @@ def _inline_part(data: dict[str, Any]) -> PartInfo:
     if not mime_type:
         raise ApiError(400, "inlineData.mimeType is required.")
     try:
-        raw = base64.b64decode(data.get("data") or "", validate=False)
+        text = str(data.get("data") or "").translate(_URLSAFE)  # the SDK sends URL-safe base64
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ApiError(400, "inlineData.data is not valid base64.") from exc
     sha = base64.b64encode(hashlib.sha256(raw).digest()).decode()
