@@ -112,7 +112,9 @@ class GeminiUploadFileOperator(BaseOperator):
     @cached_property
     def hook(self) -> GeminiHook:
         """The hook, built from ``gemini_conn_id`` and ``gcp_conn_id``."""
-        return GeminiHook(gemini_conn_id=self.gemini_conn_id, gcp_conn_id=self.gcp_conn_id)
+        hook = GeminiHook(gemini_conn_id=self.gemini_conn_id, gcp_conn_id=self.gcp_conn_id)
+        hook.get_conn()  # read the connection once, not in every worker thread
+        return hook
 
     def _sources(self) -> tuple[list[str], list[str | None], bool]:
         many = is_many(self.source)
@@ -164,15 +166,15 @@ class GeminiUploadFileOperator(BaseOperator):
                     "Pass one path per file, e.g. a list built with glob."
                 )
 
-    def _reusable(self, name: str, source: str) -> GeminiFileRef | None:
+    def _reusable(self, hook: GeminiHook, name: str, source: str) -> GeminiFileRef | None:
         """The file an earlier attempt of this task created under ``name``, if it is still usable."""
         try:
-            existing = self.hook.get_file(name)
+            existing = hook.get_file(name)
         except GeminiFileNotUsableError:
             return None
         if existing.state == "FAILED" or existing.is_expired():
             self.log.info("Replacing %s from an earlier attempt (state %s).", name, existing.state)
-            self.hook.delete_file(existing)
+            hook.delete_file(existing)
             return None
         self.log.info(
             "Reusing %s (%s) uploaded from %s by an earlier attempt of this task.",
@@ -182,12 +184,14 @@ class GeminiUploadFileOperator(BaseOperator):
         )
         return dataclasses.replace(existing, source_uri=source)
 
-    def _upload_one(self, context: Context, job: tuple[int, str, str | None]) -> GeminiFileRef:
+    def _upload_one(
+        self, hook: GeminiHook, context: Context, job: tuple[int, str, str | None]
+    ) -> GeminiFileRef:
         position, source, display_name = job
         name = upload_file_id(context, position, source) if self.deterministic_names else None
-        if name is not None and (existing := self._reusable(name, source)) is not None:
+        if name is not None and (existing := self._reusable(hook, name, source)) is not None:
             return existing
-        return self.hook.upload_file(source, mime_type=self.mime_type, display_name=display_name, name=name)
+        return hook.upload_file(source, mime_type=self.mime_type, display_name=display_name, name=name)
 
     def execute(self, context: Context) -> GeminiFileRef | list[GeminiFileRef]:
         sources, names, many = self._sources()
@@ -195,8 +199,9 @@ class GeminiUploadFileOperator(BaseOperator):
         self._check_local_sources(sources)
         jobs = [(position, source, names[position]) for position, source in enumerate(sources)]
         self.log.info("Uploading %d file(s) to Gemini, %d at a time.", len(jobs), self.max_concurrency)
+        hook = self.hook
         outcomes = fan_out(
-            lambda job: self._upload_one(context, job),
+            lambda job: self._upload_one(hook, context, job),
             jobs,
             max_concurrency=self.max_concurrency,
             log=self.log,
@@ -205,7 +210,7 @@ class GeminiUploadFileOperator(BaseOperator):
         )
         uploaded = [outcome.value for outcome in outcomes if outcome.ok and outcome.value is not None]
         if len(uploaded) < len(jobs):
-            _delete_quietly(self.hook, uploaded, self.log)
+            _delete_quietly(hook, uploaded, self.log)
             failed = [outcome for outcome in outcomes if outcome.started and not outcome.ok]
             if len(failed) == 1 and failed[0].error is not None:
                 raise failed[0].error
@@ -288,7 +293,9 @@ class GeminiRegisterGcsFilesOperator(BaseOperator):
     @cached_property
     def hook(self) -> GeminiHook:
         """The hook, built from ``gemini_conn_id`` and ``gcp_conn_id``."""
-        return GeminiHook(gemini_conn_id=self.gemini_conn_id, gcp_conn_id=self.gcp_conn_id)
+        hook = GeminiHook(gemini_conn_id=self.gemini_conn_id, gcp_conn_id=self.gcp_conn_id)
+        hook.get_conn()  # read the connection once, not in every worker thread
+        return hook
 
     def _resolve_uris(self) -> list[str]:
         if (self.uris is None) == (self.bucket is None):
@@ -309,7 +316,7 @@ class GeminiRegisterGcsFilesOperator(BaseOperator):
                         f"Task {self.task_id!r}: {uri!r} is not a 'gs://bucket/object' URI; only GCS objects "
                         "can be registered (upload local files with GeminiUploadFileOperator)."
                     )
-            return [str(uri) for uri in uris]
+            return list(dict.fromkeys(str(uri) for uri in uris))
         assert self.bucket is not None
         uris = list_objects(self.bucket, self.prefix, self.match_glob, gcp_conn_id=self.gcp_conn_id)
         self.log.info(
@@ -341,8 +348,9 @@ class GeminiRegisterGcsFilesOperator(BaseOperator):
             len(batches),
             self.max_concurrency,
         )
+        hook = self.hook
         outcomes = fan_out(
-            lambda batch: self.hook.register_gcs_files(batch, batch_size=self.batch_size),
+            lambda batch: hook.register_gcs_files(batch, batch_size=self.batch_size),
             batches,
             max_concurrency=self.max_concurrency,
             log=self.log,
@@ -351,7 +359,7 @@ class GeminiRegisterGcsFilesOperator(BaseOperator):
         )
         registered = [ref for outcome in outcomes if outcome.ok for ref in outcome.value or []]
         if any(not outcome.ok for outcome in outcomes):
-            _delete_quietly(self.hook, registered, self.log)
+            _delete_quietly(hook, registered, self.log)
             failed = [outcome for outcome in outcomes if outcome.started and not outcome.ok]
             if len(failed) == 1 and failed[0].error is not None:
                 raise failed[0].error
@@ -403,7 +411,9 @@ class GeminiDeleteFilesOperator(BaseOperator):
     @cached_property
     def hook(self) -> GeminiHook:
         """The hook, built from ``gemini_conn_id``."""
-        return GeminiHook(gemini_conn_id=self.gemini_conn_id)
+        hook = GeminiHook(gemini_conn_id=self.gemini_conn_id)
+        hook.get_conn()  # read the connection once, not in every worker thread
+        return hook
 
     def _targets(self, context: Context) -> list[GeminiFileRef]:
         items = list(self.files) if is_many(self.files) else [self.files]

@@ -146,7 +146,9 @@ class GeminiGenerateContentOperator(BaseOperator):
     @cached_property
     def hook(self) -> GeminiHook:
         """The hook, built from ``gemini_conn_id``."""
-        return GeminiHook(gemini_conn_id=self.gemini_conn_id)
+        hook = GeminiHook(gemini_conn_id=self.gemini_conn_id)
+        hook.get_conn()  # read the connection once, not in every worker thread
+        return hook
 
     # Inputs ---------------------------------------------------------------------------------------
     def _check_arguments(self) -> None:

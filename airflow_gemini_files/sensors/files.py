@@ -79,7 +79,9 @@ class GeminiFileActiveSensor(BaseSensorOperator):
     @cached_property
     def hook(self) -> GeminiHook:
         """The hook, built from ``gemini_conn_id``."""
-        return GeminiHook(gemini_conn_id=self.gemini_conn_id)
+        hook = GeminiHook(gemini_conn_id=self.gemini_conn_id)
+        hook.get_conn()  # read the connection once, not in every worker thread
+        return hook
 
     def _refs(self) -> list[GeminiFileRef]:
         return dedupe(

@@ -285,10 +285,11 @@ def test_delete_of_already_deleted_files_is_not_an_error(gemini_connection, gemi
     assert GeminiDeleteFilesOperator(task_id="cleanup", files=[ref, "files/never-was"]).execute(ctx()) == []
 
 
-def test_missing_connection_names_it(monkeypatch, paths):
+def test_missing_connection_is_reported_once_for_a_list(monkeypatch, paths):
     monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH", raising=False)
-    with pytest.raises(GeminiInputError, match="'no_such' is not defined"):
-        GeminiUploadFileOperator(task_id="upload", source=paths[0], gemini_conn_id="no_such").execute(ctx())
+    with pytest.raises(GeminiInputError, match="'no_such' is not defined") as caught:
+        GeminiUploadFileOperator(task_id="upload", source=paths, gemini_conn_id="no_such").execute(ctx())
+    assert str(caught.value).count("is not defined") == 1
 
 
 def test_refs_from_an_xcom_of_dicts_work_end_to_end(gemini_connection, gemini_emulator, paths):

@@ -94,6 +94,9 @@ class FakeGeminiHook:
         return ref
 
     # Hook API -----------------------------------------------------------------------------------------
+    def get_conn(self) -> None:
+        self._count("get_conn")
+
     def upload_file(
         self,
         source: Any,
