@@ -59,6 +59,7 @@ class GeminiEmulator:
     def start(self) -> GeminiEmulator:
         if self._server is not None:
             return self
+        self.store.prepare()
         self._server = EmulatorHTTPServer((self.host, self.port), self)
         self.port = self._server.server_address[1]
         self.store.base_url = self.base_url

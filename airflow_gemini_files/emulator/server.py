@@ -15,6 +15,7 @@ parameter is redacted from the request line before it is logged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -25,6 +26,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,12 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(rf"^/{_VERSION}/models/(?P<model>[^/:]+):generateContent$"), "generate"),
 ]
 _REDACT = re.compile(r"((?:^|[?&])(?:key|access_token)=)[^&]*", re.IGNORECASE)
+
+
+@functools.cache
+def _disk_pool() -> ThreadPoolExecutor:
+    """Workers that hash and write upload pieces while request threads read the next ones."""
+    return ThreadPoolExecutor(max_workers=32, thread_name_prefix="gemini-emulator-disk")
 
 
 def redact(path: str) -> str:
@@ -86,7 +94,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- plumbing ---------------------------------------------------------------------------
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+        log.debug("%s %s", self.address_string(), redact(format % args))
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         log.debug("%s %s -> %s", self.command, redact(self.path), code)
@@ -144,9 +152,9 @@ class Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(parsed.query))
         path = parsed.path
         try:
-            if not hasattr(self, "_buffer"):
-                self._buffer = memoryview(bytearray(_BUFFER))
-            self._body = BodyReader(self.rfile, self.headers, self._buffer)
+            if not hasattr(self, "_buffers"):  # per connection; pages are only touched by bodies
+                self._buffers = (memoryview(bytearray(_BUFFER)), memoryview(bytearray(_BUFFER)))
+            self._body = BodyReader(self.rfile, self.headers, self._buffers)
             if self._body.invalid:
                 self.close_connection = True
                 raise ApiError(400, "Invalid Content-Length.")
@@ -160,9 +168,9 @@ class Handler(BaseHTTPRequestHandler):
                 if action == "upload" and "upload_id" in query:
                     self._upload_chunk(query["upload_id"])
                     return
-                self._check_api_key(query)
                 operation = "upload_start" if action == "upload" else action
-                emu.store.count(operation)
+                emu.store.count(operation)  # refused requests count too: stats must show retry storms
+                self._check_api_key(query)
                 if not self._apply_faults(operation):
                     getattr(self, f"_{action}")(match.groupdict(), query)
                 return
@@ -327,24 +335,37 @@ class Handler(BaseHTTPRequestHandler):
     def _receive(self, session: UploadSession, *, drop: bool) -> bool:
         """Stream the body onto the session's file; commit it only when it arrived whole.
 
-        False when the connection went away (or a fault cut it): nothing of the chunk is committed.
+        Two-stage pipeline: this thread reads the socket into one buffer while a disk worker hashes
+        and writes the previous piece from the other one. False when the connection went away (or a
+        fault cut it): nothing of the chunk is committed.
         """
         store = self.server.emulator.store
         writer = ChunkWriter(session)
         limit = store.size_limit(session)
         cut_after = (self._body.length or 2 * _BUFFER) // 2 if drop else None
+        received = 0
+        pending: Future[None] | None = None
         try:
-            for piece in self._body.pieces():
-                if session.offset + writer.written + len(piece) > limit:
-                    writer.rollback()
-                    raise store.too_big(session, session.offset + writer.written + len(piece))
-                writer.write(piece)
-                if cut_after is not None and writer.written >= cut_after:
-                    break
+            try:
+                for piece in self._body.pieces():
+                    received += len(piece)
+                    if session.offset + received > limit:
+                        raise store.too_big(session, session.offset + received)
+                    if pending is not None:
+                        pending.result()
+                    pending = _disk_pool().submit(writer.write, piece)
+                    if cut_after is not None and received >= cut_after:
+                        break
+            finally:
+                if pending is not None:
+                    pending.result()
         except (ConnectionError, TimeoutError, OSError):
             writer.rollback()
             self.close_connection = True
             return False
+        except ApiError:
+            writer.rollback()
+            raise
         if cut_after is not None:
             writer.rollback()
             self.close_connection = True
@@ -480,9 +501,12 @@ class BodyReader:
     It remembers how much is left, so a caller may stop half-way and :meth:`pieces` resumes there.
     """
 
-    def __init__(self, rfile: io.BufferedIOBase, headers: Message, buffer: memoryview) -> None:
+    def __init__(
+        self, rfile: io.BufferedIOBase, headers: Message, buffers: tuple[memoryview, memoryview]
+    ) -> None:
         self._rfile = rfile
-        self._buffer = buffer
+        self._buffers = buffers
+        self._turn = 0
         self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
         self.length: int | None = None
         self.invalid = False
@@ -509,7 +533,8 @@ class BodyReader:
         return size
 
     def pieces(self) -> Iterator[memoryview]:
-        """Yield the rest of the body; each piece is only valid until the next one is read."""
+        """Yield the rest of the body, alternating between two buffers: a piece stays valid while the
+        next one is read, and is overwritten by the one after."""
         while not self.done:
             if self._left == 0:
                 if not self.chunked:
@@ -519,7 +544,9 @@ class BodyReader:
                 if self._left == 0:
                     self.done = True
                     return
-            n = self._rfile.readinto(self._buffer[: min(self._left, len(self._buffer))])
+            buffer = self._buffers[self._turn]
+            self._turn ^= 1
+            n = self._rfile.readinto(buffer[: min(self._left, len(buffer))])
             if not n:
                 raise ConnectionError("client closed the connection mid-body")
             self._left -= n
@@ -527,4 +554,4 @@ class BodyReader:
                 self._rfile.readline(8)  # the CRLF after each chunk
             elif not self.chunked and self._left == 0:
                 self.done = True
-            yield self._buffer[:n]
+            yield buffer[:n]

@@ -203,10 +203,11 @@ class FileStore:
         self._reserved_ids: set[str] = set()
         self._fail_rules: list[tuple[str, str]] = []
         self.counters: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
-        self._prepare_dirs()
+        self.prepare()
 
     # ---- housekeeping -------------------------------------------------------------------------
-    def _prepare_dirs(self) -> None:
+    def prepare(self) -> None:
+        """Create the data directories (again, after :meth:`close`)."""
         (self.root / "uploads").mkdir(parents=True, exist_ok=True)
         (self.root / "files").mkdir(parents=True, exist_ok=True)
 
@@ -225,7 +226,7 @@ class FileStore:
             self.clock.reset()
             for sub in ("uploads", "files"):
                 shutil.rmtree(self.root / sub, ignore_errors=True)
-            self._prepare_dirs()
+            self.prepare()
 
     def close(self) -> None:
         if self._own_dir:

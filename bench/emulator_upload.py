@@ -1,0 +1,160 @@
+"""Emulator upload throughput on loopback and the emulator's peak RSS during a large upload.
+
+Runs ``gemini-files-emulator`` as a separate process (so its memory is measured alone, from
+``VmHWM`` in /proc), then uploads ``--size-mib`` bytes (default 1024 = 1 GiB) twice: with raw HTTP
+(httpx, the resumable protocol in 8 MiB chunks, the way our hook's ResumableUpload talks) and with
+the real google-genai SDK's ``files.upload`` (a seekable in-memory-free stream of the same bytes).
+
+    uv run python bench/emulator_upload.py [--size-mib 1024] [--chunk-mib 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from google import genai
+from google.genai import types
+
+API_KEY = "bench-key"
+
+
+class PatternStream(io.RawIOBase):
+    """``size`` bytes of a repeating random 8 MiB block: seekable, nothing big in memory."""
+
+    def __init__(self, size: int, block: bytes) -> None:
+        self._size = size
+        self._block = block
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self._size - self._pos)
+        out = memoryview(buffer)
+        done = 0
+        while done < n:
+            start = (self._pos + done) % len(self._block)
+            take = min(n - done, len(self._block) - start)
+            out[done : done + take] = self._block[start : start + take]
+            done += take
+        self._pos += n
+        return n
+
+
+def vm_hwm_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def vm_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def raw_upload(base_url: str, size: int, chunk: int, block: bytes) -> float:
+    stream = PatternStream(size, block)
+    with httpx.Client(timeout=120) as http:
+        start = time.perf_counter()
+        reply = http.post(
+            f"{base_url}/upload/v1beta/files",
+            headers={
+                "x-goog-api-key": API_KEY,
+                "X-Goog-Upload-Protocol": "resumable",
+                "X-Goog-Upload-Command": "start",
+                "X-Goog-Upload-Header-Content-Length": str(size),
+                "X-Goog-Upload-Header-Content-Type": "application/octet-stream",
+            },
+            json={"file": {"display_name": "bench-raw", "mime_type": "application/octet-stream"}},
+        )
+        reply.raise_for_status()
+        url = reply.headers["x-goog-upload-url"]
+        offset = 0
+        buf = bytearray(chunk)
+        while offset < size:
+            n = stream.readinto(memoryview(buf))
+            command = "upload, finalize" if offset + n >= size else "upload"
+            reply = http.post(
+                url,
+                headers={"X-Goog-Upload-Command": command, "X-Goog-Upload-Offset": str(offset)},
+                content=bytes(buf[:n]),
+            )
+            reply.raise_for_status()
+            offset += n
+        elapsed = time.perf_counter() - start
+        assert reply.headers["x-goog-upload-status"] == "final", reply.headers
+    return elapsed
+
+
+def sdk_upload(base_url: str, size: int, block: bytes) -> float:
+    client = genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=base_url))
+    stream = io.BufferedReader(PatternStream(size, block), buffer_size=1024 * 1024)
+    start = time.perf_counter()
+    uploaded = client.files.upload(
+        file=stream, config={"mime_type": "application/octet-stream", "display_name": "bench-sdk"}
+    )
+    elapsed = time.perf_counter() - start
+    assert uploaded.size_bytes == size
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--chunk-mib", type=int, default=8)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    size = args.size_mib * 1024 * 1024
+    block = os.urandom(8 * 1024 * 1024)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airflow_gemini_files.emulator.cli", "--port", str(args.port),
+         "--api-key", API_KEY, "--max-project-bytes", str(4 * size + 1), "--max-file-bytes", str(size + 1)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        idle = vm_rss_mib(proc.pid)
+        raw = raw_upload(base_url, size, args.chunk_mib * 1024 * 1024, block)
+        after_raw = vm_hwm_mib(proc.pid)
+        sdk = sdk_upload(base_url, size, block)
+        peak = vm_hwm_mib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    mib = size / 1024 / 1024
+    print(f"emulator upload of {mib:.0f} MiB on loopback ({base_url})")
+    print(f"  raw HTTP (httpx, {args.chunk_mib} MiB chunks): {raw:6.2f} s  {mib / raw:8.1f} MiB/s")
+    print(f"  google-genai files.upload          : {sdk:6.2f} s  {mib / sdk:8.1f} MiB/s")
+    print(f"  emulator RSS idle {idle:.1f} MiB; peak {after_raw:.1f} MiB after raw, {peak:.1f} MiB after SDK")
+    print(f"  peak RSS < 200 MB: {'yes' if peak * 1.048576 < 200 else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
