@@ -98,6 +98,10 @@ async def _async_roundtrip(client: genai.Client, path: Path) -> list[str]:
     response = await aio.models.generate_content(model="gemini-2.5-flash", contents=["What is it?", uploaded])
     assert response.text is not None
     assert "async one" in response.text
+    data = b"0123456789abcdef" * (1024 * 1024 + 7)  # 16 MiB + 112 bytes: three chunks
+    big = await aio.files.upload(file=io.BytesIO(data), config={"mime_type": "application/octet-stream"})
+    assert big.size_bytes == len(data)
+    assert big.sha256_hash == _sha(data)
     await aio.files.delete(name=uploaded.name)
     with pytest.raises(errors.ClientError) as info:
         await aio.files.get(name=uploaded.name)
@@ -105,10 +109,13 @@ async def _async_roundtrip(client: genai.Client, path: Path) -> list[str]:
     return [n for n in names if n]
 
 
-def test_async_client_roundtrip(client: genai.Client, tmp_path: Path) -> None:
+def test_async_client_roundtrip(
+    client: genai.Client, gemini_emulator: GeminiEmulator, tmp_path: Path
+) -> None:
     import asyncio
 
     path = tmp_path / "a.md"
     path.write_text("# Title\nbody words here\n")
     names = asyncio.run(_async_roundtrip(client, path))
     assert len(names) == 1
+    assert gemini_emulator.stats()["requests"]["upload_chunk"] == 1 + 3
