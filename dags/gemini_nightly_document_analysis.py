@@ -51,7 +51,9 @@ from airflow_gemini_files.operators.generate import USAGE_XCOM_KEY, GeminiGenera
 from airflow_gemini_files.refs import GeminiFileRef
 from airflow_gemini_files.sensors.files import GeminiFileActiveSensor
 
-GCP_CONN_ID: str | None = None  # None: Application Default Credentials (anonymous on a GCS emulator)
+GCP_CONN_ID: str | None = os.environ.get("GEMINI_GCP_CONN_ID") or None
+"""GCP connection with a service-account key (env ``GEMINI_GCP_CONN_ID`` when the DAG is parsed); None:
+Application Default Credentials (anonymous on a GCS emulator)."""
 RESULTS = AssetAlias("gemini-document-analysis-results")
 """Each run adds the Asset ``gs://<bucket>/<results prefix>`` to this alias; schedule consumers on it."""
 
