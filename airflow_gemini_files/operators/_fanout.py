@@ -45,6 +45,7 @@ def fan_out(
     log: Logger,
     action: str,
     stop_on_error: bool = False,
+    log_progress: bool = True,
 ) -> list[Outcome[T, R]]:
     """
     Call ``func(item)`` for every item, at most ``max_concurrency`` at a time; return outcomes in input order.
@@ -52,6 +53,7 @@ def fan_out(
     Never raises for an item's failure: the caller decides (clean up, fail at the end, report each).
     With ``stop_on_error`` the first failure cancels the items not yet started. Progress ("3 of 10 <action>
     done, 1 failed") is logged every 10 % of the items or every few seconds, whichever comes first.
+    ``log_progress=False`` keeps only the slow-going lines (for quick checks whose caller logs a summary).
     Retrying (429, 5xx) is the hook's job: this only bounds how many calls are in flight.
     """
     total = len(items)
@@ -80,7 +82,8 @@ def fan_out(
                             other.cancel()
                 done += 1
                 now = time.monotonic()
-                if done == total or done % step == 0 or now - last_log >= PROGRESS_EVERY_SECONDS:
+                regular = log_progress and (done == total or done % step == 0)
+                if regular or now - last_log >= PROGRESS_EVERY_SECONDS:
                     log.info("%d of %d %s done (%d failed)", done, total, action, failed)
                     last_log = now
         finally:

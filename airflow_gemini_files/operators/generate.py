@@ -171,7 +171,12 @@ class GeminiGenerateContentOperator(BaseOperator):
     def _refresh(self, refs: list[GeminiFileRef]) -> list[GeminiFileRef | str]:
         """Fetch each file again; return the fresh ref, or a string saying why it cannot be used."""
         outcomes = fan_out(
-            self.hook.get_file, refs, max_concurrency=self.max_concurrency, log=self.log, action="file checks"
+            self.hook.get_file,
+            refs,
+            max_concurrency=self.max_concurrency,
+            log=self.log,
+            action="file checks",
+            log_progress=False,
         )
         fresh: list[GeminiFileRef | str] = []
         for outcome in outcomes:

@@ -111,6 +111,7 @@ class GeminiFileActiveSensor(BaseSensorOperator):
             max_concurrency=self.max_concurrency,
             log=self.log,
             action="file checks",
+            log_progress=False,
         )
         errors: list[BaseException] = []
         latest: dict[str, GeminiFileRef] = dict(self._active)
