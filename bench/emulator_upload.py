@@ -74,6 +74,12 @@ def vm_rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process: its cost, whatever else the machine is doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def raw_upload(base_url: str, size: int, chunk: int, block: bytes) -> float:
     stream = PatternStream(size, block)
     with httpx.Client(timeout=120) as http:
@@ -139,18 +145,29 @@ def main() -> int:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()
         idle = vm_rss_mib(proc.pid)
+        cpu0 = cpu_seconds(proc.pid)
         raw = raw_upload(base_url, size, args.chunk_mib * 1024 * 1024, block)
+        cpu_raw = cpu_seconds(proc.pid) - cpu0
         after_raw = vm_hwm_mib(proc.pid)
+        cpu0 = cpu_seconds(proc.pid)
         sdk = sdk_upload(base_url, size, block)
+        cpu_sdk = cpu_seconds(proc.pid) - cpu0
         peak = vm_hwm_mib(proc.pid)
+        load = os.getloadavg()[0]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
     mib = size / 1024 / 1024
-    print(f"emulator upload of {mib:.0f} MiB on loopback ({base_url})")
-    print(f"  raw HTTP (httpx, {args.chunk_mib} MiB chunks): {raw:6.2f} s  {mib / raw:8.1f} MiB/s")
-    print(f"  google-genai files.upload          : {sdk:6.2f} s  {mib / sdk:8.1f} MiB/s")
+    print(
+        f"emulator upload of {mib:.0f} MiB on loopback ({base_url}), {os.cpu_count()} CPUs, load {load:.1f}"
+    )
+    print("  client                             wall     throughput   emulator CPU   MiB per emulator CPU-s")
+    for label, wall, cpu in (
+        (f"raw HTTP (httpx, {args.chunk_mib} MiB chunks)", raw, cpu_raw),
+        ("google-genai files.upload", sdk, cpu_sdk),
+    ):
+        print(f"  {label:34} {wall:6.2f} s  {mib / wall:7.1f} MiB/s  {cpu:8.2f} s  {mib / cpu:10.1f}")
     print(f"  emulator RSS idle {idle:.1f} MiB; peak {after_raw:.1f} MiB after raw, {peak:.1f} MiB after SDK")
     print(f"  peak RSS < 200 MB: {'yes' if peak * 1.048576 < 200 else 'NO'}")
     return 0
