@@ -231,7 +231,12 @@ def gemini_nightly_document_analysis() -> None:
     def per_document(ref: GeminiFileRef) -> Any:
         """One document: wait until ACTIVE, analyse, store the JSON result. Failures stay in this document."""
         active = GeminiFileActiveSensor(
-            task_id="wait_active", files=ref, deferrable=True, poke_interval=5, timeout=60 * 60
+            task_id="wait_active",
+            files=ref,
+            deferrable=True,  # the wait runs in the triggerer: no worker slot held
+            poke_interval=5,
+            timeout=60 * 60,
+            retries=0,  # a FAILED file stays FAILED, and transient poll errors are retried inside
         )
         analysis = GeminiGenerateContentOperator(
             task_id="analyse",

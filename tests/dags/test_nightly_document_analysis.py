@@ -1,0 +1,126 @@
+"""The nightly document-analysis DAG, run in real Airflow against the Gemini and GCS emulators."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from airflow_gemini_files.demo import seed_documents
+from airflow_gemini_files.samples import NIGHTLY_DOCUMENTS
+
+from .conftest import read_json_objects
+
+DAG_ID = "gemini_nightly_document_analysis"
+DOCUMENTS = sorted(NIGHTLY_DOCUMENTS)
+
+
+@pytest.fixture
+def nightly(
+    run_dag: Any, gcs_emulator: Any, gemini_emulator: Any, gemini_connection: str, bucket: str
+) -> Any:
+    """``nightly(mode)``: seed the day's partition, run the DAG, return (run, results, manifest)."""
+
+    def run(mode: str = "register", seed: bool = True) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+        conf = {
+            "bucket": bucket,
+            "mode": mode,
+            "prefix": "incoming/today/",
+            "results_prefix": "results/today/",
+        }
+        if seed:
+            seed_documents(gcs_emulator.client(), bucket, "incoming/today/")
+        result = run_dag(DAG_ID, conf)
+        stored = read_json_objects(gcs_emulator, bucket, "results/today/")
+        manifest = stored.pop("_manifest.json", None)
+        return result, stored, manifest
+
+    return run
+
+
+@pytest.mark.parametrize("mode", ["register", "upload"])
+def test_every_document_is_analysed_stored_and_cleaned_up(
+    nightly: Any, gemini_emulator: Any, mode: str
+) -> None:
+    run, results, manifest = nightly(mode)
+
+    assert run.state == "success", run.tasks
+    # Each mapped task instance is labelled with its document in the grid.
+    assert run.mapped("per_document.analyse") == dict.fromkeys(DOCUMENTS, "success")
+    assert run.mapped("per_document.wait_active") == dict.fromkeys(DOCUMENTS, "success")
+    # One JSON result per document, with the structured analysis and its token usage.
+    assert sorted(results) == [f"{name}.json" for name in DOCUMENTS]
+    for name in DOCUMENTS:
+        result = results[f"{name}.json"]
+        assert result["document"] == name
+        assert result["source_uri"].endswith(f"/incoming/today/{name}")
+        assert result["mime_type"] == NIGHTLY_DOCUMENTS[name]
+        assert set(result["analysis"]) >= {"document_type", "language", "summary", "key_entities"}
+        assert result["usage"]["total_tokens"] > 0
+    assert manifest is not None
+    assert (manifest["documents"], manifest["succeeded"], manifest["failed"]) == (5, 5, 0)
+    assert manifest["mode"] == mode
+    assert manifest["tokens"]["total"] == sum(r["usage"]["total_tokens"] for r in results.values())
+    # Cleanup: nothing left in Gemini.
+    assert gemini_emulator.files() == []
+    requests = gemini_emulator.stats()["requests"]
+    if mode == "register":
+        assert requests["register"] >= 1
+        assert requests["upload_start"] == 0
+    else:
+        assert requests["register"] == 0
+        assert requests["upload_start"] == 5
+
+
+def test_a_document_gemini_cannot_process_fails_alone(nightly: Any, gemini_emulator: Any) -> None:
+    gemini_emulator.fail_processing("orders_2026-11.csv", "Unsupported CSV dialect.")
+
+    run, results, manifest = nightly("register")
+
+    assert run.state == "failed"
+    assert run.mapped("per_document.wait_active")["orders_2026-11.csv"] == "failed"
+    assert run.tasks["write_manifest"] == "failed"  # it fails the run, after writing the manifest
+    assert run.tasks["delete_gemini_files"] == "success"
+    others = [name for name in DOCUMENTS if name != "orders_2026-11.csv"]
+    assert sorted(results) == [f"{name}.json" for name in others]
+    assert manifest is not None
+    assert (manifest["documents"], manifest["succeeded"], manifest["failed"]) == (5, 4, 1)
+    [failure] = manifest["failures"]
+    assert failure["document"] == "orders_2026-11.csv"
+    assert failure["failed_at"] == "wait_active"
+    assert failure["state"] == "failed"
+    assert gemini_emulator.files() == []
+
+
+def test_a_failed_analysis_keeps_the_other_results(
+    nightly: Any, gemini_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first analysis keeps getting 500 until the hook's retries (3 attempts here) are spent.
+    extra = {"base_url": gemini_emulator.base_url, "retry_attempts": 3, "retry_initial_delay": 0}
+    conn = {"conn_type": "gemini", "password": gemini_emulator.api_key, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_DEFAULT", json.dumps(conn))
+    gemini_emulator.inject_faults("generate", sequence=[500, 500, 500])
+
+    run, results, manifest = nightly("register")
+
+    assert run.state == "failed"
+    analysed = run.mapped("per_document.analyse")
+    assert sorted(analysed.values()) == ["failed"] + ["success"] * 4
+    assert manifest is not None
+    assert (manifest["succeeded"], manifest["failed"]) == (4, 1)
+    [failure] = manifest["failures"]
+    assert failure["failed_at"] == "analyse"
+    assert analysed[failure["document"]] == "failed"
+    assert len(results) == 4
+    assert f"{failure['document']}.json" not in results
+    assert gemini_emulator.files() == []
+
+
+def test_an_empty_partition_is_a_successful_run_with_an_empty_manifest(nightly: Any) -> None:
+    run, results, manifest = nightly("register", seed=False)
+
+    assert run.state == "success", run.tasks
+    assert results == {}
+    assert manifest is not None
+    assert (manifest["documents"], manifest["succeeded"], manifest["failures"]) == (0, 0, [])
