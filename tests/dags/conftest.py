@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -112,11 +112,11 @@ def run_dag(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
 
 
 @pytest.fixture
-def bucket(gcs_emulator: Any) -> Iterator[str]:
+def bucket(gcs_emulator: Any) -> str:
     """A new, empty bucket in the GCS emulator (unique per test)."""
     name = f"dag-test-{next(_buckets)}"
     gcs_emulator.client().create_bucket(name)
-    yield name
+    return name
 
 
 def read_json_objects(gcs_emulator: Any, bucket: str, prefix: str) -> dict[str, Any]:
