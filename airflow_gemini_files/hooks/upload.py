@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -366,8 +367,12 @@ class _Session:
     ) -> httpx.Response:
         if self.owner._server_timeout:
             headers = {**headers, "X-Server-Timeout": self.owner._server_timeout}
+        # The body goes in as a one-shot iterator: httpx keeps a Request (and bytes content) inside a
+        # Request/Response reference cycle that only the garbage collector frees, which held every
+        # sent chunk alive (~90 MiB peak for a 96 MiB upload); an exhausted generator holds nothing.
+        headers = {**headers, "Content-Length": str(len(body))}
         request = self.http.build_request(
-            "POST", url, headers=headers, content=body, timeout=timeout or self.owner._timeout
+            "POST", url, headers=headers, content=_once(body), timeout=timeout or self.owner._timeout
         )
         if chunk:
             request.headers.pop("x-goog-api-key", None)  # session URLs are the credential; never send the key
@@ -459,6 +464,10 @@ class _Progress:
             self.size / MiB,
             done / MiB / max(now - self.started, 1e-9),
         )
+
+
+def _once(body: bytes) -> Iterator[bytes]:
+    yield body
 
 
 def _read_exact(stream: IO[bytes], n: int) -> bytes:
