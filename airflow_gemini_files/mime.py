@@ -18,6 +18,9 @@ SNIFF_BYTES = 4096
 GENERIC_MIME_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/unknown"})
 """Content types that say nothing: a GCS object uploaded without one gets ``application/octet-stream``."""
 
+WEAK_MIME_TYPES = frozenset({"text/plain"})
+"""Stored types checked against the bytes: uploaders such as ``Blob.upload_from_string`` default to them."""
+
 # Extensions whose meaning does not show in the bytes (text formats), plus the binary ones as a fallback
 # when the content cannot be read. Types follow the spellings the Gemini docs list.
 EXTENSION_MIME_TYPES: dict[str, str] = {
@@ -147,15 +150,19 @@ def resolve_mime_type(
     Decide the MIME type of an upload.
 
     Order: ``explicit`` (the caller's ``mime_type``) > ``stored`` (e.g. the GCS object's content type,
-    ignored when it is generic like ``application/octet-stream``) > magic bytes in ``head`` > the name's
+    ignored when it is generic like ``application/octet-stream``, and ``text/plain`` only stands when the
+    bytes are not a known binary format) > magic bytes in ``head`` > the name's
     extension (text formats need text content) > plain text when the content is text. Otherwise raises
     :class:`GeminiInputError` naming ``source`` and how to pass ``mime_type``.
     """
     if explicit:
         return _check_syntax(explicit, source)
-    if stored and stored.split(";")[0].strip().lower() not in GENERIC_MIME_TYPES:
-        return stored.split(";")[0].strip()
+    stored_type = _base_type(stored)
     sniffed = sniff_content(head) if head else None
+    if stored_type and stored_type not in GENERIC_MIME_TYPES:
+        if sniffed and stored_type in WEAK_MIME_TYPES:
+            return sniffed
+        return stored.split(";")[0].strip() if stored else stored_type
     if sniffed:
         return sniffed
     by_name = guess_from_name(source)
@@ -173,6 +180,17 @@ def resolve_mime_type(
         "Pass it explicitly, e.g. mime_type='application/pdf' (or 'image/png', 'audio/mp3', 'video/mp4', "
         "'text/plain'), or set the object's Content-Type in GCS."
     )
+
+
+def needs_content(explicit: str | None, stored: str | None) -> bool:
+    """Whether :func:`resolve_mime_type` would look at the first bytes (worth a ranged read)."""
+    if explicit:
+        return False
+    return _base_type(stored) in GENERIC_MIME_TYPES | WEAK_MIME_TYPES
+
+
+def _base_type(mime_type: str | None) -> str:
+    return (mime_type or "").split(";")[0].strip().lower()
 
 
 def _check_syntax(mime_type: str, source: str) -> str:

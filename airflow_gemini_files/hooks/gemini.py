@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
@@ -26,7 +26,7 @@ from airflow_gemini_files.exceptions import (
     GeminiWaitTimeoutError,
 )
 from airflow_gemini_files.hooks.retry import RetryPolicy
-from airflow_gemini_files.mime import GENERIC_MIME_TYPES, SNIFF_BYTES, resolve_mime_type
+from airflow_gemini_files.mime import SNIFF_BYTES, needs_content, resolve_mime_type
 from airflow_gemini_files.refs import GeminiFileRef, normalize_file_name
 
 if TYPE_CHECKING:
@@ -54,16 +54,16 @@ _GONE_FILE = re.compile(r"access the File (?:files/)?([a-z0-9-]+)")
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class GeminiConnectionSettings:
     """What a ``gemini`` connection says, checked. ``api_key`` never shows in ``repr``."""
 
     conn_id: str
-    api_key: str = field(repr=False)
+    api_key: str = dataclasses.field(repr=False)
     base_url: str | None = None
     api_version: str | None = None
     timeout: float | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
 
     @classmethod
     def from_connection(cls, conn: Connection) -> GeminiConnectionSettings:
@@ -366,7 +366,7 @@ class GeminiHook(BaseHook):
             if existing is not None:
                 label = os.fspath(source) if isinstance(source, str | os.PathLike) else None
                 log.info("Gemini file %s exists already: reusing it instead of uploading again.", file_name)
-                return GeminiFileRef.coerce(existing.to_dict() | {"source_uri": existing.source_uri or label})
+                return dataclasses.replace(existing, source_uri=label)
         if isinstance(source, str | os.PathLike):
             text = os.fspath(source)
             if gcs.is_gs_uri(text):
@@ -455,13 +455,11 @@ class GeminiHook(BaseHook):
         if size is not None and size != actual:
             raise GeminiInputError(f"size={size} was given for {uri!r}, which has {actual} bytes: omit size.")
         stored = blob.content_type
-        needs_sniff = not mime_type and (stored or "").split(";")[0].strip().lower() in GENERIC_MIME_TYPES
-        head = gcs.read_head(blob, SNIFF_BYTES) if needs_sniff else None
+        head = gcs.read_head(blob, SNIFF_BYTES) if needs_content(mime_type, stored) else None
         resolved = resolve_mime_type(source=uri, explicit=mime_type, stored=stored, head=head)
-        stream = GcsReadAhead(blob, self._chunk_size)
-        try:
+        with GcsReadAhead(blob, self._chunk_size, retry=self.settings.retry) as reader:
             return self._send(
-                stream,
+                cast("IO[bytes]", reader),
                 size=actual,
                 mime_type=resolved,
                 display_name=display_name or _default_display_name(uri),
@@ -469,10 +467,6 @@ class GeminiHook(BaseHook):
                 source_uri=uri,
                 exists_ok=exists_ok,
             )
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
 
     def _upload_stream(
         self,
@@ -548,8 +542,7 @@ class GeminiHook(BaseHook):
             )
         except errors.APIError as err:
             if err.code == 409 and name and exists_ok:
-                existing = self.get_file(name)
-                return GeminiFileRef.coerce(existing.to_dict() | {"source_uri": source_uri})
+                return dataclasses.replace(self.get_file(name), source_uri=source_uri)
             if err.code == 409 and name:
                 raise GeminiInputError(
                     f"A Gemini file named {name} already exists. Choose another name, delete it first, or "
@@ -664,6 +657,9 @@ class GeminiHook(BaseHook):
         """Every file of the project, fetching ``page_size`` (1 to 100) per request."""
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise GeminiInputError(f"page_size must be an integer from 1 to 100, got {page_size!r}.")
+        return self._iter_files(page_size)
+
+    def _iter_files(self, page_size: int) -> Iterator[GeminiFileRef]:
         try:
             for file in self.client.files.list(config={"page_size": page_size}):
                 yield GeminiFileRef.from_file(file)

@@ -238,7 +238,7 @@ def test_list_files_pages_through_everything(hook, gemini_emulator):
     assert {r.name for r in listed} == names
     assert gemini_emulator.stats()["requests"]["list"] == 3
     with pytest.raises(GeminiInputError, match="1 to 100"):
-        list(hook.list_files(page_size=500))
+        hook.list_files(page_size=500)
 
 
 def test_delete_returns_true_then_false_when_already_gone(hook, gemini_emulator, caplog):
