@@ -38,6 +38,8 @@ def airflow_db() -> None:
 class DagRunResult:
     """What a test checks after a run: the run state and each task instance's state and label."""
 
+    dag_id: str
+    run_id: str
     state: str
     tasks: dict[str, str | None]
     """``task_id`` or ``task_id[map label]`` -> state."""
@@ -46,6 +48,20 @@ class DagRunResult:
     @property
     def ds(self) -> str:
         return self.logical_date.date().isoformat()
+
+    def xcom(self, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        """The value a task pushed, as a downstream task would receive it (serde applied)."""
+        from airflow.models.xcom import XComModel
+        from airflow.sdk.serde import deserialize
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            query = XComModel.get_many(
+                run_id=self.run_id, key=key, task_ids=task_id, dag_ids=self.dag_id, map_indexes=map_index
+            )
+            row = session.scalars(query).first()
+            assert row is not None, f"{task_id} pushed no XCom {key!r}"
+            return deserialize(XComModel.deserialize_value(row))
 
     def mapped(self, task_id: str) -> dict[str, str | None]:
         """The map labels (document names) and states of a mapped task."""
@@ -106,7 +122,9 @@ def run_dag(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
                 )
                 for ti in run.get_task_instances(session=session)
             }
-        return DagRunResult(state=str(run.state), tasks=tasks, logical_date=logical_date)
+        return DagRunResult(
+            dag_id=dag_id, run_id=run.run_id, state=str(run.state), tasks=tasks, logical_date=logical_date
+        )
 
     return run
 

@@ -1,0 +1,41 @@
+"""The transcribe-and-summarise example, with the sensor deferred to its trigger."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from airflow_gemini_files.triggers.files import GeminiFileActiveTrigger
+
+
+def test_audio_is_transcribed_summarised_and_deleted_after_a_deferred_wait(
+    run_dag: Any, gemini_emulator: Any, gemini_connection: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gemini_emulator.configure(processing_delay=1.0)  # the first check finds the file PROCESSING
+    triggered: list[list[str]] = []
+    original_run = GeminiFileActiveTrigger.run
+
+    async def recording_run(self: GeminiFileActiveTrigger) -> AsyncIterator[Any]:
+        triggered.append(list(self.file_names))
+        async for event in original_run(self):
+            yield event
+
+    monkeypatch.setattr(GeminiFileActiveTrigger, "run", recording_run)
+
+    def short_polls(dag: Any) -> None:
+        dag.get_task("wait_active").poke_interval = 0.2
+
+    run = run_dag("gemini_transcribe_audio", tweak=short_polls)
+
+    assert run.state == "success", run.tasks
+    [names] = triggered  # the sensor deferred once, for the one uploaded file
+    uploaded = run.xcom("upload_audio")
+    assert names == [uploaded.name]
+    assert uploaded.mime_type == "audio/wav"
+    assert "WAV audio, 1.500 s" in run.xcom("transcribe")
+    summary = run.xcom("summarise")
+    assert set(summary) == {"summary", "speakers", "action_items"}
+    assert run.xcom("summarise", key="usage")["total_token_count"] > 0
+    assert gemini_emulator.files() == []
