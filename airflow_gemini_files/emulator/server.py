@@ -19,6 +19,7 @@ import functools
 import io
 import json
 import logging
+import mmap
 import re
 import socket
 import time
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _BUFFER = 1024 * 1024
 _SOCKET_BUFFER = 4 * 1024 * 1024
+_MMAP_MIN = 256 * 1024
 _MAX_JSON_BODY = 64 * 1024 * 1024
 _VERSION = r"(?P<ver>v1|v1beta|v1alpha)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -151,10 +153,8 @@ class Handler(BaseHTTPRequestHandler):
         parsed = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parsed.query))
         path = parsed.path
+        self._body = BodyReader(self.rfile, self.headers)
         try:
-            if not hasattr(self, "_buffers"):  # per connection; pages are only touched by bodies
-                self._buffers = (memoryview(bytearray(_BUFFER)), memoryview(bytearray(_BUFFER)))
-            self._body = BodyReader(self.rfile, self.headers, self._buffers)
             if self._body.invalid:
                 self.close_connection = True
                 raise ApiError(400, "Invalid Content-Length.")
@@ -183,6 +183,8 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("emulator error on %s %s", self.command, redact(self.path))
             self.close_connection = True
             self._reply_error(ApiError(500, "Internal error in the emulator."))
+        finally:
+            self._body.release()
 
     def _reply_error(self, error: ApiError, headers: dict[str, str] | None = None) -> None:
         """Answer an error after consuming the rest of the body; a vanished client is not an error."""
@@ -501,11 +503,11 @@ class BodyReader:
     It remembers how much is left, so a caller may stop half-way and :meth:`pieces` resumes there.
     """
 
-    def __init__(
-        self, rfile: io.BufferedIOBase, headers: Message, buffers: tuple[memoryview, memoryview]
-    ) -> None:
+    def __init__(self, rfile: io.BufferedIOBase, headers: Message) -> None:
         self._rfile = rfile
-        self._buffers = buffers
+        # Allocated on first use, freed with the reader: an idle keep-alive connection holds no
+        # buffer, so a 500-request fan-out costs memory only for the bodies in flight.
+        self._buffers: list[memoryview | None] = [None, None]
         self._turn = 0
         self.chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
         self.length: int | None = None
@@ -532,6 +534,20 @@ class BodyReader:
                 pass
         return size
 
+    def release(self) -> None:
+        """Give the buffers back (the connection may now idle for a long time)."""
+        self._buffers = [None, None]
+
+    def _buffer(self) -> memoryview:
+        turn, self._turn = self._turn, self._turn ^ 1
+        buffer = self._buffers[turn]
+        if buffer is None:
+            size = _BUFFER if self.chunked else min(self._left, _BUFFER)
+            # Anonymous mmap: pages come from and go back to the OS (malloc would keep freed MiBs).
+            buffer = memoryview(mmap.mmap(-1, size) if size >= _MMAP_MIN else bytearray(size))
+            self._buffers[turn] = buffer
+        return buffer
+
     def pieces(self) -> Iterator[memoryview]:
         """Yield the rest of the body, alternating between two buffers: a piece stays valid while the
         next one is read, and is overwritten by the one after."""
@@ -544,8 +560,7 @@ class BodyReader:
                 if self._left == 0:
                     self.done = True
                     return
-            buffer = self._buffers[self._turn]
-            self._turn ^= 1
+            buffer = self._buffer()
             n = self._rfile.readinto(buffer[: min(self._left, len(buffer))])
             if not n:
                 raise ConnectionError("client closed the connection mid-body")
