@@ -393,3 +393,42 @@ def test_unreachable_api_fails_test_connection(monkeypatch):
     ok, message = GeminiHook(gemini_conn_id="gemini_down").test_connection()
     assert not ok
     assert "Cannot reach" in message
+
+
+# Secrets and lineage ---------------------------------------------------------------------------------
+def test_api_key_never_reaches_logs_or_errors_even_at_debug_level(hook, gemini_emulator, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    gemini_emulator.configure(processing_delay=0.2)
+    ref = hook.upload_file(sample("orders_2026-11.csv"))
+    ref = hook.wait_for_active(ref, timeout=10, poll_interval=0.1)[0]
+    hook.generate_content(model="gemini-2.5-flash", contents=["Summarise.", ref])
+    list(hook.list_files())
+    assert hook.test_connection()[0]
+    problems = []
+    for call in (
+        lambda: hook.generate_content(model="unknown-model", contents="x"),
+        lambda: hook.get_file("files/gone"),
+        lambda: hook.upload_file("/no/such/file.pdf"),
+    ):
+        with pytest.raises(GeminiFilesError) as info:
+            call()
+        problems.append(str(info.value))
+    hook.delete_file(ref)
+    hook.delete_file(ref)
+    key = gemini_emulator.api_key
+    assert key not in caplog.text
+    captured = capsys.readouterr()
+    assert key not in captured.out
+    assert key not in captured.err
+    assert all(key not in p for p in problems)
+
+
+def test_upload_records_lineage_from_the_local_file_to_the_gemini_file(hook, monkeypatch):
+    from airflow.sdk import lineage
+
+    collector = lineage.HookLineageCollector()
+    monkeypatch.setattr(lineage, "get_hook_lineage_collector", lambda: collector)
+    ref = hook.upload_file(sample("revenue_chart_q3.png"))
+    collected = collector.collected_assets
+    assert [a.asset.uri for a in collected.inputs] == [f"file://{sample('revenue_chart_q3.png')}"]
+    assert [a.asset.uri for a in collected.outputs] == [ref.uri]
