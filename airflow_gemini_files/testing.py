@@ -15,6 +15,7 @@ test collection.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -52,6 +53,10 @@ class GcsEmulator:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> GcsEmulator:
+        if importlib.util.find_spec("gcp_storage_emulator") is None:
+            raise RuntimeError(
+                "the gcs_emulator fixture needs the gcp-storage-emulator package (pip install it)"
+            )
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
              "--port", str(self.port), "--in-memory", "--quiet"],
