@@ -289,15 +289,10 @@ class GeminiHook(BaseHook):
                 f"Gemini rejected the API key of connection {self.gemini_conn_id!r} ({err.code} {status}: "
                 f"{message}). Put a valid key from https://aistudio.google.com/apikey in its password."
             )
-        if file and err.code in (403, 404):
-            return GeminiFileNotUsableError(
-                f"Gemini file {file} does not exist: it was deleted, expired (files live 48 hours) or "
-                f"belongs to another project ({err.code} {status}). Upload or register the source again.",
-                file_name=file,
-            )
         gone = _GONE_FILE.search(message)
-        if err.code in (403, 404) and gone:
-            missing = f"files/{gone.group(1)}"
+        missing = file or (f"files/{gone.group(1)}" if gone else None)
+        if err.code in (403, 404) and missing:
+            # The live API answers 403 PERMISSION_DENIED, not 404, for a file that no longer exists.
             return GeminiFileNotUsableError(
                 f"Gemini file {missing} does not exist: it was deleted, expired (files live 48 hours) or "
                 f"belongs to another project ({err.code} {status}). Upload or register the source again.",
