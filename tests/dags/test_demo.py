@@ -1,0 +1,86 @@
+"""``gemini-files-demo``: the README's first command, run exactly as a newcomer runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airflow_gemini_files.demo import airflow_env, manifest_summary, results_table
+from airflow_gemini_files.samples import NIGHTLY_DOCUMENTS
+
+
+def test_demo_runs_the_nightly_dag_offline_and_prints_results_and_cleanup() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow_gemini_files.demo"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "per_document.analyse[invoice_northwind_2026-11.pdf]" in out
+    assert "DAG run success (airflow exit code 0)" in out
+    table = out[out.index("Results in gs://demo-documents/results/") :]
+    for name in NIGHTLY_DOCUMENTS:
+        assert name in table
+    assert "documents 5, analysed 5, failed 0" in out
+    assert "Cleanup check: files left in the Gemini emulator: 0" in out
+    log = Path(out.rsplit("full Airflow log: ", 1)[1].strip())
+    assert "DagRun Finished" in log.read_text(encoding="utf-8")
+
+
+def test_demo_without_the_dag_file_says_where_to_run_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow_gemini_files.demo", "--dags-folder", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "Run the demo from a clone of the repository" in done.stderr
+
+
+def test_demo_environment_never_inherits_airflow_settings_or_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://prod/airflow")
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_DEFAULT", '{"conn_type": "gemini", "password": "real-key"}')
+    monkeypatch.setenv("GEMINI_API_KEY", "real-key")
+
+    env = airflow_env(tmp_path, tmp_path, gemini_base_url="http://127.0.0.1:1", gcs_host="http://127.0.0.1:2")
+
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'airflow.db'}"
+    assert "real-key" not in env["AIRFLOW_CONN_GEMINI_DEFAULT"]
+    assert "http://127.0.0.1:1" in env["AIRFLOW_CONN_GEMINI_DEFAULT"]
+    assert "GEMINI_API_KEY" not in env
+    assert env["STORAGE_EMULATOR_HOST"] == "http://127.0.0.1:2"
+
+
+def test_results_table_and_manifest_summary_are_readable() -> None:
+    results = [
+        {
+            "document": "a_very_long_document_name_that_does_not_fit.pdf",
+            "analysis": {"document_type": "invoice", "language": "en", "summary": "Line one\nline two"},
+            "usage": {"total_tokens": 42},
+        }
+    ]
+    table = results_table(results).splitlines()
+    assert table[0].split() == ["document", "type", "language", "summary", "tokens"]
+    assert table[2].startswith("a_very_long_document_name_tha~  invoice")
+    assert "Line one line two" in table[2]
+    assert table[2].endswith("42")
+    manifest = {
+        "documents": 2,
+        "succeeded": 1,
+        "failed": 1,
+        "tokens": {"prompt": 10, "output": 5, "total": 15},
+        "failures": [{"document": "b.csv", "failed_at": "wait_active", "state": "failed"}],
+    }
+    summary = manifest_summary(manifest)
+    assert "documents 2, analysed 1, failed 1; tokens: prompt 10, output 5, total 15" in summary
+    assert "failed: b.csv at wait_active (failed)" in summary
