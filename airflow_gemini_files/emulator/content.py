@@ -107,6 +107,36 @@ def pdf_pages(stream: BinaryIO) -> int | None:
     return pages
 
 
+def mp4_duration(stream: BinaryIO) -> float | None:
+    """Seconds of an MP4/QuickTime movie, from ``moov/mvhd`` (top-level boxes are skipped by seeking)."""
+    end: int | None = None
+    while True:
+        start = stream.tell()
+        if end is not None and start >= end:
+            return None
+        header = stream.read(8)
+        if len(header) < 8:
+            return None
+        size, kind = struct.unpack(">I4s", header)
+        if size == 1:
+            size = struct.unpack(">Q", stream.read(8))[0]
+        if kind == b"moov":
+            end = start + size if size else None
+            continue  # descend: its children follow
+        if kind == b"mvhd":
+            version = stream.read(4)[0]
+            if version == 1:
+                stream.seek(16, 1)
+                timescale, duration = struct.unpack(">IQ", stream.read(12))
+            else:
+                stream.seek(8, 1)
+                timescale, duration = struct.unpack(">II", stream.read(8))
+            return round(duration / timescale, 3) if timescale else None
+        if size < 8:
+            return None
+        stream.seek(start + size)
+
+
 def describe_content(stream: BinaryIO, mime_type: str) -> str:
     """One short phrase about the content, or '' when nothing cheap is known about this type."""
     if is_text(mime_type):
@@ -118,6 +148,9 @@ def describe_content(stream: BinaryIO, mime_type: str) -> str:
     if mime_type in ("image/png", "image/jpeg", "image/jpg"):
         size = image_size(stream, mime_type)
         return f"image {size[0]}x{size[1]} px" if size else "image, unreadable header"
+    if mime_type in ("video/mp4", "video/quicktime"):
+        seconds = mp4_duration(stream)
+        return f"video, {seconds:.3f} s" if seconds is not None else "video, unreadable header"
     if mime_type == "application/pdf":
         pages = pdf_pages(stream)
         return f"PDF, {pages} page(s)" if pages is not None else "PDF, unreadable header"

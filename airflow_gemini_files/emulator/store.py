@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from airflow_gemini_files.emulator.content import mp4_duration
 from airflow_gemini_files.emulator.errors import ApiError, not_found_file
 
 RETENTION_SECONDS = 48 * 3600
@@ -34,6 +35,13 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
 OPERATIONS = ("upload_start", "upload_chunk", "upload_query", "get", "list", "delete", "register", "generate")
+
+
+def _video_seconds(path: Path, mime_type: str) -> float | None:
+    if mime_type not in ("video/mp4", "video/quicktime"):
+        return None
+    with open(path, "rb") as fh:
+        return mp4_duration(fh)
 
 
 class Clock:
@@ -89,6 +97,7 @@ class StoredFile:
     fail_message: str | None = None
     md5_hash: str | None = None
     crc32c: str | None = None
+    video_seconds: float | None = None
 
     @property
     def name(self) -> str:
@@ -121,12 +130,12 @@ class StoredFile:
         if self.sha256:
             data["sha256Hash"] = self.sha256
         data["uri"] = f"{base_url}/v1beta/files/{self.file_id}"
-        if self.source == "UPLOADED":
-            data["downloadUri"] = f"{base_url}/v1beta/files/{self.file_id}:download?alt=media"
         data["state"] = state
         data["source"] = self.source
         if state == "FAILED":
             data["error"] = {"code": 3, "message": self.fail_message}
+        elif state == "ACTIVE" and self.video_seconds is not None:
+            data["videoMetadata"] = {"videoDuration": f"{self.video_seconds:g}s"}
         return data
 
 
@@ -400,6 +409,7 @@ class FileStore:
                 sha256=sha,
                 path=final_path,
                 fail_message=self._fail_message_for(f"files/{session.file_id}", session.display_name),
+                video_seconds=_video_seconds(final_path, session.mime_type),
             )
             self._files[stored.file_id] = stored
             self._reserved_ids.discard(session.file_id)

@@ -57,6 +57,14 @@ def pdf_bytes(pages: int) -> bytes:
     return f"%PDF-1.4\n{body}trailer << /Root 1 0 R >>\n%%EOF\n".encode()
 
 
+def mp4_bytes(seconds: float, timescale: int = 1000) -> bytes:
+    def box(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+    mvhd = box(b"mvhd", b"\x00\x00\x00\x00" + struct.pack(">IIII", 0, 0, timescale, int(seconds * timescale)))
+    return box(b"ftyp", b"isom\x00\x00\x02\x00") + box(b"mdat", b"\x00" * 4096) + box(b"moov", mvhd)
+
+
 def _upload(client: genai.Client, data: bytes, mime_type: str, display_name: str | None = None) -> types.File:
     config: dict[str, str] = {"mime_type": mime_type}
     if display_name:
@@ -276,3 +284,14 @@ def test_text_file_description_streams_large_files(client: genai.Client, tmp_pat
     file = client.files.upload(file=path)
     answer = client.models.generate_content(model=MODEL, contents=["Count", file]).text or ""
     assert "400002 words; first line: 'alpha beta'" in answer
+
+
+def test_video_duration_in_metadata_and_answer(client: genai.Client, gemini_emulator: GeminiEmulator) -> None:
+    gemini_emulator.configure(processing_delay=1, video_processing_delay=20)
+    video = _upload(client, mp4_bytes(4.5), "video/mp4", "clip.mp4")
+    assert video.video_metadata is None  # known once processed
+    gemini_emulator.advance_clock(21)
+    active = client.files.get(name=video.name or "")
+    assert active.video_metadata == {"videoDuration": "4.5s"}
+    answer = client.models.generate_content(model=MODEL, contents=["Describe", active]).text or ""
+    assert "video, 4.500 s" in answer
