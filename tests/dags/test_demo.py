@@ -13,8 +13,9 @@ from airflow_gemini_files.samples import NIGHTLY_DOCUMENTS
 
 
 def test_demo_runs_the_nightly_dag_offline_and_prints_results_and_cleanup() -> None:
+    demo = Path(sys.executable).with_name("gemini-files-demo")  # the console script, as installed
     done = subprocess.run(
-        [sys.executable, "-m", "airflow_gemini_files.demo"],
+        [str(demo)],
         capture_output=True,
         text=True,
         timeout=240,
