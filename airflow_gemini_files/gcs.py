@@ -40,6 +40,9 @@ GCS_SCOPES = (
 OFFLINE_TOKEN = "offline-gcs-emulator-token"  # a fixed public placeholder, not a secret
 """Bearer token sent to ``files:register`` when ``STORAGE_EMULATOR_HOST`` is set and no key is configured."""
 
+HTTP_POOL_SIZE = 64
+"""Connections per host the storage client keeps open (one per concurrent ranged read, with headroom)."""
+
 _BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _FIX_URI = "Use the form 'gs://<bucket>/<object>', e.g. 'gs://my-bucket/reports/2026/q3.pdf'."
 
@@ -196,19 +199,27 @@ def register_credentials(gcp_conn_id: str | None = None) -> Credentials:
     return default_credentials()[0]
 
 
-def storage_client(gcp_conn_id: str | None = None) -> storage.Client:
-    """A ``google.cloud.storage.Client``: connection key, anonymous on an emulator, or ADC."""
+def storage_client(gcp_conn_id: str | None = None, *, pool_size: int = HTTP_POOL_SIZE) -> storage.Client:
+    """A ``google.cloud.storage.Client``: connection key, anonymous on an emulator, or ADC.
+
+    Its HTTP session keeps up to ``pool_size`` connections per host (requests' default is 10), so many
+    concurrent ``gs://`` uploads, each with a read-ahead thread, reuse connections instead of churning them.
+    """
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
+    from requests.adapters import HTTPAdapter
 
     if gcp_conn_id:
         creds, project = service_account_credentials(gcp_conn_id)
-        return storage.Client(project=project, credentials=creds)
-    if emulator_host():
-        project = os.environ.get("GOOGLE_CLOUD_PROJECT", "test")
-        return storage.Client(project=project, credentials=AnonymousCredentials())
-    creds, project = default_credentials()
-    return storage.Client(project=project, credentials=creds)
+    elif emulator_host():
+        creds, project = AnonymousCredentials(), os.environ.get("GOOGLE_CLOUD_PROJECT", "test")
+    else:
+        creds, project = default_credentials()
+    client = storage.Client(project=project, credentials=creds)
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
+    client._http.mount("https://", adapter)
+    client._http.mount("http://", adapter)
+    return client
 
 
 def list_objects(

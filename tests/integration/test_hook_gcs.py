@@ -286,3 +286,19 @@ def test_gcs_object_of_unknown_type_asks_for_mime_type(hook, bucket, gemini_emul
     with pytest.raises(GeminiInputError, match=r"gs://nightly-docs/blob\.dat.*mime_type="):
         hook.upload_file(f"gs://{BUCKET}/blob.dat")
     assert gemini_emulator.stats()["requests"]["upload_start"] == 0
+
+
+def test_concurrent_gcs_uploads_share_one_hook_without_exhausting_connections(
+    hook, bucket, gemini_emulator, caplog
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for i in range(16):
+        bucket.blob(f"batch/doc-{i:02d}.pdf").upload_from_string(b"%PDF-1.4 " + b"x" * 200_000)
+    caplog.set_level(logging.WARNING)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        refs = list(pool.map(lambda i: hook.upload_file(f"gs://{BUCKET}/batch/doc-{i:02d}.pdf"), range(16)))
+    assert [r.source_uri for r in refs] == [f"gs://{BUCKET}/batch/doc-{i:02d}.pdf" for i in range(16)]
+    assert {r.mime_type for r in refs} == {"application/pdf"}
+    assert len(gemini_emulator.files()) == 16
+    assert "Connection pool is full" not in caplog.text
