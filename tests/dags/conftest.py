@@ -69,33 +69,30 @@ class DagRunResult:
         return {key[len(prefix) : -1]: state for key, state in self.tasks.items() if key.startswith(prefix)}
 
 
-def _load_dag(dag_id: str) -> Any:
+def _load_dag(dag_id: str, dags_folder: Path, bundle: str) -> Any:
     from airflow.dag_processing.dagbag import BundleDagBag
 
-    bag = BundleDagBag(dag_folder=DAGS_FOLDER, bundle_path=DAGS_FOLDER, bundle_name=BUNDLE)
+    bag = BundleDagBag(dag_folder=dags_folder, bundle_path=dags_folder, bundle_name=bundle)
     assert not bag.import_errors, bag.import_errors
     dag = bag.get_dag(dag_id)
-    assert dag is not None, f"{dag_id} not found in {DAGS_FOLDER}"
+    assert dag is not None, f"{dag_id} not found in {dags_folder}"
     return dag
+
+
+def next_logical_date() -> datetime:
+    """A logical date no other run of this session uses (so runs never share task instances)."""
+    return FIRST_LOGICAL_DATE + timedelta(days=next(_dates))
 
 
 @pytest.fixture
 def run_dag(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., DagRunResult]:
     """
-    ``run_dag(dag_id, conf=None, retries=0, tweak=None)``: one real run of a DAG from ``dags/``.
+    ``run_dag(dag_id, conf=None, retries=0, tweak=None, dags_folder=DAGS_FOLDER, logical_date=None)``.
 
-    Retries are off by default so a failing task fails at once instead of waiting for its retry delay;
-    ``tweak(dag)`` may adjust the parsed DAG (e.g. a shorter poke interval) before it runs.
-    Every run gets its own logical date, so runs never share task instances.
+    One real run of a DAG parsed from ``dags_folder``. Retries are off by default so a failing task fails
+    at once instead of waiting for its retry delay; ``tweak(dag)`` may adjust the parsed DAG (e.g. a
+    shorter poke interval) before it runs.
     """
-    bundles = [
-        {
-            "name": BUNDLE,
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": str(DAGS_FOLDER), "refresh_interval": 0},
-        }
-    ]
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
 
     def run(
         dag_id: str,
@@ -103,15 +100,26 @@ def run_dag(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
         *,
         retries: int = 0,
         tweak: Callable[[Any], None] | None = None,
+        dags_folder: Path = DAGS_FOLDER,
+        logical_date: datetime | None = None,
     ) -> DagRunResult:
         from airflow.utils.session import create_session
 
-        dag = _load_dag(dag_id)
+        bundle = BUNDLE if dags_folder == DAGS_FOLDER else f"{BUNDLE}-{dags_folder.name}"
+        bundles = [
+            {
+                "name": bundle,
+                "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                "kwargs": {"path": str(dags_folder), "refresh_interval": 0},
+            }
+        ]
+        monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+        dag = _load_dag(dag_id, dags_folder, bundle)
         for task in dag.tasks:
             task.retries = retries
         if tweak is not None:
             tweak(dag)
-        logical_date = FIRST_LOGICAL_DATE + timedelta(days=next(_dates))
+        logical_date = logical_date or next_logical_date()
         run = dag.test(logical_date=logical_date, run_conf=conf or {})
         with create_session() as session:
             tasks = {
