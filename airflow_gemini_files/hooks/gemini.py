@@ -506,6 +506,13 @@ class GeminiHook(BaseHook):
 
         return DEFAULT_CHUNK_SIZE
 
+    @cached_property
+    def _upload_http(self) -> Any:
+        """One httpx client for every upload of this hook (a new one per file costs ~0.1 s of CPU)."""
+        import httpx
+
+        return httpx.Client(headers={"user-agent": "airflow-gemini-files"})
+
     def _send(
         self,
         stream: IO[bytes],
@@ -528,6 +535,7 @@ class GeminiHook(BaseHook):
             retry=settings.retry,
             chunk_size=self._chunk_size,
             timeout=settings.timeout,
+            http=self._upload_http,
         )
         label = source_uri or display_name or "stream"
         log.info("Uploading %s (%d bytes, %s) to Gemini.", label, size, mime_type)
