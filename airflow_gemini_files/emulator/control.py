@@ -49,6 +49,7 @@ class GeminiEmulator:
         )
         self.faults = Faults()
         self._defaults = self.settings()
+        self._video_default = video_processing_delay  # None: follows processing_delay
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -119,6 +120,7 @@ class GeminiEmulator:
         self.store.reset()
         self.faults.clear()
         self.configure(**self._defaults)
+        self.store.video_delay_setting = self._video_default
 
     def settings(self) -> dict[str, Any]:
         """The current tunable settings (see :meth:`configure`)."""
@@ -144,7 +146,7 @@ class GeminiEmulator:
         if processing_delay is not None:
             self.store.processing_delay = processing_delay
         if video_processing_delay is not None:
-            self.store.video_processing_delay = video_processing_delay
+            self.store.video_delay_setting = video_processing_delay
         if model_latency is not None:
             self.model_latency = model_latency
         if max_file_bytes is not None:

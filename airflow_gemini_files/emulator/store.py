@@ -198,9 +198,7 @@ class FileStore:
         self._own_dir = data_dir is None
         self.root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="gemini-emulator-"))
         self.processing_delay = processing_delay
-        self.video_processing_delay = (
-            video_processing_delay if video_processing_delay is not None else 3 * processing_delay
-        )
+        self.video_delay_setting = video_processing_delay
         self.max_file_bytes = max_file_bytes
         self.max_project_bytes = max_project_bytes
         self.clock = Clock()
@@ -213,6 +211,13 @@ class FileStore:
         self._fail_rules: list[tuple[str, str]] = []
         self.counters: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
         self.prepare()
+
+    @property
+    def video_processing_delay(self) -> float:
+        """The delay for video/* files: as set, else three times ``processing_delay``."""
+        if self.video_delay_setting is not None:
+            return self.video_delay_setting
+        return 3 * self.processing_delay
 
     # ---- housekeeping -------------------------------------------------------------------------
     def prepare(self) -> None:

@@ -113,3 +113,17 @@ async def _async_list_and_state(client: genai.Client, gemini_emulator: GeminiEmu
     gemini_emulator.advance_clock(2)
     assert _state(await client.aio.files.get(name=file.name)) == "ACTIVE"
     assert [f.name async for f in await client.aio.files.list(config={"page_size": 1})] == [file.name]
+
+
+def test_video_delay_follows_processing_delay_unless_set(
+    client: genai.Client, gemini_emulator: GeminiEmulator
+) -> None:
+    gemini_emulator.configure(processing_delay=5)
+    assert gemini_emulator.settings()["video_processing_delay"] == 15
+    video = _upload(client, "video/mp4")
+    gemini_emulator.advance_clock(10)
+    assert _state(client.files.get(name=video.name or "")) == "PROCESSING"
+    gemini_emulator.advance_clock(6)
+    assert _state(client.files.get(name=video.name or "")) == "ACTIVE"
+    gemini_emulator.reset()
+    assert gemini_emulator.settings()["video_processing_delay"] == 0
