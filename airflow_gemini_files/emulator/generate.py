@@ -327,7 +327,10 @@ def answer_json(prompt: Prompt) -> str:
     try:
         jsonschema.validate(value, json_schema)
     except jsonschema.ValidationError as exc:
-        raise ApiError(500, f"Emulator could not satisfy the response schema: {exc.message}") from exc
+        # Not retryable on purpose: the same request would fail the same way (e.g. a ``pattern``).
+        raise ApiError(
+            400, f"The emulator cannot produce a value satisfying this response schema: {exc.message}"
+        ) from exc
     except jsonschema.SchemaError as exc:
         raise ApiError(400, f"Invalid response schema: {exc.message}") from exc
     return json.dumps(value)

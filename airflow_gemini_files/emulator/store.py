@@ -334,8 +334,14 @@ class FileStore:
             self._purge_expired()
             if name:
                 file_id = validate_file_id(name)
-                if file_id in self._files or file_id in self._reserved_ids:
+                if file_id in self._files:
                     raise ApiError(409, f"File files/{file_id} already exists.", "ALREADY_EXISTS")
+                # An unfinished upload is not a file: a new start for its name (a retry after the
+                # uploader died) supersedes it, and the old session's chunks get 404 from now on.
+                for stale in [s for s in self._sessions.values() if s.file_id == file_id]:
+                    self._sessions.pop(stale.upload_id)
+                    stale.closed = True
+                    stale.path.unlink(missing_ok=True)
             else:
                 file_id = self._new_id()
             if declared_size is not None:
@@ -390,6 +396,8 @@ class FileStore:
             )
         sha = base64.b64encode(session.hasher.digest()).decode()
         with self._lock:
+            if session.closed:  # superseded by a newer start for the same name
+                raise ApiError(404, "No active upload session with this upload_id.", "NOT_FOUND")
             self._sessions.pop(session.upload_id, None)
             session.closed = True
             try:
@@ -422,8 +430,9 @@ class FileStore:
 
     def abandon(self, session: UploadSession) -> None:
         with self._lock:
+            if not session.closed:  # a superseded session's name belongs to its successor
+                self._reserved_ids.discard(session.file_id)
             self._sessions.pop(session.upload_id, None)
-            self._reserved_ids.discard(session.file_id)
             session.closed = True
         session.path.unlink(missing_ok=True)
 

@@ -295,3 +295,15 @@ def test_video_duration_in_metadata_and_answer(client: genai.Client, gemini_emul
     assert active.video_metadata == {"videoDuration": "4.5s"}
     answer = client.models.generate_content(model=MODEL, contents=["Describe", active]).text or ""
     assert "video, 4.500 s" in answer
+
+
+def test_schema_the_emulator_cannot_satisfy_fails_fast(client: genai.Client) -> None:
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}$"}}}
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(
+            model=MODEL,
+            contents="code?",
+            config={"response_mime_type": "application/json", "response_json_schema": schema},
+        )
+    assert info.value.code == 400
+    assert "cannot produce a value" in (info.value.message or "")
