@@ -441,6 +441,12 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- /_emulator controls ----------------------------------------------------------------
     def _control(self, action: str) -> None:
+        """The test controls over HTTP, for an emulator started from the CLI (no API key needed).
+
+        ``GET stats`` | ``GET files`` | ``GET config`` | ``POST config`` {settings of ``configure``} |
+        ``POST reset`` | ``POST clock`` {"seconds"} | ``POST fail_processing`` {"match", "message"} |
+        ``POST faults`` {"operation", "rate", "statuses", "sequence", "latency", "drop_mid_chunk"}.
+        """
         emu = self.server.emulator
         body = self._json_body() if self.command == "POST" else {}
         if self.command == "GET" and action == "stats":
