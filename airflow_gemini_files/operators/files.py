@@ -68,8 +68,9 @@ class GeminiUploadFileOperator(BaseOperator):
     uploaded are deleted before the task fails, so nothing half-done is left behind.
 
     Retries never duplicate files: with ``deterministic_names`` (the default) each file's id is derived from
-    the DAG run, task, map index, list position and source (``files/af<run hash>-<hash>``). A retry finds the
-    file an earlier attempt created and reuses it (unless it FAILED, then it is replaced), and
+    the DAG run, task, map index, list position and source (``files/af<run hash>-<hash>``). A retry
+    (``try_number > 1``) first looks for the file an earlier attempt created and reuses it (unless it FAILED
+    or expired, then it is replaced); a first try uploads at once and only looks when the name is taken; and
     ``GeminiDeleteFilesOperator(delete_run_uploads=True)`` finds every upload of the run by its prefix even
     when no XCom was written.
 
@@ -189,9 +190,16 @@ class GeminiUploadFileOperator(BaseOperator):
     ) -> GeminiFileRef:
         position, source, display_name = job
         name = upload_file_id(context, position, source) if self.deterministic_names else None
-        if name is not None and (existing := self._reusable(hook, name, source)) is not None:
+        retried = getattr(context["ti"], "try_number", 1) > 1
+        if name is not None and retried and (existing := self._reusable(hook, name, source)) is not None:
             return existing
-        return hook.upload_file(source, mime_type=self.mime_type, display_name=display_name, name=name)
+        try:
+            return hook.upload_file(source, mime_type=self.mime_type, display_name=display_name, name=name)
+        except GeminiInputError:
+            # A first try can still meet its name taken (an attempt lost to a crash before try_number moved).
+            if name is not None and not retried and (existing := self._reusable(hook, name, source)):
+                return existing
+            raise
 
     def execute(self, context: Context) -> GeminiFileRef | list[GeminiFileRef]:
         sources, names, many = self._sources()

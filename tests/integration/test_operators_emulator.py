@@ -34,7 +34,10 @@ BUCKET = "ops-docs"
 class TI:
     """The task-instance surface operators use: identity, map index, XCom push."""
 
-    def __init__(self, task_id: str = "task", run_id: str = "manual__1", map_index: int = -1) -> None:
+    def __init__(
+        self, task_id: str = "task", run_id: str = "manual__1", map_index: int = -1, try_number: int = 1
+    ) -> None:
+        self.try_number = try_number
         self.dag_id = "nightly"
         self.task_id = task_id
         self.run_id = run_id
@@ -253,7 +256,7 @@ def test_unknown_model_per_file_collects_errors_and_fails_at_the_end(
 def test_retried_upload_reuses_files_instead_of_duplicating(gemini_connection, gemini_emulator, paths):
     first = GeminiUploadFileOperator(task_id="upload", source=paths).execute(ctx())
     starts = gemini_emulator.stats()["requests"]["upload_start"]
-    again = GeminiUploadFileOperator(task_id="upload", source=paths).execute(ctx())
+    again = GeminiUploadFileOperator(task_id="upload", source=paths).execute(ctx(try_number=2))
     assert [ref.name for ref in again] == [ref.name for ref in first]
     assert gemini_emulator.stats()["requests"]["upload_start"] == starts, "the retry sent no bytes"
     assert len(gemini_emulator.files()) == 3
@@ -267,6 +270,13 @@ def test_failed_upload_in_a_list_rolls_back_the_others(gemini_connection, gemini
             ctx()
         )
     assert gemini_emulator.files() == []
+
+
+def test_first_try_that_finds_its_name_taken_reuses_the_file(gemini_connection, gemini_emulator, paths):
+    first = GeminiUploadFileOperator(task_id="upload", source=paths[0]).execute(ctx())
+    again = GeminiUploadFileOperator(task_id="upload", source=paths[0]).execute(ctx())
+    assert again.name == first.name
+    assert len(gemini_emulator.files()) == 1
 
 
 def test_cleanup_finds_a_runs_uploads_without_any_xcom(gemini_connection, gemini_emulator, paths):

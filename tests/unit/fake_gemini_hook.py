@@ -13,14 +13,17 @@ from typing import Any
 
 from google.genai import types
 
-from airflow_gemini_files.exceptions import GeminiFileNotUsableError
+from airflow_gemini_files.exceptions import GeminiFileNotUsableError, GeminiInputError
 from airflow_gemini_files.refs import GeminiFileRef
 
 
 class FakeTI:
     """Just enough of a RuntimeTaskInstance: identity, map index and an XCom dict."""
 
-    def __init__(self, *, task_id: str = "task", map_index: int = -1, run_id: str = "run-1") -> None:
+    def __init__(
+        self, *, task_id: str = "task", map_index: int = -1, run_id: str = "run-1", try_number: int = 1
+    ) -> None:
+        self.try_number = try_number
         self.dag_id = "dag"
         self.task_id = task_id
         self.run_id = run_id
@@ -115,6 +118,8 @@ class FakeGeminiHook:
                 time.sleep(self.fail_delay)
                 raise self.fail_sources[str(source)]
             time.sleep(self.upload_delay)
+            if name is not None and name in self.files:
+                raise GeminiInputError(f"A Gemini file named {name} already exists.")
             file_name = name or f"files/up-{next(self.ids)}"
             ref = self.add(
                 file_name if file_name.startswith("files/") else f"files/{file_name}",

@@ -119,17 +119,25 @@ def test_upload_names_are_deterministic_per_run_task_and_source(hook, docs):
 def test_retry_after_successful_upload_reuses_the_file_instead_of_duplicating(hook, docs):
     operator = GeminiUploadFileOperator(task_id="up", source=docs[:3])
     first = operator.execute(context())
-    again = GeminiUploadFileOperator(task_id="up", source=docs[:3]).execute(context())
+    assert hook.calls.get("get", 0) == 0, "a first try uploads without looking first"
+    again = GeminiUploadFileOperator(task_id="up", source=docs[:3]).execute(context(try_number=2))
     assert [ref.name for ref in again] == [ref.name for ref in first]
     assert hook.calls["upload"] == 3, "the retry uploaded nothing"
     assert len(hook.files) == 3
     assert [ref.source_uri for ref in again] == docs[:3]
 
 
+def test_first_try_meeting_its_name_taken_reuses_that_file(hook, docs):
+    first = GeminiUploadFileOperator(task_id="up", source=docs[0]).execute(context())
+    again = GeminiUploadFileOperator(task_id="up", source=docs[0]).execute(context())
+    assert again.name == first.name
+    assert len(hook.files) == 1
+
+
 def test_retry_replaces_a_failed_file_from_the_earlier_attempt(hook, docs):
     first = GeminiUploadFileOperator(task_id="up", source=docs[0]).execute(context())
     hook.files[first.name] = first.with_state("FAILED", "corrupt")
-    again = GeminiUploadFileOperator(task_id="up", source=docs[0]).execute(context())
+    again = GeminiUploadFileOperator(task_id="up", source=docs[0]).execute(context(try_number=2))
     assert again.name == first.name
     assert hook.calls["upload"] == 2
     assert hook.files[again.name].state == "PROCESSING"
