@@ -74,6 +74,9 @@ class GeminiUploadFileOperator(BaseOperator):
     ``GeminiDeleteFilesOperator(delete_run_uploads=True)`` finds every upload of the run by its prefix even
     when no XCom was written.
 
+    Mapped (``.expand(source=...)``), each task instance is labelled with its file's name in the grid (see
+    :func:`~airflow_gemini_files.operators._context.set_map_index_label`).
+
     :param source: A local path, a ``gs://bucket/object`` URI, or a list of them. Templated.
     :param mime_type: MIME type for every source (default: detected per source). Templated.
     :param display_name: The display name (a list aligned with ``source`` for a list); default: the
@@ -388,7 +391,7 @@ class GeminiDeleteFilesOperator(BaseOperator):
     Runs with trigger rule ``ALL_DONE`` by default, so cleanup happens after upstream failures too. A file
     that is already gone (deleted, expired) is logged, not an error; ``None`` entries (from upstream tasks
     that pushed nothing) are skipped. Other failures are collected: every file is tried before the task
-    fails naming the ones it could not delete.
+    fails naming the ones it could not delete. Mapped, each instance is labelled with its file's name.
 
     :param files: GeminiFileRef(s), dicts or ``files/<id>`` names; may be empty or None. Templated.
     :param gemini_conn_id: Airflow connection of type ``gemini``.

@@ -43,6 +43,9 @@ class GeminiFileActiveSensor(BaseSensorOperator):
     In poke and reschedule modes a transient error while checking (network, 5xx after the hook's own
     retries) counts as "not yet"; :attr:`MAX_CONSECUTIVE_ERRORS` in a row fail the task.
 
+    Mapped over files, each instance is labelled with its file's display name (context variable
+    ``gemini_file_label``, the default ``map_index_template`` when the DAG sets none).
+
     :param files: GeminiFileRef(s), dicts or ``files/<id>`` names; an empty list succeeds at once with
         ``[]``, None (an upstream task pushed nothing) is an error. Templated.
     :param gemini_conn_id: Airflow connection of type ``gemini``.

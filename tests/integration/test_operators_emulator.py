@@ -310,3 +310,23 @@ def test_refs_from_an_xcom_of_dicts_work_end_to_end(gemini_connection, gemini_em
     )
     assert isinstance(active[0], GeminiFileRef)
     assert active[0].source_uri == paths[0]
+
+
+@pytest.mark.parametrize(
+    ("source", "display_name", "match"),
+    [
+        ("gs:/ops-docs/incoming/a.pdf", None, r"gs:/ops-docs/incoming/a\.pdf"),
+        (f"gs://{BUCKET}/incoming/missing.pdf", None, r"missing\.pdf"),
+        ("LOCAL", "x" * 513, "512"),
+    ],
+)
+def test_bad_sources_name_the_value_and_leave_nothing(
+    gemini_connection, gemini_emulator, bucket, paths, source, display_name, match
+):
+    sources = [paths[0], paths[0] if source == "LOCAL" else source]
+    names = None if display_name is None else ["fine.pdf", display_name]
+    with pytest.raises(GeminiInputError, match=match):
+        GeminiUploadFileOperator(
+            task_id="upload", source=sources, display_name=names, max_concurrency=1
+        ).execute(ctx())
+    assert gemini_emulator.files() == []
