@@ -92,6 +92,11 @@ def airflow_env(home: Path, dags_folder: Path, *, gemini_base_url: str, gcs_host
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if env.pop("PYTHONDONTWRITEBYTECODE", None) and "PYTHONPYCACHEPREFIX" not in env:
+        # Without bytecode caching Airflow is compiled from source on every run (seconds of CPU); cache
+        # it outside the source tree and the virtualenv instead of next to the sources.
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        env["PYTHONPYCACHEPREFIX"] = str(cache / "airflow-gemini-files" / "pycache")
     return env
 
 
