@@ -188,10 +188,12 @@ class GeminiGenerateContentOperator(BaseOperator):
                 fresh.append(file_problem(value) or value)
             elif isinstance(outcome.error, GeminiFileNotUsableError):
                 fresh.append(f"{ref.name} ({ref.label}) cannot be used: {outcome.error}")
+            elif outcome.error is not None and (
+                isinstance(outcome.error, GeminiInputError) or not self.per_file
+            ):
+                raise outcome.error  # a bad key or connection fails every file alike
             else:
-                raise GeminiFilesError(f"Could not fetch {ref.name} ({ref.label}): {outcome.error}") from (
-                    outcome.error
-                )
+                fresh.append(f"Could not fetch {ref.name} ({ref.label}): {outcome.error}")
         return fresh
 
     # The call -------------------------------------------------------------------------------------

@@ -308,3 +308,30 @@ def test_an_empty_file_list_is_an_error_unless_per_file(hook):
     assert result == []
     assert ctx["ti"].xcom["usage"] == {"calls": 0}
     assert hook.calls.get("generate", 0) == 0
+
+
+def test_per_file_a_file_that_cannot_be_fetched_is_one_error_among_results(hook):
+    hook.add("files/a")
+    hook.add("files/b")
+    hook.get_errors = [RuntimeError("503 after retries")]
+    ctx = context()
+    result = GeminiGenerateContentOperator(
+        task_id="gen",
+        model="m",
+        prompt="Hi",
+        files=["files/a", "files/b"],
+        per_file=True,
+        fail_on_error=False,
+        max_concurrency=1,
+    ).execute(ctx)
+    assert result == [None, "summary"]
+    assert "503 after retries" in ctx["ti"].xcom["errors"][0]["error"]
+
+
+def test_a_rejected_api_key_fails_at_once(hook):
+    hook.add("files/a")
+    hook.get_errors = [GeminiInputError("Gemini rejected the API key of connection 'gemini_default'")]
+    with pytest.raises(GeminiInputError, match="rejected the API key"):
+        GeminiGenerateContentOperator(
+            task_id="gen", model="m", prompt="Hi", files=["files/a"], per_file=True, fail_on_error=False
+        ).execute(context())
