@@ -25,7 +25,7 @@ def bucket_objects(gcs_emulator: GcsEmulator) -> list[str]:
 
 
 def _token() -> Credentials:
-    return Credentials(token="offline-token")  # type: ignore[no-untyped-call]
+    return Credentials(token="offline-token")
 
 
 def test_register_reads_object_metadata(
