@@ -119,3 +119,31 @@ def test_async_client_roundtrip(
     names = asyncio.run(_async_roundtrip(client, path))
     assert len(names) == 1
     assert gemini_emulator.stats()["requests"]["upload_chunk"] == 1 + 3
+
+
+async def _async_errors(emu: GeminiEmulator, client: genai.Client) -> None:
+    with pytest.raises(errors.ClientError) as info:
+        await make_client(emu, api_key="wrong").aio.files.get(name="files/abc")
+    assert (info.value.code, info.value.status) == (400, "INVALID_ARGUMENT")
+    emu.configure(processing_delay=30)
+    file = await client.aio.files.upload(file=io.BytesIO(b"abc"), config={"mime_type": "text/plain"})
+    with pytest.raises(errors.ClientError) as info:
+        await client.aio.models.generate_content(model="gemini-2.5-flash", contents=["x", file])
+    assert info.value.status == "FAILED_PRECONDITION"
+    with pytest.raises(errors.ClientError) as info:
+        await client.aio.models.generate_content(model="claude-3", contents="x")
+    assert info.value.code == 404
+    emu.inject_faults("delete", sequence=[503])
+    with pytest.raises(errors.ServerError) as server_info:
+        await client.aio.files.delete(name=file.name or "")
+    assert server_info.value.code == 503
+    await client.aio.files.delete(name=file.name or "")
+    with pytest.raises(errors.ClientError) as info:
+        await client.aio.files.delete(name=file.name or "")
+    assert info.value.code == 403
+
+
+def test_async_client_error_paths(client: genai.Client, gemini_emulator: GeminiEmulator) -> None:
+    import asyncio
+
+    asyncio.run(_async_errors(gemini_emulator, client))
