@@ -209,5 +209,8 @@ class GeminiFileActiveSensor(BaseSensorOperator):
         if status == "failed":
             raise GeminiFileFailedError(message, file_name=event.get("file_name"), error=event.get("error"))
         if status == "timeout":
-            raise AirflowSensorTimeout(f"Sensor timed out after {self.timeout}s: {message}")
+            raise AirflowSensorTimeout(
+                f"Sensor timed out after {self.timeout}s: {message}. Raise the sensor's timeout (videos and "
+                "large PDFs can take minutes to process), or check the files' state with GeminiHook.get_file."
+            )
         raise GeminiFilesError(message)
