@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 import pytest
 from google import genai
@@ -11,17 +13,17 @@ from google.oauth2.credentials import Credentials
 from airflow_gemini_files.emulator import GeminiEmulator
 from airflow_gemini_files.testing import GcsEmulator
 
-BUCKET = "register-bucket"
+_BUCKETS = itertools.count()
 
 
 @pytest.fixture
 def bucket_objects(gcs_emulator: GcsEmulator) -> list[str]:
-    gcs_emulator.reset()
+    """Two objects in a new bucket (other tests' buckets are left alone)."""
     storage = gcs_emulator.client()
-    bucket = storage.create_bucket(BUCKET)
+    bucket = storage.create_bucket(f"register-{next(_BUCKETS)}")
     bucket.blob("docs/a.pdf").upload_from_string(b"%PDF-1.4 tiny", content_type="application/pdf")
     bucket.blob("docs/b notes.txt").upload_from_string(b"hello gcs", content_type="text/plain")
-    return [f"gs://{BUCKET}/docs/a.pdf", f"gs://{BUCKET}/docs/b notes.txt"]
+    return [f"gs://{bucket.name}/docs/a.pdf", f"gs://{bucket.name}/docs/b notes.txt"]
 
 
 def _token() -> Credentials:
@@ -48,7 +50,9 @@ def test_register_missing_object_is_refused_and_registers_nothing(
     client: genai.Client, gemini_emulator: GeminiEmulator, bucket_objects: list[str]
 ) -> None:
     with pytest.raises(errors.ClientError) as info:
-        client.files.register_files(auth=_token(), uris=[bucket_objects[0], f"gs://{BUCKET}/missing.pdf"])
+        client.files.register_files(
+            auth=_token(), uris=[bucket_objects[0], bucket_objects[0].replace("a.pdf", "missing.pdf")]
+        )
     assert (info.value.code, info.value.status) == (404, "NOT_FOUND")
     assert "missing.pdf" in (info.value.message or "")
     assert gemini_emulator.files() == []
