@@ -39,6 +39,21 @@ def nightly(
     return run
 
 
+def asset_events(run: Any) -> list[str]:
+    """URIs of the Asset events the run emitted."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = (
+            select(AssetModel.uri)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_dag_id == run.dag_id, AssetEvent.source_run_id == run.run_id)
+        )
+        return list(session.scalars(query))
+
+
 @pytest.mark.parametrize("mode", ["register", "upload"])
 def test_every_document_is_analysed_stored_and_cleaned_up(
     nightly: Any, gemini_emulator: Any, mode: str
@@ -62,6 +77,8 @@ def test_every_document_is_analysed_stored_and_cleaned_up(
     assert (manifest["documents"], manifest["succeeded"], manifest["failed"]) == (5, 5, 0)
     assert manifest["mode"] == mode
     assert manifest["tokens"]["total"] == sum(r["usage"]["total_tokens"] for r in results.values())
+    # The results prefix is announced as an Asset event through the alias, for downstream DAGs.
+    assert asset_events(run) == [f"gs://{manifest['bucket']}/results/today"]
     # Cleanup: nothing left in Gemini.
     assert gemini_emulator.files() == []
     requests = gemini_emulator.stats()["requests"]
