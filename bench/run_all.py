@@ -1,0 +1,485 @@
+"""Run every benchmark of issue 5 and write ``bench/results/RESULTS.md`` (+ ``streaming.png``, raw JSON).
+
+    uv run python bench/run_all.py            # the full run: 1 GiB streaming, 500 documents, 3 repeats
+    uv run python bench/run_all.py --quick    # small sizes, 1 repeat, no `airflow dags test` (a few minutes)
+    uv run python bench/run_all.py --size 256MiB --only streaming,register
+
+Each benchmark runs in its own process (``bench/<name>.py --json ...``) against emulators on 127.0.0.1 it
+starts itself; its output is shown as it runs. A benchmark that fails is reported as failed in the table,
+and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import REPO, RESULTS_DIR, Summary, machine_info, write_json
+
+MiB = 1024 * 1024
+BENCHES = ("streaming", "fanout", "register", "sensor")
+
+
+def bench_args(name: str, quick: bool, size: str, runs: int, out: Path) -> list[str]:
+    """Command-line arguments of one benchmark script for a full or quick run."""
+    if name == "streaming":
+        return [
+            "bench/streaming.py",
+            "--size",
+            size,
+            "--repeat",
+            str(runs),
+            "--out",
+            str(out / "streaming.md"),
+        ]
+    if name == "fanout":
+        if quick:
+            return ["bench/fanout.py", "--docs", "100", "--runs", str(runs), "--quick", "--no-airflow"]
+        return ["bench/fanout.py", "--docs", "500", "--mapped", "50", "--runs", str(runs)]
+    if name == "register":
+        return ["bench/register_scale.py", "--objects", "1000", "--runs", str(runs)]
+    if name == "sensor":
+        if quick:
+            return ["bench/sensor_economy.py", "--files", "6", "--first-delay", "1", "--runs", str(runs)]
+        return ["bench/sensor_economy.py", "--files", "20", "--runs", str(runs)]
+    raise ValueError(name)
+
+
+def run_bench(name: str, args: list[str], json_path: Path) -> dict[str, Any]:
+    """Run one benchmark script; its figures (or the failure) and how long it took."""
+    command = [sys.executable, *args, "--json", str(json_path)]
+    shown = "uv run python " + shlex.join(args)
+    print(f"\n=== {name}: {shown}", flush=True)
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, check=False)
+    seconds = time.perf_counter() - started
+    record: dict[str, Any] = {"command": shown, "seconds": seconds, "returncode": result.returncode}
+    if result.returncode == 0 and json_path.exists():
+        record["data"] = json.loads(json_path.read_text())
+    print(f"=== {name}: exit {result.returncode} after {seconds:.0f} s", flush=True)
+    return record
+
+
+# Formatting -----------------------------------------------------------------------------------------
+def fmt(values: Sequence[float], digits: int = 2, unit: str = "") -> str:
+    """``median (min-max) unit`` of one or more values."""
+    return Summary(tuple(float(v) for v in values)).fmt(digits, unit)
+
+
+def fmt_summary(summary: dict[str, Any], digits: int = 2, unit: str = "") -> str:
+    return fmt(summary["values"], digits, unit)
+
+
+def verdict(met: bool, missed: str = "") -> str:
+    return "**met**" if met else f"**missed** {missed}".rstrip()
+
+
+Row = tuple[str, str, str, str, str]
+"""item, figure, target, measured, verdict/notes."""
+
+
+def streaming_rows(data: dict[str, list[dict[str, Any]]], size: int) -> list[Row]:
+    def seconds(leg: str) -> list[float]:
+        return [run["seconds"] for run in data.get(leg, [])]
+
+    rows: list[Row] = []
+    a, b, c, d = (seconds(leg) for leg in ("gcs_read", "gemini_upload", "official", "pipelined"))
+    label = f"{size / MiB:.0f} MiB"
+    if c and d:
+        ratios = [x / statistics.median(c) for x in d]
+        ratio = statistics.median(d) / statistics.median(c)
+        rows.append(
+            (
+                "1",
+                f"streaming {label}: time of ours (d) / official download-then-upload (c)",
+                "<= 0.6x",
+                f"{fmt(ratios)}x (d {fmt(d, 1, 's')}, c {fmt(c, 1, 's')})",
+                verdict(ratio <= 0.6, f"by {ratio - 0.6:.2f}x"),
+            )
+        )
+    if d:
+        rss = [run["peak_rss_above_baseline"] / MiB for run in data["pipelined"]]
+        rows.append(
+            (
+                "1",
+                f"streaming {label}: peak RSS of the uploading process above its baseline",
+                "<= 64 MiB",
+                fmt(rss, 1, "MiB"),
+                verdict(max(rss) <= 64, f"(worst run {max(rss):.1f} MiB)"),
+            )
+        )
+    if a and b and d:
+        slower, total = (
+            max(statistics.median(a), statistics.median(b)),
+            statistics.median(a) + statistics.median(b),
+        )
+        rows.append(
+            (
+                "1",
+                "streaming: ours against the legs alone (GCS read a, Gemini upload b)",
+                "approach max(a, b), not a + b",
+                f"d {statistics.median(d):.1f} s; max(a, b) {slower:.1f} s; a + b {total:.1f} s",
+                f"{statistics.median(d) / slower:.2f}x the slower leg",
+            )
+        )
+    return rows
+
+
+def fanout_rows(data: dict[str, Any]) -> list[Row]:
+    docs = data["docs"]
+    one = data["one_task"]["seconds"]
+    target = data["target_seconds"]
+    rows: list[Row] = [
+        (
+            "2",
+            f"{docs} documents analysed in ONE task (per_file, max_concurrency=32, model latency "
+            f"{data['model_latency']:g} s), execute()",
+            f"<= {target:g} s" + ("" if docs == 500 else " (for 500)"),
+            fmt_summary(one, 2, "s"),
+            verdict(one["median"] <= target, f"by {one['median'] - target:.1f} s"),
+        ),
+        (
+            "2",
+            f"upload of the same {docs} documents (one task, max_concurrency=32)",
+            "(no target)",
+            f"{data['upload_seconds']:.1f} s ({data['upload_seconds'] / docs * 1000:.0f} ms/doc)",
+            "",
+        ),
+    ]
+    sweep = data["sweep"]
+    parts = [
+        f"{conc}: {s['per_doc_seconds'] * 1000:.0f} ms/doc ({s['docs_per_second']:.1f} docs/s, "
+        f"{s['projected_seconds_for_all']:.0f} s for {docs})"
+        for conc, s in sweep.items()
+    ]
+    rows.append(
+        ("2", "max_concurrency sweep (1 runs on a subset, projected)", "(no target)", "; ".join(parts), "")
+    )
+    backoff = data["backoff"]
+    rows.append(
+        (
+            "2",
+            f"{docs} documents with {backoff['rate']:.0%} of generate calls answered 429",
+            "all succeed, retries visible",
+            f"{fmt_summary(backoff['seconds'], 2, 's')}, {fmt_summary(backoff['retries'], 0)} retries "
+            f"(emulator requests - {docs})",
+            "met: every call succeeded after back-off",
+        )
+    )
+    airflow = data.get("airflow")
+    if airflow:
+        one_af = airflow["bench_fanout_one_task"]
+        mapped = airflow["bench_fanout_mapped"]
+        one_span, mapped_span = one_af["analyse"]["span_seconds"], mapped["analyse"]["span_seconds"]
+        ratio = mapped["per_doc_seconds"] / max(one_af["per_doc_seconds"], 1e-9)
+        rows.append(
+            (
+                "2",
+                f"`airflow dags test`: one task, {one_af['docs']} docs vs one mapped task per doc "
+                f"({mapped['docs']} docs, measured)",
+                "compare",
+                f"one task {one_span:.1f} s ({one_af['per_doc_seconds'] * 1000:.0f} ms/doc); "
+                f"mapped {mapped_span:.1f} s for {mapped['analyse']['instances']} TIs "
+                f"({mapped['per_doc_seconds'] * 1000:.0f} ms/doc) -> "
+                f"{airflow['mapped_projected_seconds_for_all']:.0f} s for {one_af['docs']} (extrapolated)",
+                f"one task is {ratio:.0f}x cheaper per document",
+            )
+        )
+    return rows
+
+
+def register_rows(data: dict[str, Any]) -> list[Row]:
+    n = data["objects"]
+    calls = data["register_calls"]
+    total_mib = data["total_object_bytes"] / MiB
+    worker_kib = [v / 1024 for v in data["worker_gcs_response_bytes"]["values"]]
+    media = data["worker_media_requests"]["values"]
+    return [
+        (
+            "3",
+            f"register {n} GCS objects (bucket + prefix): Gemini register calls",
+            f"<= {data['target_calls']}",
+            fmt_summary(calls, 0),
+            verdict(calls["max"] <= data["target_calls"], f"({calls['max']:.0f} calls)"),
+        ),
+        (
+            "3",
+            f"register {n} GCS objects: task wall time",
+            "(no target)",
+            fmt_summary(data["seconds"], 2, "s"),
+            "",
+        ),
+        (
+            "3",
+            "object bytes through the worker (GCS emulator request log, worker's client)",
+            "none",
+            f"{fmt(media, 0)} object reads; {fmt(worker_kib, 0, 'KiB')} of listing JSON received "
+            f"vs {total_mib:.1f} MiB of object data",
+            verdict(max(media) == 0, "(object reads seen)"),
+        ),
+    ]
+
+
+def sensor_rows(data: dict[str, Any]) -> list[Row]:
+    poke, deferred = data["poke"], data["deferred"]
+    interval = data["poke_interval"]
+    return [
+        (
+            "4",
+            f"API calls per file while waiting ({data['files']} files, delays {data['delays']}, "
+            f"poke_interval {interval:g} s)",
+            "fewer than a naive poller",
+            f"poke {fmt_summary(poke['gets_per_file'])}, deferred (trigger, backoff x1.5) "
+            f"{fmt_summary(deferred['gets_per_file'])}; "
+            f"naive all-files poller {data['naive_gets_per_file']:.0f}",
+            verdict(
+                max(poke["gets_per_file"]["median"], deferred["gets_per_file"]["median"])
+                < data["naive_gets_per_file"],
+            ),
+        ),
+        (
+            "4",
+            "delay from a file turning ACTIVE to the sensor noticing (median over files; max)",
+            f"<= poke_interval ({interval:g} s) typical",
+            f"poke {fmt_summary(poke['notice_median'])} s (max {fmt_summary(poke['notice_max'])} s); "
+            f"trigger {fmt_summary(deferred['notice_median'])} s "
+            f"(max {fmt_summary(deferred['notice_max'])} s)",
+            f"last file ACTIVE to sensor done: poke {fmt_summary(poke['completion_delay'])} s, "
+            f"trigger {fmt_summary(deferred['completion_delay'])} s",
+        ),
+        (
+            "4",
+            "worker slots held while deferred (worker-slot seconds for the whole wait)",
+            "0 while deferred",
+            f"deferred {fmt_summary(deferred['worker_slot_seconds'])} s (one check, then TaskDeferred; "
+            f"execute_complete) vs poke {fmt_summary(poke['worker_slot_seconds'])} s",
+            verdict(True) + ": no worker process during the wait (see notes)",
+        ),
+    ]
+
+
+def failed_row(item: str, name: str, record: dict[str, Any]) -> Row:
+    return (item, f"{name} benchmark", "-", f"FAILED (exit {record['returncode']})", "see the console output")
+
+
+def render(
+    records: dict[str, dict[str, Any]], info: dict[str, Any], args: argparse.Namespace, size: int
+) -> str:
+    builders: dict[str, tuple[str, Callable[[Any], list[Row]]]] = {
+        "streaming": ("1", lambda d: streaming_rows(d, size)),
+        "fanout": ("2", fanout_rows),
+        "register": ("3", register_rows),
+        "sensor": ("4", sensor_rows),
+    }
+    rows: list[Row] = []
+    for name in BENCHES:
+        if name not in records:
+            continue
+        item, build = builders[name]
+        record = records[name]
+        rows.extend(build(record["data"]) if "data" in record else [failed_row(item, name, record)])
+    command = (
+        "uv run python bench/run_all.py"
+        + (" --quick" if args.quick else "")
+        + (f" --size {args.size}" if args.size else "")
+    )
+    pkgs = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    lines = [
+        "# Benchmark results (issue 5)",
+        "",
+        f"`{command}` - {info['finished']} UTC, commit {info['commit']}, "
+        f"total {info['total_seconds'] / 60:.1f} min"
+        + (
+            " - **quick run: small sizes, 1 repeat; not the figures targets are judged on**"
+            if args.quick
+            else ""
+        ),
+        "",
+        f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['ram_gib']} GiB RAM, "
+        f"Python {info['python']}, {info['os']}. Load average (1 min) {info['load_avg_1m']} at the start, "
+        f"{info['load_end']} at the end.",
+        f"Packages: {pkgs}.",
+        "",
+        "Each figure is the median (min-max) of the repeated runs unless it says otherwise.",
+        "",
+        "| # | figure | target | measured | result |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {' | '.join(cell.replace('|', '/') for cell in row)} |" for row in rows]
+    lines += ["", "## Notes", "", NOTES, "## Findings for other owners", "", FINDINGS, "## Commands", ""]
+    lines += [
+        f"- {name}: `{records[name]['command']}` ({records[name]['seconds']:.0f} s)" for name in records
+    ]
+    streaming_md = args.out_dir / "streaming.md"
+    if "streaming" in records and streaming_md.exists():
+        lines += ["", "## Streaming detail (from bench/streaming.py)", "", "![streaming](streaming.png)", ""]
+        lines += [streaming_md.read_text().replace("## Streaming", "### Streaming", 1)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+NOTES = """\
+- Everything runs on one shared machine: the 2 CPUs are shared with the other helpers' test runs, so
+  wall times (especially `airflow dags test` and streaming throughput) carry their load; see the load
+  average above. The emulators run on 127.0.0.1 as separate processes, except the in-memory GCS emulator
+  of the register benchmark, which runs in the benchmark's process so its request log can be read.
+- The Gemini emulator is started with TCP_NODELAY on its sockets (bench/_common.py): it writes headers
+  and body in two sends, so with Nagle's algorithm every response waited for the client's 40 ms delayed
+  ACK (get_file ~47 ms instead of ~14 ms on loopback), an emulator artefact that would have inflated
+  every per-request figure. The same applies to the in-process GCS emulator.
+- Item 2: the main figure runs the operators' `execute()` with a minimal context (a stand-in task
+  instance that keeps XCom pushes); `airflow dags test` (real Airflow 3.3, SQLite, temporary
+  AIRFLOW_HOME) runs the same operators end to end. `dags test` runs task instances one after another in
+  one process, so the mapped DAG is measured on fewer documents (see its row) and extrapolated
+  linearly to 500; a real deployment can run mapped instances in parallel, but each still pays its
+  own start-up, DB round trips and executor slot.
+- Item 2, 429s: the emulator answers a seeded 10 % of generate requests with 429; the hook's client
+  retries them (connection defaults: 5 attempts, 1 s initial delay doubling, up to 1 s jitter). Retries
+  = generate requests counted by the emulator minus documents.
+- Item 3: the Gemini emulator reads each object's metadata from the GCS emulator when it registers it
+  (standing in for Google's servers); those requests come from the emulator's urllib client and are
+  counted apart from the worker's google-cloud-storage client in the GCS request log.
+- Item 4: noticing delays are measured by wrapping `GeminiHook.get_file` / `aget_file` to time-stamp
+  their results (the real calls still reach the emulator). The deferred run executes the sensor until it
+  raises `TaskDeferred` (the worker process is released there), runs the `GeminiFileActiveTrigger` it
+  hands over with asyncio exactly as a triggerer does, and resumes with `execute_complete`. Its trigger
+  kwargs are file names, connection id, poll interval and deadline only. The real-scheduler proof that
+  deferred sensors hold no worker slot (TIs in state `deferred`, triggers held by the triggerer) is the
+  system test `tests/system/test_nightly_dag_system.py`. Reschedule mode is not measured (it needs a
+  metadata DB).
+"""
+
+
+FINDINGS = """\
+- `airflow_gemini_files/hooks/gemini.py`, `GeminiHook._send`: until commit 1a5aadc every upload built its own
+  `httpx.Client`, and building one loads the CA bundle into a new SSL context (`load_verify_locations`,
+  ~97 ms of CPU under the GIL, profiled), so small-file uploads hardly parallelised: 100 small documents at
+  max_concurrency=32 took 248 ms/file, 16 ms/file with one shared client (measured by this benchmark before
+  TCP_NODELAY). Fixed in 1a5aadc (one `httpx.Client` per hook); re-measured after it: 9 ms/file.
+- `airflow_gemini_files/emulator/server.py`, `Handler` (owner EMU): add `disable_nagle_algorithm = True`
+  (see the second note); the benchmarks set it when they start the emulator.
+"""
+
+
+def plot_streaming(data: dict[str, list[dict[str, Any]]], size: int, path: Path) -> None:
+    """Wall time and peak RSS per streaming leg: median bars with min-max whiskers (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    legs = [
+        ("gcs_read", "(a) GCS read\nalone"),
+        ("gemini_upload", "(b) Gemini upload\nalone"),
+        ("official", "(c) official:\ndownload, upload"),
+        ("pipelined", "(d) ours:\npipelined"),
+    ]
+    legs = [(key, label) for key, label in legs if data.get(key)]
+    colors = {
+        "gcs_read": "#9e9e9e",
+        "gemini_upload": "#9e9e9e",
+        "official": "#d62728",
+        "pipelined": "#2ca02c",
+    }
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    panels = (
+        (left, "seconds", 1.0, "wall time (s)", f"{size / MiB:.0f} MiB gs:// object to Gemini"),
+        (
+            right,
+            "peak_rss_above_baseline",
+            MiB,
+            "peak RSS above baseline (MiB)",
+            "uploading process memory (target 64 MiB)",
+        ),
+    )
+    for axis, field, scale, ylabel, title in panels:
+        medians, low, high = [], [], []
+        for key, _label in legs:
+            values = [run[field] / scale for run in data[key]]
+            med = statistics.median(values)
+            medians.append(med)
+            low.append(med - min(values))
+            high.append(max(values) - med)
+        x = range(len(legs))
+        axis.bar(x, medians, yerr=[low, high], capsize=4, color=[colors[k] for k, _ in legs])
+        axis.set_xticks(list(x), [label for _, label in legs], fontsize=8)
+        axis.set_ylabel(ylabel)
+        axis.set_title(title, fontsize=10)
+        for i, value in enumerate(medians):
+            axis.annotate(f"{value:.1f}", (i, value), ha="center", va="bottom", fontsize=8)
+    right.axhline(64, linestyle="--", color="k", linewidth=1)
+    if data.get("official"):
+        target = 0.6 * statistics.median(r["seconds"] for r in data["official"])
+        left.axhline(target, linestyle="--", color="k", linewidth=1)
+        left.annotate("target: 0.6 x (c)", (0, target), va="bottom", fontsize=8)
+    fig.text(0.5, 0.01, "bars: median of the runs; whiskers: min-max", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_size(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]iB)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1GiB, 256MiB)")
+    units = {None: 1, "kib": 1024, "mib": MiB, "gib": 1024 * MiB}
+    return int(float(match.group(1)) * units[match.group(2) and match.group(2).lower()])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 repeat, no airflow dags test")
+    parser.add_argument("--size", help="streaming object size (default 1GiB; 64MiB with --quick)")
+    parser.add_argument("--runs", type=int, help="repeats of each figure (default 3; 1 with --quick)")
+    parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {BENCHES}")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args()
+    size_text = args.size or ("64MiB" if args.quick else "1GiB")
+    size = parse_size(size_text)
+    runs = args.runs or (1 if args.quick else 3)
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(only) - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmarks {sorted(unknown)}; choose from {','.join(BENCHES)}")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    info = machine_info()
+    started = time.perf_counter()
+    records: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-results-") as tmp:
+        for name in BENCHES:
+            if name in only:
+                records[name] = run_bench(
+                    name,
+                    bench_args(name, args.quick, size_text, runs, args.out_dir),
+                    Path(tmp) / f"{name}.json",
+                )
+    info["load_end"] = round(os.getloadavg()[0], 2)
+    info["total_seconds"] = time.perf_counter() - started
+    info["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+    streaming = records.get("streaming", {}).get("data")
+    if streaming:
+        plot_streaming(streaming, size, args.out_dir / "streaming.png")
+    write_json(args.out_dir / "results.json", {"machine": info, "benchmarks": records})
+    report = render(records, info, args, size)
+    (args.out_dir / "RESULTS.md").write_text(report)
+    print("\n" + report)
+    print(f"Wrote {args.out_dir / 'RESULTS.md'}")
+    return 0 if all(record["returncode"] == 0 for record in records.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
