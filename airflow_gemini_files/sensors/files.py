@@ -173,7 +173,15 @@ class GeminiFileActiveSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
-            return super().execute(context)
+            try:
+                return super().execute(context)
+            except AirflowSensorTimeout as timeout:  # Airflow's message names neither the files nor a fix
+                waiting = [ref.name for ref in self._refs() if ref.name not in self._active]
+                raise AirflowSensorTimeout(
+                    f"{timeout} Not ACTIVE yet: {', '.join(waiting)[:1000]}. Raise the sensor's timeout "
+                    "(videos and large PDFs can take minutes to process), or check the files' state with "
+                    "GeminiHook.get_file."
+                ) from timeout
         first = self.poke(context)
         if first.is_done:
             return first.xcom_value
