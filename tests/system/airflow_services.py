@@ -15,6 +15,8 @@ Settings changed from Airflow's defaults, and why:
   after a triggerer dies, its triggers move to a live triggerer only once its heartbeat is older than the
   threshold; 8 s keeps the restart test short while a healthy triggerer (beating every second) never
   looks dead.
+- ``[dag_processor] min_file_process_interval = 600`` (default 30): the DAG files never change during a
+  test, and re-parsing them every 30 s only takes CPU from the tasks.
 - ``[api] workers = 1``: one uvicorn worker is plenty here and saves ~200 MB.
 - a fixed ``[api_auth] jwt_secret`` (64 random bytes, the length SHA-512 wants): scheduler and api-server
   must share it to sign and check task tokens; and a known ``[core] fernet_key`` so a test can decrypt
@@ -76,6 +78,7 @@ def service_settings(home: Path, api_port: int, fernet_key: str) -> dict[str, st
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
         "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "8",
     }

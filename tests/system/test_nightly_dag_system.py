@@ -6,10 +6,9 @@ are certainly deferred (and their triggers running in the triggerer) before anyt
 
 from __future__ import annotations
 
-import contextlib
 import json
+import re
 import signal
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,13 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 SENSOR = "per_document.wait_active"
 TRIGGER_CLASSPATH = "airflow_gemini_files.triggers.files.GeminiFileActiveTrigger"
 RUN_TIMEOUT = 300.0
+SCANNED_TABLES = ("xcom", "rendered_task_instance_fields", "task_instance", "dag_run", "log")
+ENCRYPTED_COLUMNS = (
+    ("trigger", "kwargs"),
+    ("connection", "password"),
+    ("connection", "extra"),
+    ("variable", "val"),
+)
 QUERY_SCHEDULED = "SELECT run_id, logical_date FROM dag_run WHERE dag_id = ? AND run_type = 'scheduled'"
 
 
@@ -45,7 +51,6 @@ class RunRecord:
     """Every state each task instance was observed in."""
     triggers: dict[int, dict[str, Any]] = field(default_factory=dict)
     """Trigger rows of the run's deferred tasks: classpath, decrypted kwargs, triggerer job ids seen."""
-    seconds: float = 0.0
 
     def sensors(self) -> dict[str, str | None]:
         return {key: state for key, state in self.tasks.items() if key.startswith(f"{SENSOR}[")}
@@ -93,7 +98,7 @@ def watch_run(
         record.state = airflow.run_state(DAG_ID, run_id)
         if record.state in TERMINAL_RUN_STATES:
             record.tasks = airflow.task_states(DAG_ID, run_id)
-            record.seconds = time.monotonic() - start
+            print(f"{run_id}: {record.state} after {time.monotonic() - start:.0f}s")
             return record
         if time.monotonic() - start > RUN_TIMEOUT:
             raise AssertionError(
@@ -121,12 +126,16 @@ def manifest(deployment: Deployment, ds: str) -> dict[str, Any]:
     return data
 
 
-def trigger_log_lines(home: Path, run_id: str) -> list[dict[str, Any]]:
-    """The JSON lines the triggerer wrote to the run's ``*.trigger.<id>.log`` task log files."""
-    lines: list[dict[str, Any]] = []
-    for path in sorted((home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}").rglob("*.trigger.*.log")):
-        lines.extend(json.loads(line) for line in path.read_text().splitlines() if line.startswith("{"))
-    return lines
+def fired_events(home: Path, run_id: str, triggerer_job: int | str = "*") -> list[dict[str, Any]]:
+    """ "Trigger fired event" lines in the run's trigger logs (``<task log>.trigger.<triggerer job>.log``)."""
+    run_logs = home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+    lines = [
+        json.loads(line)
+        for path in sorted(run_logs.rglob(f"*.trigger.{triggerer_job}.log"))
+        for line in path.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    return [line for line in lines if line.get("event") == "Trigger fired event"]
 
 
 def assert_succeeded(deployment: Deployment, record: RunRecord, documents: int) -> None:
@@ -184,8 +193,7 @@ def test_scheduled_nightly_run_defers_to_the_triggerer_and_cleans_up(
         assert trigger["classpath"] == TRIGGER_CLASSPATH
         assert trigger["triggerers"], f"trigger never picked up by a triggerer: {trigger}"
     # ... and the triggerer ran it: each trigger's log shows it firing its event.
-    fired = [line for line in trigger_log_lines(deployment.airflow.home, record.run_id)
-             if line.get("event") == "Trigger fired event"]  # fmt: skip
+    fired = fired_events(deployment.airflow.home, record.run_id)
     assert len(fired) == documents, fired
     # The results are stored, and Gemini is left with nothing.
     result = manifest(deployment, nightly_run.ds)
@@ -230,51 +238,57 @@ def test_run_completes_after_the_triggerer_is_killed_while_sensors_are_deferred(
     assert_succeeded(deployment, record, len(documents))
     for trigger_id, trigger in record.triggers.items():
         assert events["new_job"] in trigger["triggerers"], (trigger_id, trigger, events)
+    fired = fired_events(airflow.home, run_id, triggerer_job=events["new_job"])
+    assert len(fired) == len(documents), f"the restarted triggerer did not fire every trigger: {fired}"
     result = manifest(deployment, ds)
     assert (result["documents"], result["succeeded"]) == (len(documents), len(documents))
     assert result["mode"] == "upload"
     assert gemini.files() == []
 
 
-def _scan_text(label: str, text: str, secrets: dict[str, str], hits: list[str]) -> None:
-    for name, value in secrets.items():
-        if value in text:
-            hits.append(f"{name} in {label}")
+def _texts_of_metadata_db(deployment: Deployment) -> list[tuple[str, str]]:
+    """The metadata DB byte for byte (deleted rows too), plus its Fernet-encrypted columns decrypted."""
+    airflow = deployment.airflow
+    texts = [(str(path), path.read_bytes().decode("latin-1")) for path in airflow.home.glob("airflow.db*")]
+    for table, column in ENCRYPTED_COLUMNS:
+        rows = airflow.query(f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL")
+        texts.extend((f"{table}.{column}", airflow.decrypt(value)) for (value,) in rows)
+    return texts
 
 
 def test_no_secret_in_logs_xcom_rendered_fields_trigger_kwargs_or_emulator_log(
     deployment: Deployment, nightly_run: NightlyRun
 ) -> None:
-    airflow, secrets = deployment.airflow, deployment.secrets
+    airflow = deployment.airflow
     # The secrets were really in play: the workers fetched GCP tokens and called Gemini with the key.
     assert deployment.token_endpoint.issued >= 1
     assert deployment.gemini.stats()["requests"]["register"] >= 1
-    hits: list[str] = []
-    files = [p for p in (airflow.home / "logs").rglob("*") if p.is_file()]
-    files += [p for p in (airflow.home / "services").glob("*.log")]
-    assert any(".trigger." in p.name for p in files), "no trigger log found to scan"
-    assert deployment.emulator_log.stat().st_size > 0, "the emulator logged nothing to scan"
-    for path in files:
-        _scan_text(str(path), path.read_text(errors="replace"), secrets, hits)
-    # The metadata DB byte for byte (deleted rows too), then the encrypted columns decrypted.
-    for path in airflow.home.glob("airflow.db*"):
-        _scan_text(str(path), path.read_bytes().decode("latin-1"), secrets, hits)
-    with contextlib.closing(sqlite3.connect(f"file:{airflow.db_path}?mode=ro", uri=True, timeout=10)) as db:
-        counts = {
-            table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("xcom", "rendered_task_instance_fields", "task_instance")
-        }
-        for (kwargs,) in db.execute("SELECT kwargs FROM trigger"):
-            _scan_text("trigger.kwargs", airflow.decrypt(kwargs), secrets, hits)
-        for table, column in (("connection", "password"), ("connection", "extra"), ("variable", "val")):
-            for (value,) in db.execute(f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL"):
-                _scan_text(f"{table}.{column}", airflow.decrypt(value), secrets, hits)
-    assert counts["xcom"] > 0, counts
-    assert counts["rendered_task_instance_fields"] > 0, counts
+    counts = {table: airflow.query(f"SELECT count(*) FROM {table}")[0][0] for table in SCANNED_TABLES}
+    assert all(counts.values()), f"nothing to scan in some tables: {counts}"
     assert deployment.trigger_kwargs_seen, "no trigger kwargs were captured while the sensors were deferred"
-    for kwargs in deployment.trigger_kwargs_seen:
-        _scan_text("trigger.kwargs (captured while deferred)", kwargs, secrets, hits)
-    # What the run wrote to GCS.
-    for blob in deployment.gcs.client().list_blobs(BUCKET, prefix="results/"):
-        _scan_text(f"gs://{BUCKET}/{blob.name}", blob.download_as_bytes().decode(), secrets, hits)
-    assert hits == [], f"secrets leaked: {hits}\n(kept nothing: see GEMINI_SYSTEM_KEEP=1 to inspect)"
+    log_files = [p for p in (airflow.home / "logs").rglob("*") if p.is_file()]
+    log_files += sorted((airflow.home / "services").glob("*.log"))  # services, CLI and the Gemini emulator
+    assert any(".trigger." in p.name for p in log_files), "no trigger log to scan"
+    assert deployment.emulator_log.stat().st_size > 0, "the emulator logged nothing to scan"
+    sources = {
+        "logs": [(str(p), p.read_text(errors="replace")) for p in log_files],
+        "metadata DB": _texts_of_metadata_db(deployment),
+        "trigger kwargs": [("trigger.kwargs while deferred", k) for k in deployment.trigger_kwargs_seen],
+        "results in GCS": [
+            (f"gs://{BUCKET}/{blob.name}", blob.download_as_bytes().decode())
+            for blob in deployment.gcs.client().list_blobs(BUCKET, prefix="results/")
+        ],
+    }
+    # Control: a Gemini file name (not a secret) is found in every source, so the scan reads real content.
+    file_name = re.search(r"files/[a-z0-9-]+", deployment.trigger_kwargs_seen[0])
+    assert file_name is not None
+    for source, texts in sources.items():
+        assert any(file_name[0] in text for _, text in texts), f"{file_name[0]} not found in {source}"
+    hits = [
+        f"{secret} in {label}"
+        for texts in sources.values()
+        for label, text in texts
+        for secret, value in deployment.secrets.items()
+        if value in text
+    ]
+    assert hits == [], f"secrets leaked: {hits}\n(set GEMINI_SYSTEM_KEEP=1 to keep the files)"
