@@ -16,10 +16,10 @@ from airflow_gemini_files.exceptions import GeminiInputError
 
 
 @pytest.fixture
-def bucket(gcs_emulator) -> storage.Bucket:
-    gcs_emulator.reset()
+def bucket(gcs_emulator) -> Iterator[storage.Bucket]:
+    """This module's own bucket (other tests share the GCS emulator): fresh for each test, then deleted."""
     client = gcs_emulator.client()
-    bkt = client.create_bucket("nightly-docs")
+    bkt = client.create_bucket("gcs-helper-tests")
     for name in (
         "incoming/2026-11-21/a.pdf",
         "incoming/2026-11-22/b.pdf",
@@ -29,34 +29,37 @@ def bucket(gcs_emulator) -> storage.Bucket:
         "archive/old.pdf",
     ):
         bkt.blob(name).upload_from_string(b"%PDF-1.4 test" if name.endswith(".pdf") else b"x")
-    return bkt
+    yield bkt
+    for blob in bkt.list_blobs():
+        blob.delete()
+    bkt.delete()
 
 
 def test_storage_client_is_anonymous_on_the_emulator_and_lists_by_prefix(bucket):
     client = gcs.storage_client()
     assert isinstance(client._credentials, AnonymousCredentials)
-    assert gcs.list_objects("nightly-docs", "incoming/2026-11-22/", client=client) == [
-        "gs://nightly-docs/incoming/2026-11-22/b.pdf",
-        "gs://nightly-docs/incoming/2026-11-22/c.png",
-        "gs://nightly-docs/incoming/2026-11-22/nested/d.pdf",
+    assert gcs.list_objects("gcs-helper-tests", "incoming/2026-11-22/", client=client) == [
+        "gs://gcs-helper-tests/incoming/2026-11-22/b.pdf",
+        "gs://gcs-helper-tests/incoming/2026-11-22/c.png",
+        "gs://gcs-helper-tests/incoming/2026-11-22/nested/d.pdf",
     ]
 
 
 def test_match_glob_uses_gcs_semantics(bucket):
-    assert gcs.list_objects("nightly-docs", "incoming/", "incoming/*/*.pdf") == [
-        "gs://nightly-docs/incoming/2026-11-21/a.pdf",
-        "gs://nightly-docs/incoming/2026-11-22/b.pdf",
+    assert gcs.list_objects("gcs-helper-tests", "incoming/", "incoming/*/*.pdf") == [
+        "gs://gcs-helper-tests/incoming/2026-11-21/a.pdf",
+        "gs://gcs-helper-tests/incoming/2026-11-22/b.pdf",
     ]
-    assert gcs.list_objects("nightly-docs", match_glob="**.pdf") == [
-        "gs://nightly-docs/archive/old.pdf",
-        "gs://nightly-docs/incoming/2026-11-21/a.pdf",
-        "gs://nightly-docs/incoming/2026-11-22/b.pdf",
-        "gs://nightly-docs/incoming/2026-11-22/nested/d.pdf",
+    assert gcs.list_objects("gcs-helper-tests", match_glob="**.pdf") == [
+        "gs://gcs-helper-tests/archive/old.pdf",
+        "gs://gcs-helper-tests/incoming/2026-11-21/a.pdf",
+        "gs://gcs-helper-tests/incoming/2026-11-22/b.pdf",
+        "gs://gcs-helper-tests/incoming/2026-11-22/nested/d.pdf",
     ]
 
 
 def test_empty_prefix_match_is_an_empty_list(bucket):
-    assert gcs.list_objects("nightly-docs", "nothing-here/") == []
+    assert gcs.list_objects("gcs-helper-tests", "nothing-here/") == []
 
 
 def test_listing_a_missing_bucket_names_it(bucket):
@@ -66,12 +69,12 @@ def test_listing_a_missing_bucket_names_it(bucket):
 
 def test_bucket_given_as_uri_is_refused_with_the_fix():
     with pytest.raises(GeminiInputError, match="bare name"):
-        gcs.list_objects("gs://nightly-docs/incoming")
+        gcs.list_objects("gs://gcs-helper-tests/incoming")
 
 
 def test_get_blob_loads_size_and_content_type(bucket):
     bucket.blob("typed.csv").upload_from_string(b"a,b\n1,2\n", content_type="text/csv")
-    blob = gcs.get_blob("gs://nightly-docs/typed.csv", gcs.storage_client())
+    blob = gcs.get_blob("gs://gcs-helper-tests/typed.csv", gcs.storage_client())
     assert blob.size == 8
     assert blob.content_type == "text/csv"
     assert gcs.read_head(blob, 3) == b"a,b"
@@ -80,7 +83,7 @@ def test_get_blob_loads_size_and_content_type(bucket):
 def test_missing_object_and_missing_bucket_are_told_apart(bucket):
     client = gcs.storage_client()
     with pytest.raises(GeminiInputError, match=r"object 'incoming/zzz\.pdf' does not exist in bucket"):
-        gcs.get_blob("gs://nightly-docs/incoming/zzz.pdf", client)
+        gcs.get_blob("gs://gcs-helper-tests/incoming/zzz.pdf", client)
     with pytest.raises(
         GeminiInputError, match=r"bucket 'other-bucket' in 'gs://other-bucket/a\.pdf' does not exist"
     ):

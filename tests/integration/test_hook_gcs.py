@@ -19,12 +19,12 @@ from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
 from airflow_gemini_files.hooks.gemini import GeminiHook
 
 SAMPLES = resources.files("airflow_gemini_files.samples")
-BUCKET = "nightly-docs"
+BUCKET = "hook-gcs-tests"
 
 
 @pytest.fixture
-def bucket(gcs_emulator) -> storage.Bucket:
-    gcs_emulator.reset()
+def bucket(gcs_emulator) -> Iterator[storage.Bucket]:
+    """This module's own bucket (other tests share the GCS emulator): fresh for each test, then deleted."""
     bkt = gcs_emulator.client().create_bucket(BUCKET)
     for name, content_type in (
         ("invoice_northwind_2026-11.pdf", "application/pdf"),
@@ -34,7 +34,10 @@ def bucket(gcs_emulator) -> storage.Bucket:
         bkt.blob(f"incoming/{name}").upload_from_string(
             SAMPLES.joinpath(name).read_bytes(), content_type=content_type
         )
-    return bkt
+    yield bkt
+    for blob in bkt.list_blobs():
+        blob.delete()
+    bkt.delete()
 
 
 @pytest.fixture
@@ -78,8 +81,8 @@ def test_register_ignores_duplicates_and_empty_input(hook, bucket, gemini_emulat
 
 
 def test_malformed_uri_is_refused_before_any_call(hook, bucket, gemini_emulator):
-    with pytest.raises(GeminiInputError, match=r"'gs://nightly-docs'.*no object"):
-        hook.register_gcs_files([*uris(ALL[0]), "gs://nightly-docs"])
+    with pytest.raises(GeminiInputError, match=r"'gs://hook-gcs-tests'.*no object"):
+        hook.register_gcs_files([*uris(ALL[0]), "gs://hook-gcs-tests"])
     assert gemini_emulator.stats()["requests"]["register"] == 0
 
 
@@ -142,10 +145,10 @@ def _fake_service_account_key(token_uri: str) -> dict[str, str]:
     )
     return {
         "type": "service_account",
-        "project_id": "nightly-docs",
+        "project_id": "hook-gcs-tests",
         "private_key_id": "k1",
         "private_key": pem,
-        "client_email": "airflow@nightly-docs.iam.gserviceaccount.com",
+        "client_email": "airflow@hook-gcs-tests.iam.gserviceaccount.com",
         "token_uri": token_uri,
     }
 
@@ -264,8 +267,8 @@ def test_upload_from_gcs_streams_in_bounded_memory(separate_gemini_emulator, buc
     [
         (f"gs://{BUCKET}/incoming/nope.pdf", "object 'incoming/nope.pdf' does not exist"),
         ("gs://no-such-bucket/a.pdf", "bucket 'no-such-bucket'"),
-        ("gs://nightly-docs/", "no object"),
-        ("gs:/nightly-docs/a.pdf", "must start with 'gs://'"),
+        ("gs://hook-gcs-tests/", "no object"),
+        ("gs:/hook-gcs-tests/a.pdf", "must start with 'gs://'"),
     ],
 )
 def test_bad_gcs_sources_are_named_and_nothing_is_uploaded(hook, bucket, gemini_emulator, uri, fragment):
@@ -283,7 +286,7 @@ def test_empty_gcs_object_is_refused(hook, bucket, gemini_emulator):
 
 def test_gcs_object_of_unknown_type_asks_for_mime_type(hook, bucket, gemini_emulator):
     bucket.blob("blob.dat").upload_from_string(bytes(range(256)), content_type="application/octet-stream")
-    with pytest.raises(GeminiInputError, match=r"gs://nightly-docs/blob\.dat.*mime_type="):
+    with pytest.raises(GeminiInputError, match=r"gs://hook-gcs-tests/blob\.dat.*mime_type="):
         hook.upload_file(f"gs://{BUCKET}/blob.dat")
     assert gemini_emulator.stats()["requests"]["upload_start"] == 0
 
@@ -302,3 +305,17 @@ def test_concurrent_gcs_uploads_share_one_hook_without_exhausting_connections(
     assert {r.mime_type for r in refs} == {"application/pdf"}
     assert len(gemini_emulator.files()) == 16
     assert "Connection pool is full" not in caplog.text
+
+
+def test_register_when_the_key_cannot_be_exchanged_for_a_token(
+    gemini_connection, bucket, gemini_emulator, monkeypatch
+):
+    key = _fake_service_account_key("http://127.0.0.1:9/token")  # nothing listens there
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GCP_DEAD",
+        json.dumps({"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": key}}),
+    )
+    hook = GeminiHook(gemini_conn_id=gemini_connection, gcp_conn_id="gcp_dead")
+    with pytest.raises(GeminiInputError, match=r"Could not get a GCP access token.*gcp_conn_id='gcp_dead'"):
+        hook.register_gcs_files(uris(ALL[0]))
+    assert gemini_emulator.stats()["requests"]["register"] == 0
