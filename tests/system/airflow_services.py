@@ -167,10 +167,8 @@ class AirflowServices:
         if service is None:
             return
         with contextlib.suppress(psutil.Error):
-            family = [
-                psutil.Process(service.process.pid),
-                *psutil.Process(service.process.pid).children(True),
-            ]
+            leader = psutil.Process(service.process.pid)
+            family = [leader, *leader.children(recursive=True)]
             _signal_processes(family, service.process.pid, sig)
             _, alive = psutil.wait_procs(family, timeout=grace)
             _signal_processes(alive, service.process.pid, signal.SIGKILL)
@@ -193,7 +191,7 @@ class AirflowServices:
         psutil.wait_procs(strays, timeout=10)
 
     # ---- readiness ---------------------------------------------------------------------------------
-    def wait_healthy(self, components: Sequence[str], timeout: float = 90.0) -> None:
+    def wait_healthy(self, components: Sequence[str], timeout: float = 180.0) -> None:
         """Wait until the api-server answers and reports every one of ``components`` healthy."""
         last: Any = None
 
@@ -237,7 +235,7 @@ class AirflowServices:
             raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text}")
         return response.json() if response.content else None
 
-    def wait_for_dag(self, dag_id: str, timeout: float = 90.0) -> None:
+    def wait_for_dag(self, dag_id: str, timeout: float = 180.0) -> None:
         """Wait until the dag-processor has parsed and serialized ``dag_id``."""
 
         def parsed() -> bool:

@@ -138,11 +138,30 @@ def fired_events(home: Path, run_id: str, triggerer_job: int | str = "*") -> lis
     return [line for line in lines if line.get("event") == "Trigger fired event"]
 
 
+def failed_task_logs(home: Path, run_id: str, keys: list[str], lines: int = 30) -> str:
+    """The last ``lines`` lines of the task logs of ``keys`` (``task_id`` or ``task_id[map_index]``)."""
+    parts = []
+    for key in keys:
+        task_id, _, index = key.rstrip("]").partition("[")
+        folder = home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+        if index:
+            folder = folder / f"map_index={index}"
+        for path in sorted(folder.glob("attempt=*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path}\n" + "\n".join(line[:600] for line in tail))
+    return "\n".join(parts)
+
+
 def assert_succeeded(deployment: Deployment, record: RunRecord, documents: int) -> None:
     failed = {k: s for k, s in record.tasks.items() if s not in ("success", "skipped")}
-    explain = f"run {record.run_id} ended {record.state}; tasks not successful: {failed}\n"
-    assert record.state == "success", explain + deployment.airflow.diagnostics()
-    assert not failed, explain + deployment.airflow.diagnostics()
+    if record.state != "success" or failed:
+        home = deployment.airflow.home
+        raise AssertionError(
+            f"run {record.run_id} ended {record.state}; tasks not successful: {failed}\n"
+            + failed_task_logs(home, record.run_id, list(failed))
+            + "\n"
+            + deployment.airflow.diagnostics()
+        )
     assert len(record.sensors()) == documents, record.tasks
 
 
