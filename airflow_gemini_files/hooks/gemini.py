@@ -364,6 +364,11 @@ class GeminiHook(BaseHook):
                 return dataclasses.replace(existing, source_uri=label)
         if isinstance(source, str | os.PathLike):
             text = os.fspath(source)
+            if not isinstance(source, str) and text.startswith("gs:/") and not text.startswith("gs://"):
+                raise GeminiInputError(
+                    f"{text!r} came from a pathlib path, which collapses 'gs://' to 'gs:/': pass GCS URIs "
+                    "as plain strings, e.g. 'gs://my-bucket/reports/q3.pdf'."
+                )
             if gcs.is_gs_uri(text):
                 return self._upload_gcs(text, mime_type, display_name, file_name, size, exists_ok)
             return self._upload_local(text, mime_type, display_name, file_name, size, exists_ok)

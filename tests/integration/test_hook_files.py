@@ -432,3 +432,11 @@ def test_upload_records_lineage_from_the_local_file_to_the_gemini_file(hook, mon
     collected = collector.collected_assets
     assert [a.asset.uri for a in collected.inputs] == [f"file://{sample('revenue_chart_q3.png')}"]
     assert [a.asset.uri for a in collected.outputs] == [ref.uri]
+
+
+def test_gcs_uri_mangled_by_pathlib_is_explained(hook, gemini_emulator):
+    from pathlib import Path
+
+    with pytest.raises(GeminiInputError, match="pathlib"):
+        hook.upload_file(Path("gs://bucket/report.pdf"))
+    _assert_nothing_sent(gemini_emulator)
