@@ -1,0 +1,93 @@
+"""A real Airflow retry (dag.test) after a successful upload creates no duplicate files."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+SAMPLES = resources.files("airflow_gemini_files.samples")
+DOCS = ("invoice_northwind_2026-11.pdf", "meeting_notes_de.md")
+
+DAG_FILE = textwrap.dedent(
+    '''
+    from __future__ import annotations
+
+    import os
+    from datetime import timedelta
+
+    import pendulum
+    from airflow.sdk import dag
+
+    from airflow_gemini_files.operators.files import GeminiDeleteFilesOperator, GeminiUploadFileOperator
+
+
+    class UploadThenCrashOnce(GeminiUploadFileOperator):
+        """Uploads, then fails its first try after the files exist (like a worker lost mid-task)."""
+
+        def execute(self, context):
+            refs = super().execute(context)
+            if context["ti"].try_number == 1:
+                raise RuntimeError("simulated crash after a successful upload")
+            return refs
+
+
+    @dag(dag_id="ops_upload_retry", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"))
+    def ops_upload_retry():
+        upload = UploadThenCrashOnce(
+            task_id="upload", source=os.environ["OPS_DOCS"].split(","), retries=1, retry_delay=timedelta(0)
+        )
+        GeminiDeleteFilesOperator(task_id="cleanup", files=upload.output)
+
+
+    ops_upload_retry()
+    '''
+)
+
+
+@pytest.fixture
+def dags_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    (folder / "ops_upload_retry.py").write_text(DAG_FILE)
+    bundles = [
+        {
+            "name": "ops-retry",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(folder), "refresh_interval": 0},
+        }
+    ]
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+    paths = []
+    for name in DOCS:
+        path = tmp_path / name
+        path.write_bytes(SAMPLES.joinpath(name).read_bytes())
+        paths.append(str(path))
+    monkeypatch.setenv("OPS_DOCS", ",".join(paths))
+    return folder
+
+
+def test_retry_after_successful_upload_reuses_the_files(gemini_connection, gemini_emulator, dags_folder):
+    from airflow.dag_processing.dagbag import BundleDagBag
+    from airflow.utils import db
+    from airflow.utils.session import create_session
+
+    db.upgradedb()
+    bag = BundleDagBag(dag_folder=dags_folder, bundle_path=dags_folder, bundle_name="ops-retry")
+    assert not bag.import_errors, bag.import_errors
+    run = bag.get_dag("ops_upload_retry").test(logical_date=datetime(2026, 3, 1, tzinfo=UTC))
+
+    with create_session() as session:
+        tis = {ti.task_id: ti for ti in run.get_task_instances(session=session)}
+        states = {task_id: str(ti.state) for task_id, ti in tis.items()}
+        upload_tries = tis["upload"].try_number
+    assert str(run.state) == "success", states
+    assert upload_tries == 2, "the upload task really failed once and was retried"
+    stats = gemini_emulator.stats()["requests"]
+    assert stats["upload_start"] == len(DOCS), "the retry uploaded nothing again"
+    assert stats["delete"] == len(DOCS), "cleanup found exactly the files of the one upload"
+    assert gemini_emulator.files() == []
