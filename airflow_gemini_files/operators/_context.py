@@ -28,6 +28,14 @@ def files_label(refs: Sequence[GeminiFileRef]) -> str:
     return first if len(refs) == 1 else f"{first} (+{len(refs) - 1} more)"
 
 
+def states_summary(refs: Sequence[GeminiFileRef]) -> str:
+    """``"3 ACTIVE, 2 PROCESSING"``: how many files are in each state."""
+    counts: dict[str, int] = {}
+    for ref in refs:
+        counts[ref.state or "UNKNOWN"] = counts.get(ref.state or "UNKNOWN", 0) + 1
+    return ", ".join(f"{count} {state}" for state, count in sorted(counts.items()))
+
+
 def set_map_index_label(context: Context, label: str) -> None:
     """
     Publish ``label`` as the context variable ``gemini_file_label`` and use it as the mapped task's name.

@@ -21,6 +21,7 @@ from airflow_gemini_files.operators._context import (
     context_run_prefix,
     files_label,
     set_map_index_label,
+    states_summary,
     upload_file_id,
 )
 from airflow_gemini_files.operators._fanout import Outcome, fan_out
@@ -232,6 +233,7 @@ class GeminiUploadFileOperator(BaseOperator):
                 label=lambda job: job[1],
             )
         set_map_index_label(context, files_label(uploaded))
+        self.log.info("Uploaded %d file(s): %s.", len(uploaded), states_summary(uploaded))
         return uploaded if many else uploaded[0]
 
 
@@ -381,6 +383,7 @@ class GeminiRegisterGcsFilesOperator(BaseOperator):
                 label=lambda batch: f"{batch[0]} (+{len(batch) - 1} more)",
             )
         set_map_index_label(context, files_label(registered))
+        self.log.info("Registered %d file(s): %s.", len(registered), states_summary(registered))
         return registered
 
 

@@ -281,3 +281,8 @@ def test_delete_run_uploads_finds_files_no_xcom_recorded(hook, docs):
 def test_delete_malformed_value_names_it(hook):
     with pytest.raises(GeminiInputError, match="not a valid Gemini file name"):
         GeminiDeleteFilesOperator(task_id="rm", files=["report.pdf"]).execute(context())
+
+
+def test_upload_logs_how_many_files_are_still_processing(hook, docs, capsys):
+    GeminiUploadFileOperator(task_id="up", source=docs[:3]).execute(context())
+    assert "Uploaded 3 file(s): 3 PROCESSING." in capsys.readouterr().out
