@@ -196,7 +196,7 @@ def deferred_once(
 def naive_gets_per_file(files: int, first: float, step: float, interval: float) -> float:
     """One get per file every ``interval`` s until the last file is ACTIVE (first poll at t=0)."""
     last = first + (files - 1) * step
-    return float(math.floor(last / interval) + 2)
+    return float(math.ceil(last / interval) + 1)
 
 
 def run(
