@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
+import httpx
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 from google import genai
@@ -50,6 +51,22 @@ CONNECTION_EXTRAS = frozenset(
 """The extras a ``gemini`` connection understands (all optional)."""
 
 _API_VERSION = re.compile(r"^v\d+[a-z0-9]*$")
+
+
+def _network_errors() -> tuple[type[Exception], ...]:
+    found: list[type[Exception]] = [OSError, httpx.TransportError]
+    try:  # google-genai talks through httpx2 (a fork of httpx with its own exception classes) when present
+        import httpx2
+
+        found.append(httpx2.TransportError)
+    except ImportError:  # pragma: no cover - depends on the SDK's optional transport
+        pass
+    return tuple(found)
+
+
+NETWORK_ERRORS = _network_errors()
+"""Connection-level failures (refused, reset, timed out) from the SDK's transports: worth polling again."""
+
 _GONE_FILE = re.compile(r"access the File (?:files/)?([a-z0-9-]+)")
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -512,10 +529,8 @@ class GeminiHook(BaseHook):
         return DEFAULT_CHUNK_SIZE
 
     @cached_property
-    def _upload_http(self) -> Any:
+    def _upload_http(self) -> httpx.Client:
         """One httpx client for every upload of this hook (a new one per file costs ~0.1 s of CPU)."""
-        import httpx
-
         return httpx.Client(headers={"user-agent": "airflow-gemini-files"})
 
     def _send(
@@ -772,7 +787,7 @@ class GeminiHook(BaseHook):
                 )
                 return ref
             raise
-        except OSError as err:
+        except NETWORK_ERRORS as err:
             log.warning("Network error polling %s (%s); will poll again.", ref.name, type(err).__name__)
             return ref
 

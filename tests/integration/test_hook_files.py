@@ -440,3 +440,19 @@ def test_gcs_uri_mangled_by_pathlib_is_explained(hook, gemini_emulator):
     with pytest.raises(GeminiInputError, match="pathlib"):
         hook.upload_file(Path("gs://bucket/report.pdf"))
     _assert_nothing_sent(gemini_emulator)
+
+
+def test_wait_for_active_rides_out_network_errors_until_its_deadline(monkeypatch, caplog):
+    conn = {
+        "conn_type": "gemini",
+        "password": "k",
+        "extra": {"base_url": "http://127.0.0.1:9", "retry_attempts": 1},  # nothing listens there
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_UNREACHABLE", json.dumps(conn))
+    hook = GeminiHook(gemini_conn_id="gemini_unreachable")
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(GeminiWaitTimeoutError, match="files/abc"):
+        hook.wait_for_active(
+            GeminiFileRef(name="files/abc", state="PROCESSING"), timeout=0.5, poll_interval=0.1
+        )
+    assert "Network error polling files/abc" in caplog.text
