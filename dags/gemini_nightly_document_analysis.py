@@ -39,7 +39,7 @@ from airflow.sdk import (
     task,
     task_group,
 )
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_gemini_files.gcs import list_objects, storage_client
 from airflow_gemini_files.operators.files import (
@@ -323,8 +323,8 @@ def gemini_nightly_document_analysis() -> None:
         blob = storage_client(GCP_CONN_ID).bucket(params["bucket"]).blob(object_name)
         blob.upload_from_string(json.dumps(manifest, indent=2), content_type="application/json")
         context["outlet_events"][RESULTS].add(Asset(f"gs://{params['bucket']}/{results_prefix}"))
-        if failures:
-            raise AirflowException(
+        if failures:  # AirflowFailException: no retry, writing the same manifest again changes nothing
+            raise AirflowFailException(
                 f"{len(failures)} problem(s) in this run; every other result is stored. Manifest: "
                 f"gs://{params['bucket']}/{object_name}. "
                 + "; ".join(

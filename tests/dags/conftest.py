@@ -63,6 +63,20 @@ class DagRunResult:
             assert row is not None, f"{task_id} pushed no XCom {key!r}"
             return deserialize(XComModel.deserialize_value(row))
 
+    def tries(self, task_id: str) -> int:
+        """How many times an unmapped task instance ran."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            query = select(TaskInstance.try_number).where(
+                TaskInstance.dag_id == self.dag_id,
+                TaskInstance.run_id == self.run_id,
+                TaskInstance.task_id == task_id,
+            )
+            return int(session.scalars(query).one())
+
     def mapped(self, task_id: str) -> dict[str, str | None]:
         """The map labels (document names) and states of a mapped task."""
         prefix = f"{task_id}["
