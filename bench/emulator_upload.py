@@ -5,7 +5,10 @@ Runs ``gemini-files-emulator`` as a separate process (so its memory is measured 
 (httpx, the resumable protocol in 8 MiB chunks, the way our hook's ResumableUpload talks) and with
 the real google-genai SDK's ``files.upload`` (a seekable in-memory-free stream of the same bytes).
 
-    uv run python bench/emulator_upload.py [--size-mib 1024] [--chunk-mib 8]
+    uv run python bench/emulator_upload.py [--size-mib 1024] [--chunk-mib 8] [--repeat 3]
+
+Besides wall-clock throughput it prints the emulator's own CPU time per MiB, a figure that holds
+even when the machine is busy with other work (the load average is printed beside each run).
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ def raw_upload(base_url: str, size: int, chunk: int, block: bytes) -> float:
             offset += n
         elapsed = time.perf_counter() - start
         assert reply.headers["x-goog-upload-status"] == "final", reply.headers
+        name = reply.json()["file"]["name"]
+        http.delete(f"{base_url}/v1beta/{name}", headers={"x-goog-api-key": API_KEY}).raise_for_status()
     return elapsed
 
 
@@ -123,6 +128,7 @@ def sdk_upload(base_url: str, size: int, block: bytes) -> float:
     )
     elapsed = time.perf_counter() - start
     assert uploaded.size_bytes == size
+    client.files.delete(name=uploaded.name or "")
     return elapsed
 
 
@@ -130,45 +136,50 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--chunk-mib", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per client; the best one is reported")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     size = args.size_mib * 1024 * 1024
     block = os.urandom(8 * 1024 * 1024)
+    mib = size / 1024 / 1024
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "airflow_gemini_files.emulator.cli", "--port", str(args.port),
-         "--api-key", API_KEY, "--max-project-bytes", str(4 * size + 1), "--max-file-bytes", str(size + 1)],
+         "--api-key", API_KEY, "--max-project-bytes", str(2 * size + 1), "--max-file-bytes", str(size + 1)],
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
+    runs: dict[str, list[tuple[float, float]]] = {}
+    labels = {"raw": f"raw HTTP (httpx, {args.chunk_mib} MiB chunks)", "sdk": "google-genai files.upload"}
     try:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()
         idle = vm_rss_mib(proc.pid)
-        cpu0 = cpu_seconds(proc.pid)
-        raw = raw_upload(base_url, size, args.chunk_mib * 1024 * 1024, block)
-        cpu_raw = cpu_seconds(proc.pid) - cpu0
-        after_raw = vm_hwm_mib(proc.pid)
-        cpu0 = cpu_seconds(proc.pid)
-        sdk = sdk_upload(base_url, size, block)
-        cpu_sdk = cpu_seconds(proc.pid) - cpu0
+        print(f"emulator upload of {mib:.0f} MiB on loopback ({base_url}), {os.cpu_count()} CPUs")
+        print(f"  {'client':34} {'wall':>8}  {'throughput':>12}  {'emulator CPU':>12}  MiB/CPU-s  load")
+        for _ in range(args.repeat):
+            for key in labels:
+                cpu0 = cpu_seconds(proc.pid)
+                if key == "raw":
+                    wall = raw_upload(base_url, size, args.chunk_mib * 1024 * 1024, block)
+                else:
+                    wall = sdk_upload(base_url, size, block)
+                cpu = cpu_seconds(proc.pid) - cpu0
+                runs.setdefault(key, []).append((wall, cpu))
+                print(
+                    f"  {labels[key]:34} {wall:6.2f} s  {mib / wall:7.1f} MiB/s  {cpu:10.2f} s  "
+                    f"{mib / cpu:9.1f}  {os.getloadavg()[0]:4.1f}",
+                    flush=True,
+                )
         peak = vm_hwm_mib(proc.pid)
-        load = os.getloadavg()[0]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
-    mib = size / 1024 / 1024
-    print(
-        f"emulator upload of {mib:.0f} MiB on loopback ({base_url}), {os.cpu_count()} CPUs, load {load:.1f}"
-    )
-    print("  client                             wall     throughput   emulator CPU   MiB per emulator CPU-s")
-    for label, wall, cpu in (
-        (f"raw HTTP (httpx, {args.chunk_mib} MiB chunks)", raw, cpu_raw),
-        ("google-genai files.upload", sdk, cpu_sdk),
-    ):
-        print(f"  {label:34} {wall:6.2f} s  {mib / wall:7.1f} MiB/s  {cpu:8.2f} s  {mib / cpu:10.1f}")
-    print(f"  emulator RSS idle {idle:.1f} MiB; peak {after_raw:.1f} MiB after raw, {peak:.1f} MiB after SDK")
+    for key, label in labels.items():
+        wall, cpu = min(runs[key])
+        print(f"  best {label}: {mib / wall:.1f} MiB/s ({mib / cpu:.1f} MiB per emulator CPU-second)")
+    print(f"  emulator RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB ({peak * 1.048576:.1f} MB)")
     print(f"  peak RSS < 200 MB: {'yes' if peak * 1.048576 < 200 else 'NO'}")
     return 0
 
