@@ -14,8 +14,9 @@ tasks: the others' results are still written, and the manifest lists which docum
 The run is marked failed when any document failed, after everything else has been written and cleaned up.
 
 Configure: an Airflow connection ``gemini_default`` (type ``gemini``, API key as password), GCP credentials
-that can read and write the bucket (Application Default Credentials, or ``gcp_conn_id``), and the bucket
-(env ``GEMINI_DOCUMENTS_BUCKET`` when the DAG is parsed, or the ``bucket`` param when triggering).
+that can read and write the bucket (Application Default Credentials, or a connection holding a
+service-account key named by env ``GEMINI_GCP_CONN_ID``), and the bucket (env ``GEMINI_DOCUMENTS_BUCKET``;
+both env vars are read when the DAG is parsed), or the ``bucket`` param when triggering.
 Offline, ``gemini-files-demo`` runs this DAG against local emulators.
 """
 
