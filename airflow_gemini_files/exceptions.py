@@ -6,19 +6,27 @@ GCP token.
 
 from __future__ import annotations
 
-from airflow.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class GeminiFilesError(AirflowException):
     """Base class of every error this provider raises on purpose."""
 
 
-class GeminiInputError(GeminiFilesError, ValueError):
-    """Bad user input (path, URI, MIME type, name, connection): the message names the value and the fix."""
+class GeminiInputError(GeminiFilesError, AirflowFailException, ValueError):
+    """
+    Bad user input (path, URI, MIME type, name, connection): the message names the value and the fix.
+
+    Fails the task without retries: retrying the same input cannot succeed.
+    """
 
 
-class GeminiFileFailedError(GeminiFilesError):
-    """Gemini finished processing a file with state FAILED; carries the file name and Gemini's message."""
+class GeminiFileFailedError(GeminiFilesError, AirflowFailException):
+    """
+    Gemini finished processing a file with state FAILED; carries the file name and Gemini's message.
+
+    Fails the task without retries: a FAILED file stays FAILED.
+    """
 
     def __init__(self, message: str, *, file_name: str | None = None, error: str | None = None) -> None:
         super().__init__(message)
