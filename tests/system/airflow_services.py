@@ -178,12 +178,12 @@ class AirflowServices:
         service.log_file.close()
 
     def stop_all(self) -> None:
-        """Stop every service (SIGTERM, SIGKILL after 5 s), then any process still using this home."""
+        """Stop every service (SIGTERM, SIGKILL after 3 s), then any process still using this home."""
         for name in list(self.services):
             with contextlib.suppress(psutil.Error, ProcessLookupError):
                 os.killpg(self.services[name].process.pid, signal.SIGTERM)
         for name in list(self.services):
-            self.kill(name, signal.SIGTERM, grace=5.0)
+            self.kill(name, signal.SIGTERM, grace=3.0)
         strays = [proc for proc in psutil.process_iter() if _uses_home(proc, self.home)]
         for proc in strays:
             with contextlib.suppress(psutil.Error):
