@@ -250,7 +250,7 @@ class _Session:
                 continue
             if response.status_code == 200:
                 break
-            if not self.retry.is_retryable_status(response.status_code):
+            if not self.retry.is_retryable_status(response.status_code) or _storage_quota_full(response):
                 self.raise_api_error(response)
             failures = self.backoff(
                 failures, f"starting the upload got HTTP {response.status_code}", response
@@ -499,6 +499,11 @@ def _tell(stream: BinaryStream) -> int | None:
         return stream.tell() if stream.seekable() else None
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def _storage_quota_full(response: httpx.Response) -> bool:
+    """A 429 for the project's file storage quota: waiting seconds frees no space, so it is not retried."""
+    return response.status_code == 429 and "file_storage_bytes" in response.text
 
 
 def _int_header(response: httpx.Response, name: str) -> int | None:
