@@ -209,10 +209,15 @@ class Progress:
                 print(f"[{self.clock.elapsed():5.1f}s]   {row.title:<58} {row.state}", flush=True)
 
 
-def wait_with_progress(process: subprocess.Popen[str], progress: Progress, poll: float = 0.25) -> int:
+def wait_with_progress(
+    process: subprocess.Popen[str], progress: Progress, timeout: float, poll: float = 0.25
+) -> int:
     """Poll the run's task states until the Airflow process exits; return its exit code."""
+    deadline = time.monotonic() + timeout
     while process.poll() is None:
         progress.tick()
+        if time.monotonic() > deadline:
+            raise DemoError(f"the DAG run did not finish within {timeout:.0f}s (see --timeout)")
         time.sleep(poll)
     progress.tick()
     return process.returncode
@@ -295,6 +300,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="folder holding gemini_nightly_document_analysis.py (default: the repository's dags/)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the metadata DB and task logs afterwards")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds the DAG run may take before the demo gives up"
+    )
     return parser.parse_args(argv)
 
 
@@ -320,16 +328,14 @@ def run_demo(args: argparse.Namespace, clock: Clock, work: Path, log: IO[str]) -
             )
             while not marker.exists():
                 if airflow.poll() is not None:
-                    raise DemoError(
-                        f"`airflow db migrate` failed (exit {airflow.returncode}); see {log.name}"
-                    )
+                    raise DemoError(f"`airflow db migrate` failed (exit {airflow.returncode})")
                 time.sleep(0.1)
             clock.say(f"metadata DB ready; `airflow dags test {DAG_ID} {ds}` (mode {args.mode}):")
             assert airflow.stdin is not None
             airflow.stdin.write("go\n")
             airflow.stdin.close()
             progress = Progress(clock, work / "airflow.db")
-            code = wait_with_progress(airflow, progress)
+            code = wait_with_progress(airflow, progress, args.timeout)
         finally:
             if airflow.poll() is None:
                 airflow.kill()
@@ -371,8 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(log_path, "w", encoding="utf-8") as log:
             ok = run_demo(args, clock, work, log)
     except DemoError as err:
-        print(f"gemini-files-demo: {err}", file=sys.stderr)
+        print(f"gemini-files-demo: {err}; full Airflow log: {log_path}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"gemini-files-demo: interrupted; full Airflow log: {log_path}", file=sys.stderr)
+        return 130
     clock.say(f"{'OK' if ok else 'FAILED'} in {clock.elapsed():.1f}s; full Airflow log: {log_path}")
     if ok and not args.keep:  # the Airflow log stays: its path was printed
         (work / "airflow.db").unlink(missing_ok=True)

@@ -34,6 +34,42 @@ def test_demo_runs_the_nightly_dag_offline_and_prints_results_and_cleanup() -> N
     assert "DagRun Finished" in log.read_text(encoding="utf-8")
 
 
+FAILING_DAG = """
+import pendulum
+from airflow.sdk import dag, task
+
+
+@dag(dag_id="gemini_nightly_document_analysis", schedule=None, start_date=pendulum.datetime(2026, 11, 1))
+def broken():
+    @task
+    def analyse():
+        raise RuntimeError("model unavailable")
+
+    analyse()
+
+
+broken()
+"""
+
+
+def test_demo_exits_non_zero_when_the_dag_run_fails(tmp_path: Path) -> None:
+    (tmp_path / "gemini_nightly_document_analysis.py").write_text(FAILING_DAG, encoding="utf-8")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow_gemini_files.demo", "--dags-folder", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "analyse" in done.stdout
+    assert "DAG run failed" in done.stdout
+    assert "Run manifest: missing" in done.stdout
+    assert "FAILED in" in done.stdout
+
+
 def test_demo_without_the_dag_file_says_where_to_run_it(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "airflow_gemini_files.demo", "--dags-folder", str(tmp_path)],
