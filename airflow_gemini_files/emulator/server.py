@@ -1,12 +1,12 @@
 """The HTTP layer: routes the Gemini API's REST paths (and ``/_emulator/*`` controls) onto the store.
 
-Why the standard library's ``ThreadingHTTPServer`` (measured, see ``bench/emulator_upload.py``): the
+Why the standard library's ``ThreadingHTTPServer`` (measured: ``bench/emulator_server_choice.py``): the
 expensive request is an upload chunk, whose cost is the SHA-256 and the page-cache write, not HTTP
 parsing. A thread per connection reads the socket with large ``readinto`` calls into two alternating
 buffers while a disk worker hashes and writes the previous piece (a two-stage pipeline). Against a
 uvicorn + httptools + uvloop ASGI app doing the same hash-and-write, fed by the same bare-socket
-client with 8 MiB chunks on the 2-vCPU build machine, this server took 340-415 MiB/s (560-680 MiB per
-CPU-second) where uvicorn took 60-110 MiB/s (270-430 MiB per CPU-second): uvicorn hands the body over
+client with 8 MiB chunks on the (busy) 2-vCPU build machine, this server took 180-415 MiB/s (560-680
+MiB per CPU-second) where uvicorn took 60-155 MiB/s (270-430 MiB per CPU-second): uvicorn hands the body over
 in 64 KiB pieces and hashes and writes them on its event loop, which also blocks every other request
 meanwhile. Threads also mean model latency (``time.sleep``) never serialises concurrent requests: a
 500-document fan-out gets as many parallel answers as it opens connections. Memory is bounded by the
