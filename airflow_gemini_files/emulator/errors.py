@@ -25,7 +25,10 @@ STATUS_NAMES: dict[int, str] = {
 FAULT_MESSAGES: dict[int, str] = {
     408: "Request timed out.",
     429: "Resource has been exhausted (e.g. check quota).",
-    500: "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+    500: (
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting"
+    ),
     502: "Bad gateway.",
     503: "The model is overloaded. Please try again later.",
     504: "Deadline exceeded.",
