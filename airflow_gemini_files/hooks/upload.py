@@ -302,7 +302,9 @@ class _Session:
                         response,
                         f"chunk at offset {pos} refused with HTTP {response.status_code}",
                     )
-                elif response.status_code != 200 and not self.retry.is_retryable_status(response.status_code):
+                elif response.status_code != 200 and (
+                    not self.retry.is_retryable_status(response.status_code) or _storage_quota_full(response)
+                ):
                     self.raise_api_error(response)
                 else:
                     problem = response
