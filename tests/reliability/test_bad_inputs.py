@@ -199,6 +199,33 @@ def test_08_the_project_storage_quota_is_full(gemini_emulator: GeminiEmulator, d
     assert (requests["upload_start"], requests["upload_chunk"]) == (1, 0)  # a full quota is not retried
 
 
+def test_08b_the_quota_fills_up_while_a_file_is_uploading(
+    gemini_emulator: GeminiEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another upload takes the last free bytes before this one's final chunk: Gemini refuses to finalize."""
+    from airflow_gemini_files.hooks import upload as upload_module
+
+    gemini_emulator.configure(max_project_bytes=1500)
+    report = tmp_path / "report.txt"
+    report.write_text("x" * 1000)
+    original = upload_module._Session.send_chunk
+
+    def another_upload_first(self: Any, chunk: bytes, chunk_offset: int, *, last: bool) -> Any:
+        if last and self.label == str(report):
+            GeminiHook().upload_file(io.BytesIO(b"y" * 1000), mime_type="text/plain", display_name="other")
+        return original(self, chunk, chunk_offset, last=last)
+
+    monkeypatch.setattr(upload_module._Session, "send_chunk", another_upload_first)
+    with pytest.raises(GeminiFilesError) as error:
+        GeminiHook().upload_file(str(report))
+    message = str(error.value)
+    assert "storage quota is full" in message
+    assert "Delete files that are no longer needed" in message
+    assert [f["displayName"] for f in gemini_emulator.files()] == ["other"]  # the report left nothing
+    assert _requests(gemini_emulator)["upload_query"] == 0  # refused, not retried
+    GeminiHook().delete_file(gemini_emulator.files()[0]["name"])
+
+
 def test_09_unknown_mime_type(gemini_emulator: GeminiEmulator, tmp_path: Path) -> None:
     blob = tmp_path / "export.dat7"
     blob.write_bytes(bytes(range(256)) * 8)
