@@ -13,21 +13,21 @@ from airflow_gemini_files.triggers.files import GeminiFileActiveTrigger
 def test_audio_is_transcribed_summarised_and_deleted_after_a_deferred_wait(
     run_dag: Any, gemini_emulator: Any, gemini_connection: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gemini_emulator.configure(processing_delay=1.0)  # the first check finds the file PROCESSING
+    # Processing takes an hour of emulator time, so the sensor's first check finds the file PROCESSING
+    # and defers; once its trigger runs, the emulator's clock jumps ahead and the file is ACTIVE.
+    gemini_emulator.configure(processing_delay=3600)
     triggered: list[list[str]] = []
     original_run = GeminiFileActiveTrigger.run
 
     async def recording_run(self: GeminiFileActiveTrigger) -> AsyncIterator[Any]:
         triggered.append(list(self.file_names))
+        gemini_emulator.advance_clock(3600)
         async for event in original_run(self):
             yield event
 
     monkeypatch.setattr(GeminiFileActiveTrigger, "run", recording_run)
 
-    def short_polls(dag: Any) -> None:
-        dag.get_task("wait_active").poke_interval = 0.2
-
-    run = run_dag("gemini_transcribe_audio", tweak=short_polls)
+    run = run_dag("gemini_transcribe_audio")
 
     assert run.state == "success", run.tasks
     [names] = triggered  # the sensor deferred once, for the one uploaded file
