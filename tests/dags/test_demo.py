@@ -12,13 +12,14 @@ from airflow_gemini_files.demo import airflow_env, manifest_summary, results_tab
 from airflow_gemini_files.samples import NIGHTLY_DOCUMENTS
 
 
+@pytest.mark.timeout(600)  # a whole Airflow run in a subprocess: give a loaded machine room
 def test_demo_runs_the_nightly_dag_offline_and_prints_results_and_cleanup() -> None:
     demo = Path(sys.executable).with_name("gemini-files-demo")  # the console script, as installed
     done = subprocess.run(
         [str(demo)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=540,
         check=False,
     )
     out = done.stdout
@@ -52,6 +53,7 @@ broken()
 """
 
 
+@pytest.mark.timeout(600)
 def test_demo_exits_non_zero_when_the_dag_run_fails(tmp_path: Path) -> None:
     (tmp_path / "gemini_nightly_document_analysis.py").write_text(FAILING_DAG, encoding="utf-8")
 
@@ -59,7 +61,7 @@ def test_demo_exits_non_zero_when_the_dag_run_fails(tmp_path: Path) -> None:
         [sys.executable, "-m", "airflow_gemini_files.demo", "--dags-folder", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=540,
         check=False,
     )
 
