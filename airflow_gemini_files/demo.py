@@ -105,7 +105,8 @@ def airflow_child(argv: Sequence[str]) -> int:
     Inside the Airflow process: ``airflow db migrate``, wait for "go" on stdin, ``airflow dags test ...``.
 
     Both are the real CLI commands, run in one interpreter so Airflow is imported once, not twice.
-    A line on stdout ``MIGRATED`` tells the demo the metadata DB is ready.
+    The marker file ``argv[0]`` appears when the metadata DB is ready; ``argv[1:]`` are the
+    ``dags test`` arguments.
     """
     from airflow.__main__ import main as airflow_main
 
