@@ -194,18 +194,41 @@ class GcsReadAhead(io.RawIOBase):
                 f"stores {self.blob.crc32c}; the read was corrupted or the object changed. Try again."
             )
 
+    def _read_range(self, start: int, end: int) -> bytes:
+        """Bytes `start` to `end - 1` of the stored object (no decompressive transcoding).
+
+        One GET of the object's media link (which pins the generation) through the client's
+        authorized session, read in a single call: `Blob.download_as_bytes` feeds the body through
+        Python in 8 KiB pieces, about three times the CPU per GiB. Falls back to it when the blob's
+        media link is not loaded.
+        """
+        session = getattr(self.blob.client, "_http", None)
+        link = self.blob.media_link
+        if not link or session is None:
+            data: bytes = self.blob.download_as_bytes(
+                start=start, end=end - 1, raw_download=True, checksum=None, retry=None, timeout=self.timeout
+            )
+            return data
+        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "gzip"}  # gzip: stored bytes as is
+        with session.get(link, headers=headers, stream=True, timeout=self.timeout) as response:
+            whole = start == 0 and end == self.size
+            if response.status_code != 206 and not (response.status_code == 200 and whole):
+                raise api_exceptions.from_http_response(response)
+            parts = []
+            wanted = end - start
+            while wanted > 0:
+                part = response.raw.read(wanted, decode_content=False)
+                if not part:
+                    break
+                parts.append(part)
+                wanted -= len(part)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def _fetch(self, start: int, end: int) -> bytes:
         failures = 0
         while True:
             try:
-                data = self.blob.download_as_bytes(
-                    start=start,
-                    end=end - 1,  # inclusive
-                    raw_download=True,  # the stored bytes, exactly blob.size of them
-                    checksum=None,  # no checksum exists for a range
-                    retry=None,  # retried here, with our policy
-                    timeout=self.timeout,
-                )
+                data = self._read_range(start, end)
             except Exception as exc:
                 failures += 1
                 if failures >= self.retry.attempts or not is_transient_gcs_error(exc, self.retry):

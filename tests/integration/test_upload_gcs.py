@@ -21,29 +21,32 @@ CHUNK = 256 * 1024
 FAST = RetryPolicy(attempts=4, initial_delay=0.01, max_delay=0.05, jitter=0.01)
 
 
-class WatchedBlob:
-    """A real Blob whose ranged reads are counted, and optionally fail first (transient errors)."""
+class WatchedReader(GcsReadAhead):
+    """GcsReadAhead over a real blob whose ranged reads are counted, may fail first or come back flipped."""
 
-    def __init__(self, blob: Any, failures: list[Exception] | None = None) -> None:
-        self._blob = blob
-        self._failures = list(failures or [])
+    def __init__(
+        self,
+        blob: Any,
+        *,
+        failures: list[Exception] | None = None,
+        corrupt_at: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.reads = 0
+        self.failures = list(failures or [])
+        self.corrupt_at = corrupt_at
         self.lock = threading.Lock()
+        super().__init__(blob, **kwargs)  # starts the fetcher: set the fields above first
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._blob, name)
-
-    def download_as_bytes(self, **kwargs: Any) -> bytes:
+    def _read_range(self, start: int, end: int) -> bytes:
         with self.lock:
             self.reads += 1
-            if self._failures:
-                raise self._failures.pop(0)
-        data = self._blob.download_as_bytes(**kwargs)
-        if self.corrupt_at == kwargs["start"]:
+            if self.failures:
+                raise self.failures.pop(0)
+        data = super()._read_range(start, end)
+        if start == self.corrupt_at:
             data = bytes([data[0] ^ 1]) + data[1:]  # one flipped bit on the way
         return data
-
-    corrupt_at: int | None = None
 
 
 @pytest.fixture
@@ -80,18 +83,17 @@ def test_gcs_object_streams_into_gemini_whole(
 
 def test_reads_ahead_only_depth_chunks(bucket: Any, data: bytes) -> None:
     bucket.blob("a.bin").upload_from_string(data)
-    blob = WatchedBlob(bucket.get_blob("a.bin"))
-    with GcsReadAhead(blob, chunk_size=CHUNK, depth=2) as reader:
+    with WatchedReader(bucket.get_blob("a.bin"), chunk_size=CHUNK, depth=2) as reader:
         time.sleep(0.5)  # a stalled consumer: the fetcher must stop at the queue depth
-        assert blob.reads == 2
+        assert reader.reads == 2
         first = reader.read(CHUNK)
         deadline = time.monotonic() + 5
-        while blob.reads < 3 and time.monotonic() < deadline:
+        while reader.reads < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert blob.reads == 3  # one taken, one more fetched
+        assert reader.reads == 3  # one taken, one more fetched
         rest = reader.read()
     assert first + rest == data
-    assert blob.reads == 8
+    assert reader.reads == 8
 
 
 def test_small_reads_return_the_same_bytes(bucket: Any, data: bytes) -> None:
@@ -107,23 +109,20 @@ def test_small_reads_return_the_same_bytes(bucket: Any, data: bytes) -> None:
 
 def test_transient_gcs_errors_are_retried(bucket: Any, data: bytes) -> None:
     bucket.blob("c.bin").upload_from_string(data)
-    flaky = WatchedBlob(
-        bucket.get_blob("c.bin"),
-        failures=[api_exceptions.ServiceUnavailable("busy"), ConnectionResetError("reset")],
-    )
-    with GcsReadAhead(flaky, chunk_size=CHUNK, retry=FAST) as reader:
+    failures = [api_exceptions.ServiceUnavailable("busy"), ConnectionResetError("reset")]
+    with WatchedReader(bucket.get_blob("c.bin"), failures=failures, chunk_size=CHUNK, retry=FAST) as reader:
         assert reader.read() == data
         assert reader.retries == 2
 
 
 def test_permanent_gcs_error_surfaces_from_read_and_close_stops_the_thread(bucket: Any, data: bytes) -> None:
     bucket.blob("d.bin").upload_from_string(data)
-    denied = WatchedBlob(bucket.get_blob("d.bin"), failures=[api_exceptions.Forbidden("no access to d.bin")])
-    reader = GcsReadAhead(denied, chunk_size=CHUNK, retry=FAST)
+    failures = [api_exceptions.Forbidden("no access to d.bin")]
+    reader = WatchedReader(bucket.get_blob("d.bin"), failures=failures, chunk_size=CHUNK, retry=FAST)
     with pytest.raises(api_exceptions.Forbidden, match=r"d\.bin"):
         reader.read(CHUNK)
     reader.close()
-    assert denied.reads == 1
+    assert reader.reads == 1
     assert not reader._thread.is_alive()
 
 
@@ -146,8 +145,6 @@ def test_corrupted_read_fails_before_the_upload_is_finalized(
     bucket: Any, data: bytes, gemini_emulator: GeminiEmulator
 ) -> None:
     bucket.blob("f.bin").upload_from_string(data)
-    blob = WatchedBlob(bucket.get_blob("f.bin"))
-    blob.corrupt_at = 2 * CHUNK
     upload = ResumableUpload(
         base_url=gemini_emulator.base_url,
         api_version="v1beta",
@@ -155,6 +152,24 @@ def test_corrupted_read_fails_before_the_upload_is_finalized(
         retry=FAST,
         chunk_size=CHUNK,
     )
-    with GcsReadAhead(blob, chunk_size=CHUNK) as reader, pytest.raises(OSError, match="CRC32C"):
+    reader = WatchedReader(bucket.get_blob("f.bin"), corrupt_at=2 * CHUNK, chunk_size=CHUNK)
+    with reader, pytest.raises(OSError, match="CRC32C"):
         upload.upload(reader, size=reader.size, mime_type="application/octet-stream")
     assert gemini_emulator.files() == []
+
+
+def test_blob_without_a_media_link_reads_through_the_library(bucket: Any, data: bytes) -> None:
+    bucket.blob("g.bin").upload_from_string(data)
+    blob = bucket.get_blob("g.bin")
+    blob._properties.pop("mediaLink")
+    with GcsReadAhead(blob, chunk_size=CHUNK) as reader:
+        assert reader.read() == data
+
+
+def test_object_replaced_mid_read_fails_instead_of_mixing_versions(bucket: Any, data: bytes) -> None:
+    bucket.blob("h.bin").upload_from_string(data)
+    with GcsReadAhead(bucket.get_blob("h.bin"), chunk_size=CHUNK, depth=1) as reader:
+        reader.read(CHUNK)
+        bucket.blob("h.bin").upload_from_string(os.urandom(len(data)))  # a new generation
+        with pytest.raises(Exception, match=r"h\.bin|404|No such|generation|CRC32C"):
+            reader.read()
