@@ -105,6 +105,22 @@ def test_a_503_sequence_is_retried_with_exponential_backoff(
     GeminiHook().delete_file(ref)
 
 
+def test_the_async_client_of_the_trigger_retries_too(
+    gemini_emulator: GeminiEmulator, fast_connection: str
+) -> None:
+    """The deferred sensor polls with ``aget_file`` in the triggerer: 503/429 there are retried as well."""
+    import asyncio
+
+    ref = GeminiHook().upload_file(io.BytesIO(b"hello"), mime_type="text/plain", display_name="hello.txt")
+    gemini_emulator.inject_faults("get", sequence=[503, 429, 503])
+
+    fresh = asyncio.run(GeminiHook().aget_file(ref.name))
+
+    assert fresh.state == "ACTIVE"
+    assert gemini_emulator.stats()["requests"]["get"] == 4
+    GeminiHook().delete_file(ref)
+
+
 def test_a_chunk_cut_mid_body_resumes_and_re_sends_only_that_chunk(
     gemini_emulator: GeminiEmulator,
     fast_connection: str,
