@@ -11,6 +11,8 @@ delete every upload of the run even when no XCom was ever written. The emulator'
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from airflow_gemini_files.operators._context import run_file_prefix
 from airflow_gemini_files.operators.files import GeminiDeleteFilesOperator, GeminiUploadFileOperator
 from airflow_gemini_files.refs import GeminiFileRef
 
-from .conftest import context
+from .conftest import DagRun, context
 
 RUN = "scheduled__2026-11-21T00:00:00+00:00"
 
@@ -194,3 +196,41 @@ def test_cleanup_with_xcom_and_prefix_deletes_each_file_once(
     ).execute(context(task_id="delete_gemini_files"))
     assert again == []
     assert all(isinstance(GeminiFileRef.coerce(item), GeminiFileRef) for item in as_xcom[:-1])
+
+
+def test_the_nightly_dag_cleans_up_an_upload_whose_task_died_before_its_xcom(
+    run_dag: Callable[..., DagRun],
+    gemini_emulator: GeminiEmulator,
+    fast_connection: str,
+    gcs_emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real Airflow: one mapped upload task uploads its file, then dies; no XCom names that file."""
+    client = gcs_emulator.client()
+    bucket = client.create_bucket(f"reliability-orphans-{time.monotonic_ns()}")
+    for index in range(4):
+        bucket.blob(f"incoming/orphans/doc-{index}.txt").upload_from_string(
+            f"Document {index}: meeting notes.\n" * 40, content_type="text/plain"
+        )
+    original = GeminiUploadFileOperator.execute
+
+    def dies_after_uploading(self: GeminiUploadFileOperator, context: Any) -> Any:
+        result = original(self, context)
+        if str(self.source).endswith("doc-2.txt"):
+            raise RuntimeError("worker lost after uploading, before the XCom was pushed")
+        return result
+
+    monkeypatch.setattr(GeminiUploadFileOperator, "execute", dies_after_uploading)
+    conf = {"bucket": bucket.name, "mode": "upload", "prefix": "incoming/orphans/", "results_prefix": "out/"}
+
+    run = run_dag("gemini_nightly_document_analysis", conf)
+
+    assert run.state == "failed"  # the manifest reports the lost document and fails the run
+    assert sorted(run.states("upload_documents"), key=str) == ["failed", "success", "success", "success"]
+    assert run.tasks["delete_gemini_files"] == "success"
+    requests = gemini_emulator.stats()["requests"]
+    assert requests["upload_start"] == 4
+    assert requests["delete"] == 4  # three named by XCom, the orphan found by the run's prefix
+    assert gemini_emulator.files() == []
+    results = sorted(blob.name for blob in client.list_blobs(bucket.name, prefix="out/"))
+    assert results == ["out/_manifest.json", "out/doc-0.txt.json", "out/doc-1.txt.json", "out/doc-3.txt.json"]
