@@ -10,7 +10,9 @@ Settings changed from Airflow's defaults, and why:
 
 - ``[workers] min_heartbeat_interval = 1`` (default 5): the task supervisor notices its task process has
   exited only on this tick, so every task took up to 5 s longer, and a deferral that fired within those
-  seconds raced the executor's late "success" report ("state changed externally" -> task failed).
+  seconds raced the executor's late "success" report ("state changed externally" -> task failed; seen
+  here with a sensor whose trigger fired 4 s after it deferred, and reported upstream as
+  apache/airflow#71580 and #72716).
 - ``[triggerer] job_heartbeat_sec = 1`` and ``triggerer_health_check_threshold = 8`` (defaults 5 and 30):
   after a triggerer dies, its triggers move to a live triggerer only once its heartbeat is older than the
   threshold; 8 s keeps the restart test short while a healthy triggerer (beating every second) never
