@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from google.cloud import storage
+from google.genai import errors
 
 from airflow_gemini_files.emulator import GeminiEmulator
 from airflow_gemini_files.exceptions import GeminiInputError
@@ -98,9 +99,12 @@ def test_a_503_sequence_is_retried_with_exponential_backoff(
     assert 0.7 <= waited < 10  # at least 0.1 + 0.2 + 0.4 s of backoff; each wait is capped at 1 s
 
     gemini_emulator.inject_faults("get", sequence=[503, 503, 503, 503])
-    with pytest.raises(Exception, match="503") as exhausted:
+    with pytest.raises(errors.ServerError) as exhausted:
         GeminiHook().get_file(ref.name)
-    assert "overloaded" in str(exhausted.value)
+    assert (exhausted.value.code, exhausted.value.message) == (
+        503,
+        "The model is overloaded. Please try again later.",
+    )
     assert gemini_emulator.stats()["requests"]["get"] == 4 + 4  # attempts=4, then it gives up
     GeminiHook().delete_file(ref)
 
@@ -131,7 +135,7 @@ def test_a_chunk_cut_mid_body_resumes_and_re_sends_only_that_chunk(
     document = tmp_path / "big.txt"
     document.write_bytes(b"line of text\n" * (3 * MiB // 13))
     gemini_emulator.inject_faults("upload_chunk", sequence=[0, 0, 503])
-    cut = _cut_chunks(gemini_emulator, when=lambda label, offset: offset == CHUNK)
+    cut = _CutChunks(gemini_emulator, when=lambda label, offset: offset == CHUNK)
 
     with cut:
         ref = GeminiHook().upload_file(str(document))
@@ -149,7 +153,7 @@ def test_a_chunk_cut_mid_body_resumes_and_re_sends_only_that_chunk(
     assert gemini_emulator.files() == []
 
 
-class _cut_chunks:
+class _CutChunks:
     """Context manager: cut the connection of the chunk ``when(label, offset)`` picks, once per label."""
 
     def __init__(self, emulator: GeminiEmulator, *, when: Callable[[str, int], bool]) -> None:
@@ -158,7 +162,7 @@ class _cut_chunks:
         self.when = when
         self.cut: list[tuple[str, int]] = []
 
-    def __enter__(self) -> _cut_chunks:
+    def __enter__(self) -> _CutChunks:
         original = upload_module._Session.send_chunk
         owner = self
 
@@ -200,7 +204,7 @@ def documents_bucket(gcs_emulator: Any) -> Iterator[tuple[storage.Bucket, str]]:
 
 
 @pytest.mark.timeout(900)
-def test_nightly_dag_over_50_documents_survives_503_429_and_cut_chunks(
+def test_nightly_dag_over_50_documents_survives_503_429_and_CutChunks(
     run_dag: Callable[..., DagRun],
     gemini_emulator: GeminiEmulator,
     fast_connection: str,
@@ -213,7 +217,7 @@ def test_nightly_dag_over_50_documents_survives_503_429_and_cut_chunks(
     bucket, prefix = documents_bucket
     gemini_emulator.inject_faults("*", **FAULTS)
     gemini_emulator.inject_faults("upload_chunk", **FAULTS)
-    cut = _cut_chunks(
+    cut = _CutChunks(
         gemini_emulator, when=lambda label, offset: label.endswith(CUT_IN) and offset == 2 * CHUNK
     )
     conf = {"bucket": bucket.name, "mode": "upload", "prefix": prefix, "results_prefix": "results/faults/"}
