@@ -73,6 +73,7 @@ class ResumableUpload:
     `https://generativelanguage.googleapis.com`, `v1beta`). `timeout` is per request, in
     seconds (None: 30 s to connect, 300 s per read/write). An `http` client given by the caller
     is used as is and not closed; it must not carry the API key as a default header.
+    One upload at a time per instance (`stats` describes the latest); use one instance per thread.
     """
 
     def __init__(
@@ -314,7 +315,7 @@ class _Session:
             failures = self.backoff(failures, reason, problem)
             committed, file = self.query()
             if file is not None:
-                return self.final_file(file, pos_ok=last)
+                return self.final_file(file, pos_ok=last, via_query=True)
             if committed < chunk_offset:
                 raise _Rewind(committed)
             if committed > end:
@@ -415,7 +416,7 @@ class _Session:
         time.sleep(wait)
         return failures
 
-    def final_file(self, response: httpx.Response, *, pos_ok: bool) -> types.File:
+    def final_file(self, response: httpx.Response, *, pos_ok: bool, via_query: bool = False) -> types.File:
         if not pos_ok:
             raise ResumableUploadError(
                 f"{self.label}: the server finalized the upload before all {self.size} bytes were sent."
@@ -424,6 +425,11 @@ class _Session:
             payload = response.json()["file"]
             return types.File.model_validate(payload)
         except (ValueError, KeyError, TypeError) as err:
+            if via_query:  # the finalize reply was lost and the server does not repeat it
+                raise ResumableUploadError(
+                    f"{self.label}: the server completed the upload but its reply was lost; look the file "
+                    "up by its name or display name before uploading it again."
+                ) from None
             raise ResumableUploadError(
                 f"{self.label}: the final upload reply is not a {{'file': {{...}}}} resource ({err})."
             ) from None

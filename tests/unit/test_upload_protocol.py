@@ -350,3 +350,22 @@ def test_giving_up_cancels_the_session() -> None:
         server.uploader().upload(io.BytesIO(payload(10)), size=10, mime_type="text/plain")
     assert server.requests[-1].headers["x-goog-upload-command"] == "cancel"
     assert "x-goog-api-key" not in server.requests[-1].headers
+
+
+def test_lost_final_reply_without_a_replay_says_the_file_may_exist() -> None:
+    server = FakeScotty()
+
+    def lose_final_then_answer_bare(request: httpx.Request, s: FakeScotty) -> httpx.Response | None:
+        command = request.headers["x-goog-upload-command"]
+        if command == "upload, finalize" and not s.final:
+            s.before = None
+            s.handle(request)
+            s.before = lose_final_then_answer_bare
+            raise httpx.ReadError("connection reset", request=request)
+        if command == "query" and s.final:
+            return httpx.Response(200, headers={"x-goog-upload-status": "final"})  # no body
+        return None
+
+    server.before = lose_final_then_answer_bare
+    with pytest.raises(ResumableUploadError, match="completed the upload but its reply was lost"):
+        server.uploader().upload(io.BytesIO(b"abc"), size=3, mime_type="text/plain")
