@@ -142,7 +142,7 @@ def test_05_missing_objects_are_not_registered(gemini_emulator: GeminiEmulator, 
     with pytest.raises(GeminiFilesError) as error:
         GeminiRegisterGcsFilesOperator(task_id="register", uris=[good, missing]).execute(context())
     message = str(error.value)
-    assert missing in message or good in message
+    assert f"The object {missing} does not exist" in message
     assert "objects must exist" in message
     assert "Storage Object Viewer" in message
 
