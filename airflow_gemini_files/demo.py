@@ -353,7 +353,12 @@ def run_demo(args: argparse.Namespace, clock: Clock, work: Path, log: IO[str]) -
     if manifest:
         print(textwrap.indent(manifest_summary(manifest), "  "))
     print(f"Cleanup check: files left in the Gemini emulator: {len(left)}")
-    return code == 0 and progress.run_state == "success" and manifest is not None and not left
+    return demo_succeeded(code, progress.run_state, manifest, len(left))
+
+
+def demo_succeeded(exit_code: int, run_state: str | None, manifest: dict[str, Any] | None, left: int) -> bool:
+    """The demo's verdict: Airflow exited 0, the run succeeded, the manifest exists, no file is left."""
+    return exit_code == 0 and run_state == "success" and manifest is not None and left == 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
