@@ -349,7 +349,8 @@ def run_demo(args: argparse.Namespace, clock: Clock, work: Path, log: IO[str]) -
     print(f"Results in gs://{args.bucket}/results/{ds}/ (the emulated model describes what it was given):")
     print(textwrap.indent(results_table(results), "  "))
     print()
-    print("Run manifest:" if manifest else "Run manifest: missing")
+    manifest_uri = f"gs://{args.bucket}/results/{ds}/_manifest.json"
+    print(f"Run manifest ({manifest_uri}):" if manifest else f"Run manifest: missing ({manifest_uri})")
     if manifest:
         print(textwrap.indent(manifest_summary(manifest), "  "))
     print(f"Cleanup check: files left in the Gemini emulator: {len(left)}")
