@@ -136,7 +136,7 @@ class GcsReadAhead(io.RawIOBase):
 
     def close(self) -> None:
         """Stop the fetcher and drop buffered chunks (safe to call twice, and from `__exit__`)."""
-        if not self.closed:
+        if not self.closed and hasattr(self, "_thread"):  # __init__ may have failed (e.g. no such object)
             self._stop.set()
             self._thread.join(timeout=self.timeout + 5)
             self._chunk = b""
