@@ -36,6 +36,8 @@ BENCHES = ("streaming", "fanout", "register", "sensor")
 
 def bench_args(name: str, quick: bool, size: str, runs: int, out: Path) -> list[str]:
     """Command-line arguments of one benchmark script for a full or quick run."""
+    if out.resolve().is_relative_to(REPO):
+        out = out.resolve().relative_to(REPO)
     if name == "streaming":
         return [
             "bench/streaming.py",
@@ -279,7 +281,11 @@ def failed_row(item: str, name: str, record: dict[str, Any]) -> Row:
 
 
 def render(
-    records: dict[str, dict[str, Any]], info: dict[str, Any], args: argparse.Namespace, size: int
+    records: dict[str, dict[str, Any]],
+    info: dict[str, Any],
+    args: argparse.Namespace,
+    size: int,
+    history: str = "",
 ) -> str:
     builders: dict[str, tuple[str, Callable[[Any], list[Row]]]] = {
         "streaming": ("1", lambda d: streaming_rows(d, size)),
@@ -326,6 +332,15 @@ def render(
     lines += [
         f"- {name}: `{records[name]['command']}` ({records[name]['seconds']:.0f} s)" for name in records
     ]
+    if history:
+        lines += [
+            "",
+            "## Full runs so far (medians; `history.md`)",
+            "",
+            "Wall-time figures move with the machine's load (other helpers' test runs share the 2 CPUs).",
+            "",
+            history.rstrip(),
+        ]
     streaming_md = args.out_dir / "streaming.md"
     if "streaming" in records and streaming_md.exists():
         lines += ["", "## Streaming detail (from bench/streaming.py)", "", "![streaming](streaming.png)", ""]
@@ -373,12 +388,54 @@ FINDINGS = """\
   TCP_NODELAY). Fixed in 1a5aadc (one `httpx.Client` per hook); re-measured after it: 9 ms/file.
 - `airflow_gemini_files/triggers/files.py`, `GeminiFileActiveTrigger.run` (owner OPS): the first poll runs
   at once, although `GeminiFileActiveSensor.execute` checked every file just before deferring, so each
-  deferral costs one extra get per pending file (visible in item 4: deferred vs poke gets per file). Fix:
+  deferral costs one extra get per pending file (one of the deferred run's gets per file in item 4). Fix:
   sleep `poll_interval` before the first poll (the deadline still bounds the wait), or have the sensor pass
   the time of its own check so the trigger waits for the rest of the interval.
 - `airflow_gemini_files/emulator/server.py`, `Handler` (owner EMU): add `disable_nagle_algorithm = True`
   (see the second note); the benchmarks set it when they start the emulator.
 """
+
+
+HISTORY_HEADER = (
+    "| finished (UTC) | commit | load 1 min start/end | streaming d/c | streaming RSS | one task, docs | "
+    "register calls | gets/file poke/deferred |\n|---|---|---|---|---|---|---|---|\n"
+)
+
+
+def history_row(records: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
+    """One line of headline figures (medians) of a full run, for the history table."""
+
+    def median(values: Sequence[float]) -> float:
+        return statistics.median(values) if values else float("nan")
+
+    cells = [info["finished"], info["commit"], f"{info['load_avg_1m']} / {info['load_end']}"]
+    streaming = records.get("streaming", {}).get("data") or {}
+    if streaming.get("official") and streaming.get("pipelined"):
+        c = median([r["seconds"] for r in streaming["official"]])
+        d = median([r["seconds"] for r in streaming["pipelined"]])
+        rss = max(r["peak_rss_above_baseline"] for r in streaming["pipelined"]) / MiB
+        cells += [f"{d / c:.2f}x", f"{rss:.1f} MiB"]
+    else:
+        cells += ["-", "-"]
+    fanout = records.get("fanout", {}).get("data")
+    cells.append(f"{fanout['one_task']['seconds']['median']:.1f} s, {fanout['docs']}" if fanout else "-")
+    register = records.get("register", {}).get("data")
+    cells.append(f"{register['register_calls']['max']:.0f} for {register['objects']}" if register else "-")
+    sensor = records.get("sensor", {}).get("data")
+    if sensor:
+        poke, deferred = sensor["poke"]["gets_per_file"], sensor["deferred"]["gets_per_file"]
+        cells.append(f"{poke['median']:.2f} / {deferred['median']:.2f}")
+    else:
+        cells.append("-")
+    return "| " + " | ".join(cells) + " |\n"
+
+
+def append_history(path: Path, row: str) -> str:
+    """Add ``row`` to the history table at ``path`` (created with its header); the whole table."""
+    text = path.read_text() if path.exists() else HISTORY_HEADER
+    text += row
+    path.write_text(text)
+    return text
 
 
 def plot_streaming(data: dict[str, list[dict[str, Any]]], size: int, path: Path) -> None:
@@ -481,7 +538,8 @@ def main() -> int:
     if streaming:
         plot_streaming(streaming, size, args.out_dir / "streaming.png")
     write_json(args.out_dir / "results.json", {"machine": info, "benchmarks": records})
-    report = render(records, info, args, size)
+    history = "" if args.quick else append_history(args.out_dir / "history.md", history_row(records, info))
+    report = render(records, info, args, size, history)
     (args.out_dir / "RESULTS.md").write_text(report)
     print("\n" + report)
     print(f"Wrote {args.out_dir / 'RESULTS.md'}")
