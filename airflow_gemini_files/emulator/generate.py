@@ -226,7 +226,7 @@ class _Builder:
         if "const" in schema:
             return schema["const"]
         if schema.get("enum"):
-            return schema["enum"][0]
+            return self._choose(schema["enum"], index)
         for combo in ("anyOf", "oneOf"):
             if schema.get(combo):
                 options = [o for o in schema[combo] if self._resolve(o).get("type") != "null"]
@@ -245,6 +245,25 @@ class _Builder:
         if builder is None:
             raise ApiError(400, f"Unsupported schema type {kind!r} in response schema.")
         return builder(schema, key, index)
+
+    def _choose(self, options: list[Any], index: int) -> Any:
+        """
+        The option whose words best match the part (name, MIME type, content facts); the first on a tie.
+
+        Deterministic, and plausible enough for a demo: ``revenue_chart_q3.png`` answers ``chart``,
+        a WAV file ``audio_recording``, anything unmatched the first option.
+        """
+        part = self._part(index)
+        if part is None:
+            return options[0]
+        evidence = set(re.findall(r"[a-z0-9]+", f"{part.label} {part.mime_type} {part.fact}".lower()))
+
+        def score(option: Any) -> int:
+            words = re.findall(r"[a-z0-9]+", str(option).lower())
+            return sum(1 for word in words if word in evidence)
+
+        best = max(options, key=score)
+        return best if score(best) > 0 else options[0]
 
     def _object(self, schema: dict[str, Any], key: str, index: int) -> dict[str, Any]:
         props: dict[str, Any] = schema.get("properties") or {}
@@ -269,6 +288,8 @@ class _Builder:
             value = " ".join(self.prompt.texts)[:200] or key
         elif "mime" in lowered:
             value = part.mime_type
+        elif "language" in lowered:
+            value = "unknown"  # the emulator reads no language; it says so rather than guess
         elif "name" in lowered or "title" in lowered or "file" in lowered:
             value = part.label
         else:

@@ -307,3 +307,25 @@ def test_schema_the_emulator_cannot_satisfy_fails_fast(client: genai.Client) -> 
         )
     assert info.value.code == 400
     assert "cannot produce a value" in (info.value.message or "")
+
+
+def test_json_enums_pick_the_option_the_file_supports_and_language_is_unknown(client: genai.Client) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "kind": {"type": "string", "enum": ["invoice", "chart", "audio_recording", "other"]},
+            "language": {"type": "string"},
+        },
+        "required": ["kind", "language"],
+    }
+    config = {"response_mime_type": "application/json", "response_json_schema": schema}
+    chart = _upload(client, png_bytes(4, 3), "image/png", display_name="revenue_chart_q3.png")
+    audio = _upload(client, wav_bytes(0.5), "audio/wav", display_name="call.wav")
+    unknown = _upload(client, b"plain words", "text/plain", display_name="notes.txt")
+    kinds = []
+    for file in (chart, audio, unknown):
+        reply = client.models.generate_content(model=MODEL, contents=["kind?", file], config=config)
+        answer = json.loads(reply.text or "")
+        kinds.append(answer["kind"])
+        assert answer["language"] == "unknown"  # never a made-up language
+    assert kinds == ["chart", "audio_recording", "invoice"]
