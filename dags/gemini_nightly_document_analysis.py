@@ -237,7 +237,9 @@ def gemini_nightly_document_analysis() -> None:
             deferrable=True,  # the wait runs in the triggerer: no worker slot held
             poke_interval=5,
             timeout=60 * 60,
-            retries=0,  # a FAILED file stays FAILED, and transient poll errors are retried inside
+            # Keeps the DAG's retries: a FAILED file fails at once anyway (GeminiFileFailedError skips
+            # retries), while a retry covers Airflow 3.3's race that can fail a task whose trigger fires
+            # within seconds of deferring (apache/airflow#71580).
         )
         analysis = GeminiGenerateContentOperator(
             task_id="analyse",
