@@ -84,18 +84,6 @@ def repeat(func: Callable[[], T], runs: int, label: str = "") -> list[T]:
 
 
 # Gemini emulator in its own process -----------------------------------------------------------------
-_LAUNCH = (
-    "from airflow_gemini_files.emulator import server\n"
-    "server.Handler.disable_nagle_algorithm = True\n"
-    "from airflow_gemini_files.emulator.cli import main\n"
-    "raise SystemExit(main())\n"
-)
-"""``gemini-files-emulator`` with TCP_NODELAY on its sockets. The emulator writes a response's headers and
-body in two sends; with Nagle's algorithm on, the body waits for the client's delayed ACK (40 ms on
-Linux), so every request took ~45 ms on loopback, an artefact no real service has. Turning Nagle off
-(``StreamRequestHandler.disable_nagle_algorithm``) takes a get_file from ~47 ms to ~14 ms."""
-
-
 class EmulatorProcess:
     """``gemini-files-emulator`` on a free port in a child process, steered through ``/_emulator/*``."""
 
@@ -105,7 +93,7 @@ class EmulatorProcess:
         self.base_url = ""
 
     def start(self) -> EmulatorProcess:
-        args = [sys.executable, "-c", _LAUNCH, "--port", "0", "--api-key", API_KEY]
+        args = [sys.executable, "-m", "airflow_gemini_files.emulator", "--port", "0", "--api-key", API_KEY]
         for key, value in self._settings.items():
             args += [f"--{key.replace('_', '-')}", str(value)]
         self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)

@@ -353,10 +353,10 @@ NOTES = """\
   wall times (especially `airflow dags test` and streaming throughput) carry their load; see the load
   average above. The emulators run on 127.0.0.1 as separate processes, except the in-memory GCS emulator
   of the register benchmark, which runs in the benchmark's process so its request log can be read.
-- The Gemini emulator is started with TCP_NODELAY on its sockets (bench/_common.py): it writes headers
-  and body in two sends, so with Nagle's algorithm every response waited for the client's 40 ms delayed
-  ACK (get_file ~47 ms instead of ~14 ms on loopback), an emulator artefact that would have inflated
-  every per-request figure. The same applies to the in-process GCS emulator.
+- The Gemini emulator sets TCP_NODELAY on its sockets (since 77a1421): it writes headers and body in two
+  sends, so with Nagle's algorithm every response waited for the client's 40 ms delayed ACK (get_file
+  ~47 ms instead of ~14 ms on loopback), an emulator artefact that would have inflated every
+  per-request figure. The benchmark turns it off in the in-process GCS emulator for the same reason.
 - Item 2: the main figure runs the operators' `execute()` with a minimal context (a stand-in task
   instance that keeps XCom pushes); `airflow dags test` (real Airflow 3.3, SQLite, temporary
   AIRFLOW_HOME) runs the same operators end to end. `dags test` runs task instances one after another in
@@ -391,8 +391,6 @@ FINDINGS = """\
   deferral costs one extra get per pending file (one of the deferred run's gets per file in item 4). Fix:
   sleep `poll_interval` before the first poll (the deadline still bounds the wait), or have the sensor pass
   the time of its own check so the trigger waits for the rest of the interval.
-- `airflow_gemini_files/emulator/server.py`, `Handler` (owner EMU): add `disable_nagle_algorithm = True`
-  (see the second note); the benchmarks set it when they start the emulator.
 """
 
 
