@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -90,39 +87,13 @@ def test_missing_object_and_missing_bucket_are_told_apart(bucket):
         gcs.get_blob("gs://other-bucket/a.pdf", client)
 
 
-class _Forbidden(http.server.BaseHTTPRequestHandler):
-    """A storage endpoint that refuses everything, as GCS does without storage.objects.* permission."""
-
-    def _refuse(self) -> None:
-        body = json.dumps(
-            {"error": {"code": 403, "message": "caller does not have storage.objects.get access"}}
-        ).encode()
-        self.send_response(403)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _refuse
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def forbidden_client() -> Iterator[storage.Client]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield storage.Client(
-            project="test",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": f"http://127.0.0.1:{server.server_address[1]}"},
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+def forbidden_client(forbidden_gcs_url: str) -> storage.Client:
+    return storage.Client(
+        project="test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": forbidden_gcs_url},
+    )
 
 
 def test_permission_denied_reading_says_which_role_is_missing(forbidden_client):

@@ -9,12 +9,10 @@ operator and remove it the way the nightly DAG does: ``GeminiDeleteFilesOperator
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
 import os
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -541,35 +539,10 @@ def _run_trigger(trigger: Any) -> dict[str, Any]:
 
 
 # ---- 29-31: GCS credentials ------------------------------------------------------------------------
-class _Forbidden(http.server.BaseHTTPRequestHandler):
-    """A GCS endpoint that refuses everything with 403, as GCS does without storage.objects.get."""
-
-    def _refuse(self) -> None:
-        body = json.dumps(
-            {"error": {"code": 403, "message": "caller does not have storage.objects.get access"}}
-        ).encode()
-        self.send_response(403)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _refuse
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def forbidden_gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Forbidden)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", host)
-    yield host
-    server.shutdown()
-    server.server_close()
+def forbidden_gcs(monkeypatch: pytest.MonkeyPatch, forbidden_gcs_url: str) -> str:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", forbidden_gcs_url)
+    return forbidden_gcs_url
 
 
 def test_29_gcs_permission_denied(gemini_emulator: GeminiEmulator, forbidden_gcs: str) -> None:
