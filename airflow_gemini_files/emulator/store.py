@@ -34,7 +34,22 @@ DEFAULT_PAGE_SIZE = 10
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
-OPERATIONS = ("upload_start", "upload_chunk", "upload_query", "get", "list", "delete", "register", "generate")
+OPERATIONS = (
+    "upload_start",
+    "upload_chunk",
+    "upload_query",
+    "get",
+    "list",
+    "delete",
+    "register",
+    "generate",
+    "download",
+    "batch_create",
+    "batch_get",
+    "batch_list",
+    "batch_cancel",
+    "batch_delete",
+)
 
 
 def _video_seconds(path: Path, mime_type: str) -> float | None:
@@ -130,6 +145,8 @@ class StoredFile:
         if self.sha256:
             data["sha256Hash"] = self.sha256
         data["uri"] = f"{base_url}/v1beta/files/{self.file_id}"
+        if self.source == "GENERATED":  # the SDK downloads only files that carry a downloadUri
+            data["downloadUri"] = f"{base_url}/v1beta/files/{self.file_id}:download?alt=media"
         data["state"] = state
         data["source"] = self.source
         if state == "FAILED":
@@ -484,6 +501,27 @@ class FileStore:
         with self._lock:
             self._purge_expired()
             return sorted(self._files.values(), key=lambda f: f.seq)
+
+    def add_generated(
+        self, *, file_id: str, source: Path, mime_type: str, sha256: str, create_time: float
+    ) -> StoredFile:
+        """Publish ``source`` (moved into the store) as a GENERATED file, ACTIVE at once (batch results)."""
+        with self._lock:
+            path = self.root / "files" / file_id
+            os.replace(source, path)
+            stored = StoredFile(
+                file_id=file_id,
+                seq=next(self._seq),
+                mime_type=mime_type,
+                size=path.stat().st_size,
+                create_time=create_time,
+                ready_at=create_time,
+                source="GENERATED",
+                sha256=sha256,
+                path=path,
+            )
+            self._files[file_id] = stored
+            return stored
 
     def register(self, uris: list[str], metadata: Callable[[str], dict[str, Any]]) -> list[StoredFile]:
         """Register gs:// objects: all or nothing, metadata read through ``metadata(uri)``."""
