@@ -588,15 +588,15 @@ class BatchStore:
         return held
 
     def release(self, match: str = "") -> list[str]:
-        """Let held jobs that match run; they start once their pending time is over (now at the earliest)."""
+        """Let held jobs that match run (they start once their pending time is over, now at the
+        earliest) and drop the hold rule ``match``; other rules keep holding the jobs created later."""
         with self._lock:
             self._hold_rules = [rule for rule in self._hold_rules if rule != match]
         now = self.now()
         released = []
         for job in self.jobs():
             with job.lock:
-                waiting = job.run_start is None and job.terminal is None and job.matches(match)
-                if waiting and not any(job.matches(rule) for rule in self._hold_rules):
+                if job.run_start is None and job.terminal is None and job.matches(match):
                     job.run_start = max(now, job.create_time + job.pending_seconds)
                     released.append(job.name)
         self._wake.set()

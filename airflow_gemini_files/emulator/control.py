@@ -238,7 +238,8 @@ class GeminiEmulator:
         return self.batch_store.hold(match)
 
     def release_batches(self, match: str = "") -> list[str]:
-        """Undo ``hold_batches(match)``: held jobs start running (now at the earliest)."""
+        """Held jobs whose name or display name contains ``match`` start running (now at the earliest);
+        the rule ``hold_batches(match)`` is dropped, other hold rules stay. Returns the names released."""
         return self.batch_store.release(match)
 
     def fail_batches(self, match: str = "", message: str = "Batch failed.") -> list[str]:
