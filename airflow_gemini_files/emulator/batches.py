@@ -390,7 +390,7 @@ class BatchStore:
         job = self.job(raw_name)
         self.settle(job)
         with job.lock:
-            state, _ = job.state(self.now())
+            state, _ = self._resolve(job, self.now())
             if state in TERMINAL_STATES:
                 raise ApiError(
                     400,
@@ -405,7 +405,7 @@ class BatchStore:
         job = self.job(raw_name)
         self.settle(job)
         with job.lock:
-            state, _ = job.state(self.now())
+            state, _ = self._resolve(job, self.now())
             if state not in TERMINAL_STATES:
                 raise ApiError(
                     400,
@@ -426,11 +426,8 @@ class BatchStore:
         """
         now = self.now()
         with job.lock:
+            self._resolve(job, now)
             if job.terminal is not None:
-                return False
-            if job.fail_message is not None and job.run_start is not None and job.run_start <= now:
-                error = {"code": GRPC_CODES["INTERNAL"], "message": job.fail_message}
-                self._end(job, FAILED, job.run_start, error)
                 return False
             horizon = min(now, job.expire_time)
             due = job.due(horizon)
@@ -438,13 +435,23 @@ class BatchStore:
                 target = due if answer_limit < 0 else min(due, job.answered + answer_limit)
                 if target > job.answered:
                     self._answer(job, target)
-            state, ended = job.state(now)
-            if state == SUCCEEDED:
-                self._finish(job, ended or now)
-            elif state == EXPIRED:
-                self._end(job, EXPIRED, job.expire_time)
-                return False
-            return job.answered < job.due(horizon)
+            self._resolve(job, now)
+            return job.terminal is None and job.answered < job.due(horizon)
+
+    def _resolve(self, job: BatchJob, now: float) -> tuple[str, float | None]:
+        """The state at ``now`` with its consequences applied: a failure rule fires, a finished job
+        publishes its results, an overdue one expires (the caller holds the job's lock)."""
+        if job.terminal is None:
+            if job.fail_message is not None and job.run_start is not None and job.run_start <= now:
+                error = {"code": GRPC_CODES["INTERNAL"], "message": job.fail_message}
+                self._end(job, FAILED, job.run_start, error)
+            else:
+                state, ended = job.state(now)
+                if state == SUCCEEDED:
+                    self._finish(job, ended if ended is not None else now)
+                elif state == EXPIRED:
+                    self._end(job, EXPIRED, job.expire_time)
+        return job.state(now)
 
     def settle_all(self) -> None:
         """Answer everything due now (after the clock was advanced): tests see the outcome at once."""
@@ -519,7 +526,7 @@ class BatchStore:
         """The job as a long-running operation, the way the live API serialises it."""
         now = self.now()
         with job.lock:
-            state, ended = job.state(now)
+            state, ended = self._resolve(job, now)
             stats: dict[str, str] = {"requestCount": str(job.count)}
             pending = job.count - job.answered
             for key, value in (
@@ -582,7 +589,7 @@ class BatchStore:
         for job in self.jobs():
             self.settle(job)
             with job.lock:
-                if job.matches(match) and job.state(self.now())[0] == PENDING:
+                if job.matches(match) and self._resolve(job, self.now())[0] == PENDING:
                     job.run_start = None
                     held.append(job.name)
         return held

@@ -645,3 +645,17 @@ def test_inline_data_in_a_batch_request_is_described(
     assert responses is not None
     assert responses[0].response is not None
     assert "3 words" in (responses[0].response.text or "")
+
+
+def test_a_job_read_the_moment_it_finishes_already_carries_its_results(
+    client: genai.Client, gemini_emulator: GeminiEmulator
+) -> None:
+    """The operation is built from the clock at reply time: a job that finished between the
+    bookkeeping and the reply is published first, never shown SUCCEEDED without its output."""
+    job = _file_job(client, gemini_emulator, _keyed(2))
+    gemini_emulator.advance_clock(1.5)  # running: both requests answered, 0.5 s left to run
+    gemini_emulator.store.clock.advance(1)  # no catch-up pass: the reply itself must publish the results
+    store = gemini_emulator.batch_store
+    operation = store.operation(store.job(job.name or ""), "v1beta")
+    assert operation["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"
+    assert operation["metadata"]["output"]["responsesFile"].startswith("files/batch-")
