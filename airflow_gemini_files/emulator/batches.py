@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_gemini_files.emulator.errors import ApiError, not_found_file
 from airflow_gemini_files.emulator.generate import generate
-from airflow_gemini_files.emulator.store import MAX_PAGE_SIZE, FileStore, StoredFile, rfc3339
+from airflow_gemini_files.emulator.store import FileStore, StoredFile, page_of, rfc3339
 
 if TYPE_CHECKING:
     from airflow_gemini_files.emulator.control import GeminiEmulator
@@ -363,25 +363,16 @@ class BatchStore:
             raise ApiError(400, f"pageSize must not be negative (got {page_size}).")
         if not page_size:
             return {}
-        page_size = min(page_size, MAX_PAGE_SIZE)
-        after: int | None = None
-        if page_token:
-            try:
-                after = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("seq:"))
-            except ValueError as exc:
-                raise ApiError(400, f"Invalid page token {page_token!r}.") from exc
         with self._lock:
             ordered = sorted(self._jobs.values(), key=lambda j: j.seq, reverse=True)
-        if after is not None:
-            ordered = [j for j in ordered if j.seq < after]
-        page = ordered[:page_size]
+        page, token = page_of(ordered, page_size, page_token)
         payload: dict[str, Any] = {}
         if page:
             for job in page:
                 self.settle(job)
             payload["operations"] = [self.operation(job, version, listing=True) for job in page]
-        if len(ordered) > page_size:
-            payload["nextPageToken"] = base64.urlsafe_b64encode(f"seq:{page[-1].seq}".encode()).decode()
+        if token:
+            payload["nextPageToken"] = token
         return payload
 
     def cancel(self, raw_name: str) -> None:
