@@ -123,7 +123,7 @@ class BatchJob:
     source: str  # "file" or "inline"
     input_file: str | None  # the files/<id> the requests came from
     offsets: array[int]  # byte offset of each request line in input.jsonl
-    order: list[int]  # the request index answered k-th (= result line k)
+    order: array[int]  # the request index answered k-th (= result line k)
     running_seconds: float
     seconds_per_request: float
     expire_time: float
@@ -284,7 +284,7 @@ class BatchStore:
             shutil.rmtree(directory, ignore_errors=True)
             raise
         settings = self.settings
-        order = list(range(len(offsets)))
+        order = array("q", range(len(offsets)))
         if settings.result_order == "shuffled":
             _shuffle(order, batch_id)
         now = self.now()
@@ -758,10 +758,10 @@ def _snapshot_file(stored: StoredFile, path: Path) -> array[int]:
     return offsets
 
 
-def _shuffle(order: list[int], seed: str) -> None:
+def _shuffle(order: array[int], seed: str) -> None:
     """A deterministic shuffle that always moves something (when there are two or more results)."""
     random.Random(seed).shuffle(order)
-    if len(order) > 1 and order == sorted(order):
+    if len(order) > 1 and all(index == value for index, value in enumerate(order)):
         order.append(order.pop(0))
 
 

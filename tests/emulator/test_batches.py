@@ -186,6 +186,11 @@ def test_file_job_writes_a_generated_results_file_keyed_by_request(
         assert response.usage_metadata.prompt_token_count
     as_bytes = client.files.download(file=results)  # the File object (it carries download_uri) works too
     assert len(as_bytes) == int(results.size_bytes or 0)
+    without_alt = httpx.get(
+        results.download_uri.removesuffix("?alt=media"), headers={"x-goog-api-key": TEST_API_KEY}, timeout=30
+    )
+    assert without_alt.status_code == 400
+    assert "alt=media" in without_alt.json()["error"]["message"]
 
 
 def test_results_in_input_order_when_configured(
