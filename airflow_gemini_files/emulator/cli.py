@@ -14,9 +14,11 @@ from airflow_gemini_files.emulator.control import GeminiEmulator
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gemini-files-emulator",
-        description="A local Gemini Developer API (Files API + generateContent) for offline tests. "
+        description="A local Gemini Developer API (Files API, generateContent, Batch API) for offline tests. "
         "Controls: GET /_emulator/stats, POST /_emulator/reset, /_emulator/clock, /_emulator/faults, "
-        "/_emulator/fail_processing, GET|POST /_emulator/config, GET /_emulator/files.",
+        "/_emulator/fail_processing, GET|POST /_emulator/config, GET /_emulator/files, "
+        "GET /_emulator/batches, GET|POST /_emulator/batches/config, "
+        "POST /_emulator/batches/{hold,release,fail,expire}.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")

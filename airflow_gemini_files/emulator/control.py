@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from airflow_gemini_files.emulator.batches import BatchStore
 from airflow_gemini_files.emulator.faults import Faults
 from airflow_gemini_files.emulator.server import EmulatorHTTPServer, fetch_gcs_metadata
 from airflow_gemini_files.emulator.store import FileStore
 
 
 class GeminiEmulator:
-    """A local Gemini Developer API (Files API + generateContent) for the unmodified google-genai SDK.
+    """A local Gemini Developer API (Files API, generateContent, Batch API) for the unmodified SDK.
 
     Use it as a context manager (or ``start()`` / ``stop()``) and point the SDK at ``base_url``::
 
@@ -48,6 +49,7 @@ class GeminiEmulator:
             max_project_bytes=max_project_bytes,
         )
         self.faults = Faults()
+        self.batch_store = BatchStore(self.store)
         self._defaults = self.settings()
         self._video_default = video_processing_delay  # None: follows processing_delay
         self._server: EmulatorHTTPServer | None = None
@@ -82,6 +84,7 @@ class GeminiEmulator:
             self._thread.join(timeout=5)
         self._server = None
         self._thread = None
+        self.batch_store.close()
         self.store.close()
 
     def __enter__(self) -> GeminiEmulator:
@@ -111,12 +114,14 @@ class GeminiEmulator:
 
     # ---- controls -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Request counts per operation, number of stored files and their bytes."""
-        return self.store.stats()
+        """Request counts per operation (``batch_create`` ... included), stored files, their bytes, and
+        the number of stored batch jobs (``batches``)."""
+        return {**self.store.stats(), "batches": len(self.batch_store.jobs())}
 
     def reset(self) -> None:
         """Drop all files, upload sessions, counters, faults and failure rules; rewind the clock;
         restore the settings given to the constructor."""
+        self.batch_store.reset()
         self.store.reset()
         self.faults.clear()
         self.configure(**self._defaults)
@@ -155,8 +160,10 @@ class GeminiEmulator:
             self.store.max_project_bytes = max_project_bytes
 
     def advance_clock(self, seconds: float) -> None:
-        """Move the emulator's clock forward (finishes processing, expires files after 48 h)."""
+        """Move the emulator's clock forward (finishes processing, expires files after 48 h); batch
+        jobs catch up before it returns (due requests answered, jobs finished or expired)."""
         self.store.clock.advance(seconds)
+        self.batch_store.settle_all()
 
     def fail_processing(self, match: str, message: str = "Processing failed.") -> None:
         """Files whose name, display name or gs:// source contains ``match`` end FAILED with ``message``."""
@@ -188,3 +195,58 @@ class GeminiEmulator:
         """The stored File resources (camelCase JSON, oldest first), for assertions."""
         now = self.store.clock.now()
         return [f.resource(now, self.base_url) for f in self.store.all_files()]
+
+    # ---- Batch API controls -------------------------------------------------------------------
+    def configure_batches(
+        self,
+        *,
+        pending_seconds: float | None = None,
+        running_seconds: float | None = None,
+        seconds_per_request: float | None = None,
+        expire_after_seconds: float | None = None,
+        result_order: str | None = None,
+    ) -> None:
+        """Timing and result order of batch jobs created from now on (``reset()`` restores the defaults):
+        PENDING for ``pending_seconds`` (1), then RUNNING for ``running_seconds`` (1) plus
+        ``seconds_per_request`` (0) per request; EXPIRED when not done ``expire_after_seconds`` (48 h)
+        after creation; results ``"shuffled"`` (default, deterministic, as the live API may reorder) or
+        in ``"input"`` order."""
+        given = {
+            "pending_seconds": pending_seconds,
+            "running_seconds": running_seconds,
+            "seconds_per_request": seconds_per_request,
+            "expire_after_seconds": expire_after_seconds,
+            "result_order": result_order,
+        }
+        self.batch_store.configure(**{k: v for k, v in given.items() if v is not None})
+
+    def batch_settings(self) -> dict[str, Any]:
+        """The current batch settings (see :meth:`configure_batches`)."""
+        return dict(vars(self.batch_store.settings))
+
+    def batches(self) -> list[dict[str, Any]]:
+        """The stored batch jobs as ``batches.get`` returns them (oldest first), for assertions."""
+        store = self.batch_store
+        for job in store.jobs():
+            store.settle(job)
+        return [store.operation(job, "v1beta") for job in store.jobs()]
+
+    def hold_batches(self, match: str = "") -> list[str]:
+        """Keep batch jobs whose name or display name contains ``match`` ("" = all) in PENDING, those
+        pending now and those created later, until :meth:`release_batches` (they still expire after
+        48 h). Returns the names of the jobs held now."""
+        return self.batch_store.hold(match)
+
+    def release_batches(self, match: str = "") -> list[str]:
+        """Held jobs whose name or display name contains ``match`` start running (now at the earliest);
+        the rule ``hold_batches(match)`` is dropped, other hold rules stay. Returns the names released."""
+        return self.batch_store.release(match)
+
+    def fail_batches(self, match: str = "", message: str = "Batch failed.") -> list[str]:
+        """Unfinished batch jobs matching ``match`` end FAILED with ``message`` now; jobs created later
+        fail when they would start running. Returns the names of the jobs failed now."""
+        return self.batch_store.fail(match, message)
+
+    def expire_batches(self, match: str = "") -> list[str]:
+        """Unfinished batch jobs matching ``match`` end EXPIRED now (as if their 48 h had passed)."""
+        return self.batch_store.expire(match)

@@ -37,7 +37,8 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from airflow_gemini_files.emulator.errors import FAULT_MESSAGES, ApiError
+from airflow_gemini_files.emulator import batches
+from airflow_gemini_files.emulator.errors import FAULT_MESSAGES, ApiError, not_found_file
 from airflow_gemini_files.emulator.generate import generate
 from airflow_gemini_files.emulator.store import ChunkWriter, StoredFile, UploadSession
 
@@ -58,6 +59,12 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(rf"^/{_VERSION}/files/(?P<id>[^/:]+)$"), "get"),
     ("DELETE", re.compile(rf"^/{_VERSION}/files/(?P<id>[^/:]+)$"), "delete"),
     ("POST", re.compile(rf"^/{_VERSION}/models/(?P<model>[^/:]+):generateContent$"), "generate"),
+    ("GET", re.compile(rf"^/{_VERSION}/files/(?P<id>[^/:]+):download$"), "download"),
+    ("POST", re.compile(rf"^/{_VERSION}/models/(?P<model>[^/:]+):batchGenerateContent$"), "batch_create"),
+    ("GET", re.compile(rf"^/{_VERSION}/batches$"), "batch_list"),
+    ("GET", re.compile(rf"^/{_VERSION}/batches/(?P<id>[^/:]+)$"), "batch_get"),
+    ("POST", re.compile(rf"^/{_VERSION}/batches/(?P<id>[^/:]+):cancel$"), "batch_cancel"),
+    ("DELETE", re.compile(rf"^/{_VERSION}/batches/(?P<id>[^/:]+)$"), "batch_delete"),
 ]
 _REDACT = re.compile(r"((?:^|[?&])(?:key|access_token)=)[^&]*", re.IGNORECASE)
 
@@ -144,6 +151,7 @@ class Handler(BaseHTTPRequestHandler):
             if len(raw) > _MAX_JSON_BODY:
                 self._drain()
                 raise ApiError(413, f"Request payload size exceeds the limit: {_MAX_JSON_BODY} bytes.")
+        self._json_size = len(raw)
         if not raw:
             return {}
         try:
@@ -426,19 +434,62 @@ class Handler(BaseHTTPRequestHandler):
         emu = self.server.emulator
         body = self._json_body()
         model = params["model"]
-        if not model.startswith("gemini-"):
-            raise ApiError(
-                404,
-                f"models/{model} is not found for API version {params['ver']}, or is not supported for "
-                "generateContent. Call ListModels to see the list of available models and their supported "
-                "methods.",
-                "NOT_FOUND",
-            )
+        require_model(model, params["ver"], "generateContent")
         started = time.monotonic()
         payload = generate(model, body, emu.store)
         if emu.model_latency:
             time.sleep(max(0.0, emu.model_latency - (time.monotonic() - started)))
         self._send_json(payload)
+
+    def _download(self, params: dict[str, str], query: dict[str, str]) -> None:
+        """``files/{id}:download?alt=media``: a GENERATED file's bytes, streamed in 1 MiB pieces."""
+        self._drain()
+        if query.get("alt") != "media":
+            raise ApiError(400, "files.download needs the query parameter alt=media.")
+        stored = batches.downloadable(self.server.emulator.store, params["id"])
+        assert stored.path is not None
+        pieces = batches.read_pieces(stored.path)  # opened before the 200 goes out: a vanished file is a 403
+        try:
+            first = next(pieces, b"")
+        except FileNotFoundError as exc:  # deleted while we were looking
+            raise not_found_file(stored.file_id) from exc
+        self.send_response(200)
+        self.send_header("Content-Type", stored.mime_type)
+        self.send_header("Content-Length", str(stored.size))
+        self.end_headers()
+        self.wfile.write(first)
+        for piece in pieces:
+            self.wfile.write(piece)
+
+    # ---- Batch API --------------------------------------------------------------------------
+    def _batch_create(self, params: dict[str, str], query: dict[str, str]) -> None:
+        emu = self.server.emulator
+        body = self._json_body()
+        require_model(params["model"], params["ver"], "batchGenerateContent")
+        self._send_json(emu.batch_store.create(params["model"], params["ver"], body, self._json_size))
+
+    def _batch_get(self, params: dict[str, str], query: dict[str, str]) -> None:
+        self._drain()
+        self._send_json(self.server.emulator.batch_store.get(params["id"], params["ver"]))
+
+    def _batch_list(self, params: dict[str, str], query: dict[str, str]) -> None:
+        self._drain()
+        try:
+            page_size = int(query["pageSize"]) if "pageSize" in query else None
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid pageSize {query['pageSize']!r}.") from exc
+        store = self.server.emulator.batch_store
+        self._send_json(store.list_page(page_size, query.get("pageToken"), params["ver"]))
+
+    def _batch_cancel(self, params: dict[str, str], query: dict[str, str]) -> None:
+        self._drain()
+        self.server.emulator.batch_store.cancel(params["id"])
+        self._send_json({})
+
+    def _batch_delete(self, params: dict[str, str], query: dict[str, str]) -> None:
+        self._drain()
+        self.server.emulator.batch_store.delete(params["id"])
+        self._send_json({})
 
     # ---- /_emulator controls ----------------------------------------------------------------
     def _control(self, action: str) -> None:
@@ -446,11 +497,14 @@ class Handler(BaseHTTPRequestHandler):
 
         ``GET stats`` | ``GET files`` | ``GET config`` | ``POST config`` {settings of ``configure``} |
         ``POST reset`` | ``POST clock`` {"seconds"} | ``POST fail_processing`` {"match", "message"} |
-        ``POST faults`` {"operation", "rate", "statuses", "sequence", "latency", "drop_mid_chunk"}.
+        ``POST faults`` {"operation", "rate", "statuses", "sequence", "latency", "drop_mid_chunk"} |
+        ``batches...`` (see :func:`batches.http_control`).
         """
         emu = self.server.emulator
         body = self._json_body() if self.command == "POST" else {}
-        if self.command == "GET" and action == "stats":
+        if action == "batches" or action.startswith("batches/"):
+            self._send_json(batches.http_control(emu, self.command, action, body))
+        elif self.command == "GET" and action == "stats":
             self._send_json(emu.stats())
         elif self.command == "GET" and action == "files":
             self._send_json({"files": emu.files()})
@@ -484,6 +538,17 @@ class Handler(BaseHTTPRequestHandler):
 
 def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(camel, obj.get(snake))
+
+
+def require_model(model: str, version: str, method: str) -> None:
+    """Refuse a model the emulator does not serve, with the live API's 404 (generate and batch alike)."""
+    if not model.startswith("gemini-"):
+        raise ApiError(
+            404,
+            f"models/{model} is not found for API version {version}, or is not supported for {method}. "
+            "Call ListModels to see the list of available models and their supported methods.",
+            "NOT_FOUND",
+        )
 
 
 def fetch_gcs_metadata(gcs_host: str | None, uri: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from airflow_gemini_files.emulator.content import mp4_duration
 from airflow_gemini_files.emulator.errors import ApiError, not_found_file
@@ -34,7 +34,22 @@ DEFAULT_PAGE_SIZE = 10
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
-OPERATIONS = ("upload_start", "upload_chunk", "upload_query", "get", "list", "delete", "register", "generate")
+OPERATIONS = (
+    "upload_start",
+    "upload_chunk",
+    "upload_query",
+    "get",
+    "list",
+    "delete",
+    "register",
+    "generate",
+    "download",
+    "batch_create",
+    "batch_get",
+    "batch_list",
+    "batch_cancel",
+    "batch_delete",
+)
 
 
 def _video_seconds(path: Path, mime_type: str) -> float | None:
@@ -77,6 +92,33 @@ def validate_file_id(raw: str) -> str:
             "letters, digits or '-', and may not start or end with '-'.",
         )
     return file_id
+
+
+class Sequenced(Protocol):
+    seq: int
+
+
+S = TypeVar("S", bound=Sequenced)
+
+
+def page_of(newest_first: list[S], page_size: int, page_token: str | None) -> tuple[list[S], str | None]:
+    """One page of a list (files, batch jobs) after ``page_token``, and the token of the next page.
+
+    The token is an opaque encoding of the last sequence number seen, so a page never repeats or
+    skips an item when newer ones are added meanwhile. ``page_size`` is capped at ``MAX_PAGE_SIZE``.
+    """
+    page_size = min(page_size, MAX_PAGE_SIZE)
+    if page_token:
+        try:
+            after = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("seq:"))
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid page token {page_token!r}.") from exc
+        newest_first = [item for item in newest_first if item.seq < after]
+    page = newest_first[:page_size]
+    token = None
+    if len(newest_first) > page_size:
+        token = base64.urlsafe_b64encode(f"seq:{page[-1].seq}".encode()).decode()
+    return page, token
 
 
 @dataclass
@@ -130,6 +172,8 @@ class StoredFile:
         if self.sha256:
             data["sha256Hash"] = self.sha256
         data["uri"] = f"{base_url}/v1beta/files/{self.file_id}"
+        if self.source == "GENERATED":  # the SDK downloads only files that carry a downloadUri
+            data["downloadUri"] = f"{base_url}/v1beta/files/{self.file_id}:download?alt=media"
         data["state"] = state
         data["source"] = self.source
         if state == "FAILED":
@@ -454,23 +498,10 @@ class FileStore:
             page_size = DEFAULT_PAGE_SIZE
         if page_size < 0:
             raise ApiError(400, f"pageSize must not be negative (got {page_size}).")
-        page_size = min(page_size, MAX_PAGE_SIZE)
-        after: int | None = None
-        if page_token:
-            try:
-                after = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("seq:"))
-            except ValueError as exc:
-                raise ApiError(400, "Invalid page token.") from exc
         with self._lock:
             self._purge_expired()
             ordered = sorted(self._files.values(), key=lambda f: f.seq, reverse=True)
-        if after is not None:
-            ordered = [f for f in ordered if f.seq < after]
-        page = ordered[:page_size]
-        token = None
-        if len(ordered) > page_size:
-            token = base64.urlsafe_b64encode(f"seq:{page[-1].seq}".encode()).decode()
-        return page, token
+        return page_of(ordered, page_size, page_token)
 
     def delete(self, raw_name: str) -> None:
         file_id = raw_name.removeprefix("files/")
@@ -484,6 +515,27 @@ class FileStore:
         with self._lock:
             self._purge_expired()
             return sorted(self._files.values(), key=lambda f: f.seq)
+
+    def add_generated(
+        self, *, file_id: str, source: Path, mime_type: str, sha256: str, create_time: float
+    ) -> StoredFile:
+        """Publish ``source`` (moved into the store) as a GENERATED file, ACTIVE at once (batch results)."""
+        with self._lock:
+            path = self.root / "files" / file_id
+            os.replace(source, path)
+            stored = StoredFile(
+                file_id=file_id,
+                seq=next(self._seq),
+                mime_type=mime_type,
+                size=path.stat().st_size,
+                create_time=create_time,
+                ready_at=create_time,
+                source="GENERATED",
+                sha256=sha256,
+                path=path,
+            )
+            self._files[file_id] = stored
+            return stored
 
     def register(self, uris: list[str], metadata: Callable[[str], dict[str, Any]]) -> list[StoredFile]:
         """Register gs:// objects: all or nothing, metadata read through ``metadata(uri)``."""

@@ -127,10 +127,12 @@ def test_http_control_endpoints(client: genai.Client, gemini_emulator: GeminiEmu
     assert stats == {
         "requests": {
             "upload_start": 1, "upload_chunk": 1, "upload_query": 0, "get": 0, "list": 0,
-            "delete": 0, "register": 0, "generate": 0,
+            "delete": 0, "register": 0, "generate": 0, "download": 0, "batch_create": 0, "batch_get": 0,
+            "batch_list": 0, "batch_cancel": 0, "batch_delete": 0,
         },
         "files": 1,
         "bytes": 3,
+        "batches": 0,
     }  # fmt: skip
     assert [f["name"] for f in http.get(f"{base}/files").json()["files"]] == [file.name]
 
