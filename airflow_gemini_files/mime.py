@@ -24,8 +24,7 @@ import mimetypes
 import posixpath
 import re
 from collections.abc import Mapping
-
-from airflow_gemini_files.exceptions import GeminiInputError
+from typing import NoReturn
 
 SNIFF_BYTES = 4096
 """How many leading bytes :func:`sniff_content` needs to see."""
@@ -188,6 +187,13 @@ _FTYP_BRANDS: dict[bytes, str] = {
 }
 
 
+def _fail(message: str) -> NoReturn:
+    # Imported here: the emulator uses the type list without loading Airflow (seconds of start-up).
+    from airflow_gemini_files.exceptions import GeminiInputError
+
+    raise GeminiInputError(message)
+
+
 def base_type(mime_type: str | None) -> str:
     """The type without parameters, lower case: ``'Text/CSV; charset=utf-8'`` -> ``'text/csv'``."""
     return (mime_type or "").split(";")[0].strip().lower()
@@ -318,7 +324,7 @@ def resolve_mime_type(
     if head and looks_like_text(head):
         return "text/plain"
     content = "" if head is None else " and its first bytes match no known format"
-    raise GeminiInputError(
+    _fail(
         f"Cannot tell the MIME type of {source!r}: its name has no known extension{content}. Pass it "
         "explicitly, e.g. mime_type='application/pdf' (or 'image/png', 'audio/mp3', 'video/mp4', "
         "'text/plain'), or set the object's Content-Type in GCS."
@@ -340,7 +346,7 @@ def _acceptable(
     """
     if is_supported(mime_type) or (batch_ok and mime_type in BATCH_INPUT_MIME_TYPES):
         if check_text and is_text_type(mime_type) and head is not None and not looks_like_text(head):
-            raise GeminiInputError(
+            _fail(
                 f"{source!r} looks like {mime_type} by its {origin}, but its first bytes are not text: "
                 "pass the right mime_type explicitly."
             )
@@ -349,7 +355,7 @@ def _acceptable(
     if is_text:
         return "text/plain"
     detail = "" if head is None or origin == "content" else ", and its content is not text"
-    raise GeminiInputError(
+    _fail(
         f"Gemini does not accept {mime_type!r}, the type of {source!r} by its {origin}{detail}. Convert the "
         f"file to a supported format, or pass mime_type= if it really is one. Accepted: {accepted_types()}."
     )
@@ -365,7 +371,7 @@ def needs_content(explicit: str | None, stored: str | None) -> bool:
 
 def _check_syntax(mime_type: str, source: str) -> None:
     if not _MIME_SYNTAX.match(base_type(mime_type)):
-        raise GeminiInputError(
+        _fail(
             f"mime_type {mime_type!r} given for {source!r} is not a MIME type: use the form 'type/subtype', "
             "e.g. 'application/pdf' or 'text/plain'."
         )
