@@ -68,15 +68,17 @@ OPERATIONS = (
 
 
 def realistic_delay(mime_type: str, size: int, video_seconds: float | None = None) -> float:
-    """Seconds a file stays PROCESSING on the real service, roughly: text and images are ACTIVE at once,
-    audio and PDFs take longer with size, video takes a start-up cost plus time per MiB (or per second)."""
+    """Seconds a file stays PROCESSING on the real service, roughly: text, images and audio or PDFs up to
+    1 MiB are ACTIVE at once, larger audio and PDFs take longer with size, and video always takes a
+    start-up cost plus time per MiB (or per second of footage, when the file says how long it is)."""
     kind = SUPPORTED_MIME_TYPES.get(base_type(mime_type)) or base_type(mime_type).partition("/")[0]
     per_mib = REALISTIC_SECONDS_PER_MIB.get(kind)
     if per_mib is None:
         return 0.0
-    delay = per_mib * size / MiB
     if kind == "video":
-        delay = REALISTIC_VIDEO_BASE + max(delay, 0.5 * (video_seconds or 0.0))
+        delay = REALISTIC_VIDEO_BASE + max(per_mib * size / MiB, 0.5 * (video_seconds or 0.0))
+    else:
+        delay = per_mib * max(0, size - MiB) / MiB
     return round(min(delay, REALISTIC_MAX_DELAY), 3)
 
 

@@ -148,7 +148,7 @@ def test_realistic_delays_keep_media_processing_as_the_real_service_does(
     assert gemini_emulator.settings()["processing_delay"] is None
     text = _upload_bytes(client, b"notes", "text/plain")
     image = _upload_bytes(client, png_bytes(8, 8), "image/png")
-    audio = _upload_bytes(client, wav_bytes(130, rate=8000), "audio/wav")  # ~2 MiB
+    audio = _upload_bytes(client, wav_bytes(200, rate=8000), "audio/wav")  # ~3 MiB: ~1 s
     video = _upload_bytes(client, mp4_bytes(20), "video/mp4")
     assert [_state(f) for f in (text, image)] == ["ACTIVE", "ACTIVE"]
     assert [_state(f) for f in (audio, video)] == ["PROCESSING", "PROCESSING"]
@@ -162,8 +162,9 @@ def test_realistic_delays_keep_media_processing_as_the_real_service_does(
 def test_realistic_delays_grow_with_size_and_stay_bounded() -> None:
     assert realistic_delay("text/csv", 500 * MiB) == 0
     assert realistic_delay("image/jpeg", 50 * MiB) == 0
-    assert realistic_delay("application/pdf", 40 * MiB) == 10
-    assert realistic_delay("audio/mp3", 10 * MiB) == 5
+    assert realistic_delay("application/pdf", MiB) == realistic_delay("audio/wav", MiB) == 0  # small: at once
+    assert realistic_delay("application/pdf", 41 * MiB) == 10
+    assert realistic_delay("audio/mp3", 11 * MiB) == 5
     assert realistic_delay("video/mp4", 100 * MiB) == 105
     assert realistic_delay("video/mp4", MiB, video_seconds=600) == 305
     assert realistic_delay("video/mp4", 2048 * MiB) == 600
