@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--processing-delay",
         type=_seconds_or_realistic,
-        default=0.0,
-        help="seconds PROCESSING -> ACTIVE for every file; 0 for instant ACTIVE; 'realistic' for per-media "
-        "delays like the real service (video and large audio/PDF stay PROCESSING for a while)",
+        default=None,
+        help="seconds PROCESSING -> ACTIVE for every file, 0 for instant ACTIVE (default: 'realistic', "
+        "per-media delays like the real service: video and large audio/PDF stay PROCESSING for a while)",
     )
     parser.add_argument("--video-processing-delay", type=float, default=None, help="default: 3x the above")
     parser.add_argument("--model-latency", type=float, default=0.0, help="seconds per generateContent")

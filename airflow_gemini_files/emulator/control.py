@@ -44,7 +44,7 @@ class GeminiEmulator:
         port: int = 0,
         api_key: str | None = None,
         data_dir: str | None = None,
-        processing_delay: float | None = 0.0,
+        processing_delay: float | None = None,
         video_processing_delay: float | None = None,
         model_latency: float = 0.0,
         max_file_bytes: int = 2 * 1024**3,

@@ -271,7 +271,7 @@ class FileStore:
         self,
         *,
         data_dir: str | None = None,
-        processing_delay: float | None = 0.0,
+        processing_delay: float | None = None,
         video_processing_delay: float | None = None,
         max_file_bytes: int = 2 * 1024**3,
         max_project_bytes: int = 20 * 1024**3,

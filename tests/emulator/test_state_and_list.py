@@ -6,6 +6,7 @@ Emulator only: these move the emulator's clock and set its delays.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 
 import pytest
@@ -134,7 +135,7 @@ def test_video_delay_follows_processing_delay_unless_set(
     gemini_emulator.advance_clock(6)
     assert _state(client.files.get(name=video.name or "")) == "ACTIVE"
     gemini_emulator.reset()
-    assert gemini_emulator.settings()["video_processing_delay"] == 0
+    assert gemini_emulator.settings()["video_processing_delay"] is None  # realistic by default
 
 
 def _upload_bytes(client: genai.Client, data: bytes, mime_type: str) -> types.File:
@@ -191,3 +192,10 @@ def test_instant_active_is_a_zero_delay(client: genai.Client, gemini_emulator: G
     assert gemini_emulator.settings()["video_processing_delay"] == 2
     assert _state(_upload_bytes(client, mp4_bytes(60), "video/mp4")) == "PROCESSING"
     assert _state(_upload_bytes(client, b"doc", "text/plain")) == "ACTIVE"
+
+
+def test_realistic_delays_are_the_default(client: genai.Client, gemini_emulator: GeminiEmulator) -> None:
+    assert inspect.signature(GeminiEmulator).parameters["processing_delay"].default is None
+    video = _upload_bytes(client, mp4_bytes(3), "video/mp4")
+    assert _state(video) == "PROCESSING"
+    assert _state(_upload_bytes(client, b"notes", "text/plain")) == "ACTIVE"
