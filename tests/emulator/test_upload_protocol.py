@@ -99,15 +99,7 @@ def test_misaligned_chunk_is_refused_whole_and_the_session_lives_on(gemini_emula
 
 
 def test_unsupported_mime_type_is_refused_at_start(gemini_emulator: GeminiEmulator) -> None:
-    reply = http.post(
-        f"{gemini_emulator.base_url}/upload/v1beta/files",
-        headers={
-            "x-goog-api-key": KEY,
-            "X-Goog-Upload-Protocol": "resumable",
-            "X-Goog-Upload-Command": "start",
-        },
-        json={"file": {"mime_type": "application/cu-seeme"}},
-    )
+    reply = _start(gemini_emulator, 3, mime_type="application/cu-seeme")
     assert reply.status_code == 400
     assert reply.json()["error"] == {
         "code": 400,

@@ -240,29 +240,28 @@ def test_text_extension_with_binary_content_is_refused_rather_than_mislabelled()
         resolve_mime_type(source="table.csv", head=b"\x00\x00\x00\x01\x02")
 
 
+def _refusal(**kwargs) -> str:
+    with pytest.raises(GeminiInputError) as info:
+        resolve_mime_type(**kwargs)
+    return str(info.value)
+
+
 def test_messages_say_where_the_type_came_from():
-    with pytest.raises(GeminiInputError) as stored:
-        resolve_mime_type(source="gs://b/photo", stored="image/gif")
-    assert "'image/gif', the type of 'gs://b/photo' by its stored content type. Convert" in str(stored.value)
+    stored = _refusal(source="gs://b/photo", stored="image/gif")
+    assert "'image/gif', the type of 'gs://b/photo' by its stored content type. Convert" in stored
     mimetypes.add_type("audio/x-gemini-test", ".gtst", strict=False)  # known to the loose table only
-    with pytest.raises(GeminiInputError) as by_name:
-        resolve_mime_type(source="song.gtst", head=BINARY)
+    by_name = _refusal(source="song.gtst", head=BINARY)
     assert (
         "'audio/x-gemini-test', the type of 'song.gtst' by its extension, and its content is not text."
-        in (str(by_name.value))
+        in by_name
     )
-    with pytest.raises(GeminiInputError) as by_content:
-        resolve_mime_type(source="page", head=GIF)
-    assert "'image/gif', the type of 'page' by its content. Convert" in str(by_content.value)
-    with pytest.raises(GeminiInputError) as csv:
-        resolve_mime_type(source="t.csv", head=BINARY)
+    assert "'image/gif', the type of 'page' by its content. Convert" in _refusal(source="page", head=GIF)
+    csv = _refusal(source="t.csv", head=BINARY)
     assert (
         "'t.csv' looks like text/csv by its extension, but its first bytes are not text: pass the right"
-        in (str(csv.value))
+        in csv
     )
-    with pytest.raises(GeminiInputError) as unknown:
-        resolve_mime_type(source="gs://b/blob")
-    assert str(unknown.value).endswith("or set the object's Content-Type in GCS.")
+    assert _refusal(source="gs://b/blob").endswith("or set the object's Content-Type in GCS.")
 
 
 def test_a_supported_stored_type_is_not_second_guessed_by_the_bytes():
