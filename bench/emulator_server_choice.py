@@ -67,9 +67,8 @@ def post_chunks(port: int, path: str, size: int, block: bytes, *, resumable: boo
             if resumable:
                 command = "upload, finalize" if offset + CHUNK >= size else "upload"
                 extra = f"X-Goog-Upload-Command: {command}\r\nX-Goog-Upload-Offset: {offset}\r\n"
-            sock.sendall(
-                f"POST {path} HTTP/1.1\r\nHost: bench\r\n{extra}Content-Length: {CHUNK}\r\n\r\n".encode()
-            )
+            head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: {CHUNK}\r\n\r\n"
+            sock.sendall(head.encode())
             sock.sendall(block)
             status = replies.readline()
             assert b" 200 " in status, status
@@ -107,7 +106,7 @@ def run_emulator(size: int, block: bytes) -> tuple[float, float]:
                 "X-Goog-Upload-Command": "start",
                 "X-Goog-Upload-Header-Content-Length": str(size),
             },
-            json={"file": {"mime_type": "application/octet-stream"}},
+            json={"file": {"mime_type": "text/plain"}},
         )
         url = httpx.URL(reply.headers["x-goog-upload-url"])
         cpu0 = cpu_seconds(proc.pid)

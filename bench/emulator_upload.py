@@ -98,9 +98,9 @@ def raw_upload(base_url: str, size: int, chunk: int, block: bytes) -> float:
                 "X-Goog-Upload-Protocol": "resumable",
                 "X-Goog-Upload-Command": "start",
                 "X-Goog-Upload-Header-Content-Length": str(size),
-                "X-Goog-Upload-Header-Content-Type": "application/octet-stream",
+                "X-Goog-Upload-Header-Content-Type": "text/plain",
             },
-            json={"file": {"display_name": "bench-raw", "mime_type": "application/octet-stream"}},
+            json={"file": {"display_name": "bench-raw", "mime_type": "text/plain"}},
         )
         reply.raise_for_status()
         url = urllib.parse.urlsplit(reply.headers["x-goog-upload-url"])
@@ -138,7 +138,7 @@ def sdk_upload(base_url: str, size: int, block: bytes) -> float:
     stream = io.BufferedReader(PatternStream(size, block), buffer_size=1024 * 1024)
     start = time.perf_counter()
     uploaded = client.files.upload(
-        file=stream, config={"mime_type": "application/octet-stream", "display_name": "bench-sdk"}
+        file=stream, config={"mime_type": "text/plain", "display_name": "bench-sdk"}
     )
     elapsed = time.perf_counter() - start
     assert uploaded.size_bytes == size

@@ -52,6 +52,7 @@ from airflow_gemini_files.emulator.store import FileStore, StoredFile, page_of, 
 
 if TYPE_CHECKING:
     from airflow_gemini_files.emulator.control import GeminiEmulator
+    from airflow_gemini_files.emulator.models import ModelCatalogue
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,9 @@ class BatchJob:
 class BatchStore:
     """The batch jobs of one emulated project, on top of its :class:`FileStore`."""
 
-    def __init__(self, files: FileStore) -> None:
+    def __init__(self, files: FileStore, models: ModelCatalogue) -> None:
         self.files = files
+        self.models = models
         self.settings = BatchSettings()
         self._lock = threading.Lock()
         self._jobs: dict[str, BatchJob] = {}
@@ -469,7 +471,8 @@ class BatchStore:
         """One result: ``{"response"|"error": ..., "key"|"metadata": ...}`` and whether it succeeded."""
         result: dict[str, Any] = {}
         try:
-            result["response"] = generate(job.model.removeprefix("models/"), item["request"], self.files)
+            model = self.models.require(job.model, "batchGenerateContent", "v1beta")
+            result["response"] = generate(model, item["request"], self.files)
             ok = True
         except ApiError as error:
             result["error"] = {"code": GRPC_CODES.get(error.status, 2), "message": error.message}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ class FaultPlan:
     ``sequence`` is consumed one entry per request (0 or 200 = let it through); once it is used up,
     ``rate`` decides (seeded, so runs are repeatable) which of ``statuses`` to answer instead.
     ``drop_mid_chunk`` is the number of upload chunks whose connection is cut half-way through.
+    ``retry_delay`` is what an injected 429 asks for (``RetryInfo.retryDelay`` and ``Retry-After``).
     """
 
     rate: float = 0.0
@@ -27,6 +29,7 @@ class FaultPlan:
     sequence: list[int] = field(default_factory=list)
     latency: float = 0.0
     drop_mid_chunk: int = 0
+    retry_delay: float = 0.0
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
 
@@ -35,6 +38,7 @@ class Decision:
     latency: float = 0.0
     status: int | None = None
     drop: bool = False
+    retry_delay: float = 0.0
 
 
 class Faults:
@@ -53,6 +57,7 @@ class Faults:
         sequence: Sequence[int] | None = None,
         latency: float = 0.0,
         drop_mid_chunk: int = 0,
+        retry_delay: float = 0.0,
     ) -> None:
         """Replace the plan for ``operation`` (one of the stats operations, or ``"*"`` for all)."""
         if operation != "*" and operation not in OPERATIONS:
@@ -66,6 +71,9 @@ class Faults:
                 raise ValueError(f"status {status} cannot be injected; use one of {sorted(FAULT_STATUSES)}")
         if drop_mid_chunk and operation not in ("upload_chunk", "*"):
             raise ValueError("drop_mid_chunk applies to the upload_chunk operation only")
+        for name, value in (("latency", latency), ("retry_delay", retry_delay)):
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
         with self._lock:
             self._plans[operation] = FaultPlan(
                 rate=rate,
@@ -73,6 +81,7 @@ class Faults:
                 sequence=list(sequence or []),
                 latency=latency,
                 drop_mid_chunk=drop_mid_chunk,
+                retry_delay=retry_delay,
             )
 
     def clear(self) -> None:
@@ -94,4 +103,4 @@ class Faults:
                 status = None if scripted in (0, 200) else scripted
             elif plan.rate and plan.rng.random() < plan.rate:
                 status = plan.rng.choice(plan.statuses)
-            return Decision(latency=plan.latency, status=status)
+            return Decision(latency=plan.latency, status=status, retry_delay=plan.retry_delay)

@@ -1,10 +1,11 @@
-"""Deterministic answers to ``models/{model}:generateContent``.
+"""Deterministic answers to ``models/{model}:generateContent`` and ``:countTokens``.
 
-The emulated model validates the request the way the live service does (unknown model, missing or
-unusable files, oversized inline data) and then describes what it was given, part by part: file name,
-display name, MIME type, size, sha256 prefix and a cheap fact about the content. With
+The emulated model validates the request the way the live service does (missing or unusable files,
+MIME types Gemini cannot read, oversized inline data) and then describes what it was given, part by
+part: file name, display name, MIME type, size, sha256 prefix and a cheap fact about the content. With
 ``response_mime_type: application/json`` it answers JSON built from the response schema and checked
-against it with ``jsonschema``. The same request always gets the same answer.
+against it with ``jsonschema``. The same request always gets the same answer. Usage metadata counts
+prompt tokens per modality and, for thinking models, thought tokens, all summed in ``totalTokenCount``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_gemini_files.emulator.content import describe_content, is_text
-from airflow_gemini_files.emulator.errors import ApiError, not_found_file
+from airflow_gemini_files.emulator.errors import ApiError, not_found_file, unsupported_mime_type
+from airflow_gemini_files.emulator.models import Model
 from airflow_gemini_files.emulator.store import FileStore, StoredFile
+from airflow_gemini_files.mime import SUPPORTED_MIME_TYPES, base_type
 
-MAX_INLINE_BYTES = 20 * 1024 * 1024
+MODALITIES = {"document": "DOCUMENT", "text": "TEXT", "image": "IMAGE", "audio": "AUDIO", "video": "VIDEO"}
 _FILE_URI = re.compile(r"(?:^|/)files/([a-z0-9][a-z0-9-]*)$")
 _URLSAFE = str.maketrans("-_", "+/")
 _INT64_KEYS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties")
@@ -55,6 +58,10 @@ class PartInfo:
     def label(self) -> str:
         return self.display_name or self.name or f"inline {self.mime_type}"
 
+    @property
+    def modality(self) -> str:
+        return MODALITIES[SUPPORTED_MIME_TYPES[base_type(self.mime_type)]]
+
     def tokens(self) -> int:
         if is_text(self.mime_type):
             return max(1, math.ceil(self.size / 4))
@@ -67,6 +74,13 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(camel, obj.get(snake))
 
 
+def _check_mime_type(mime_type: str) -> str:
+    """Refuse a part whose type Gemini cannot read, as the live API does."""
+    if base_type(mime_type) not in SUPPORTED_MIME_TYPES:
+        raise unsupported_mime_type(mime_type)
+    return mime_type
+
+
 def _file_part(data: dict[str, Any], store: FileStore) -> PartInfo:
     uri = _get(data, "fileUri", "file_uri")
     if not uri:
@@ -75,18 +89,18 @@ def _file_part(data: dict[str, Any], store: FileStore) -> PartInfo:
     if match is None:
         raise ApiError(400, f"Unsupported file uri: {uri}")
     stored = store.get(match.group(1))
-    state = stored.state(store.clock.now())
-    if state != "ACTIVE":
+    mime_type = _check_mime_type(_get(data, "mimeType", "mime_type") or stored.mime_type)
+    if stored.state(store.clock.now()) != "ACTIVE":
         raise ApiError(
             400,
-            f"The File {stored.file_id} is not in an ACTIVE state and usage is not allowed (state: {state}).",
+            f"The File {stored.file_id} is not in an ACTIVE state and usage is not allowed.",
             "FAILED_PRECONDITION",
         )
     return PartInfo(
         kind="file",
         name=stored.name,
         display_name=stored.display_name,
-        mime_type=stored.mime_type,
+        mime_type=mime_type,
         size=stored.size,
         sha256=stored.sha256 or (f"md5:{stored.md5_hash}" if stored.md5_hash else None),
         fact=_file_fact(stored),
@@ -107,6 +121,7 @@ def _inline_part(data: dict[str, Any]) -> PartInfo:
     mime_type = _get(data, "mimeType", "mime_type") or ""
     if not mime_type:
         raise ApiError(400, "inlineData.mimeType is required.")
+    _check_mime_type(mime_type)
     try:
         text = str(data.get("data") or "").translate(_URLSAFE)  # the SDK sends URL-safe base64
         raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
@@ -137,6 +152,7 @@ def read_prompt(body: dict[str, Any], store: FileStore) -> Prompt:
     texts: list[str] = []
     parts: list[PartInfo] = []
     inline_total = 0
+    pdf_limit = store.max_inline_pdf_bytes
     for content in contents:
         content_parts = content.get("parts") if isinstance(content, dict) else None
         if not content_parts:
@@ -149,15 +165,52 @@ def read_prompt(body: dict[str, Any], store: FileStore) -> Prompt:
             elif (inline := _get(part, "inlineData", "inline_data")) is not None:
                 info = _inline_part(inline)
                 inline_total += info.size
-                if inline_total > MAX_INLINE_BYTES:
+                if inline_total > store.max_inline_bytes:
+                    raise ApiError(
+                        400, f"Request payload size exceeds the limit: {store.max_inline_bytes} bytes."
+                    )
+                if base_type(info.mime_type) == "application/pdf" and info.size > pdf_limit:
                     raise ApiError(
                         400,
-                        f"Request payload size exceeds the limit: {MAX_INLINE_BYTES} bytes of inline data. "
-                        "Upload large inputs with the Files API instead.",
+                        f"Inline PDF data of {info.size} bytes exceeds the limit of {pdf_limit} bytes; "
+                        "upload the document with the Files API instead.",
                     )
                 parts.append(info)
     config = _get(body, "generationConfig", "generation_config") or {}
     return Prompt(texts=texts, parts=parts, config=config)
+
+
+def usage(prompt: Prompt) -> tuple[int, list[dict[str, Any]]]:
+    """Prompt token count and its split per modality (text parts first, then in order of appearance)."""
+    counts: dict[str, int] = {}
+    text_tokens = sum(max(1, math.ceil(len(t) / 4)) for t in prompt.texts)
+    if text_tokens:
+        counts["TEXT"] = text_tokens
+    for part in prompt.parts:
+        counts[part.modality] = counts.get(part.modality, 0) + part.tokens()
+    details = [{"modality": modality, "tokenCount": count} for modality, count in counts.items()]
+    return sum(counts.values()), details
+
+
+def thought_tokens(model: Model, config: dict[str, Any], answer_tokens: int) -> int:
+    """Tokens a thinking model spends thinking: none when told not to (``thinkingBudget: 0``) or when it
+    does not think by default and no budget was given; otherwise a deterministic share, within the budget."""
+    thinking = _get(config, "thinkingConfig", "thinking_config") or {}
+    budget = _get(thinking, "thinkingBudget", "thinking_budget")
+    level = _get(thinking, "thinkingLevel", "thinking_level")
+    if not model.thinking or budget == 0:
+        return 0
+    if not model.thinks and not budget and not level:
+        return 0
+    thoughts = 16 + answer_tokens // 2
+    return min(thoughts, budget) if isinstance(budget, int) and budget > 0 else thoughts
+
+
+def count_tokens(body: dict[str, Any], store: FileStore) -> dict[str, Any]:
+    """``models/{model}:countTokens``: the prompt's tokens, validated like a generateContent request."""
+    request = _get(body, "generateContentRequest", "generate_content_request") or body
+    total, details = usage(read_prompt(request, store))
+    return {"totalTokens": total, "promptTokensDetails": details}
 
 
 def answer_text(model: str, prompt: Prompt) -> str:
@@ -357,7 +410,7 @@ def answer_json(prompt: Prompt) -> str:
     return json.dumps(value)
 
 
-def generate(model: str, body: dict[str, Any], store: FileStore) -> dict[str, Any]:
+def generate(model: Model, body: dict[str, Any], store: FileStore) -> dict[str, Any]:
     """The full ``GenerateContentResponse`` JSON for one request."""
     prompt = read_prompt(body, store)
     mime = _get(prompt.config, "responseMimeType", "response_mime_type") or "text/plain"
@@ -369,24 +422,26 @@ def generate(model: str, body: dict[str, Any], store: FileStore) -> dict[str, An
             raise ApiError(400, "response_mime_type text/x.enum needs a response_schema with an enum.")
         text = str(schema["enum"][0])
     elif mime == "text/plain":
-        text = answer_text(model, prompt)
+        text = answer_text(model.name, prompt)
     else:
         raise ApiError(400, f"Unsupported response_mime_type {mime!r}: use text/plain or application/json.")
-    prompt_tokens = sum(max(1, math.ceil(len(t) / 4)) for t in prompt.texts) + sum(
-        p.tokens() for p in prompt.parts
-    )
+    prompt_tokens, details = usage(prompt)
     answer_tokens = max(1, math.ceil(len(text) / 4))
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode() + model.encode()).hexdigest()
+    thoughts = thought_tokens(model, prompt.config, answer_tokens)
+    metadata: dict[str, Any] = {
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": answer_tokens,
+        "totalTokenCount": prompt_tokens + answer_tokens + thoughts,
+        "promptTokensDetails": details,
+    }
+    if thoughts:
+        metadata["thoughtsTokenCount"] = thoughts
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode() + model.name.encode()).hexdigest()
     return {
         "candidates": [
             {"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}
         ],
-        "usageMetadata": {
-            "promptTokenCount": prompt_tokens,
-            "candidatesTokenCount": answer_tokens,
-            "totalTokenCount": prompt_tokens + answer_tokens,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
-        },
-        "modelVersion": model,
+        "usageMetadata": metadata,
+        "modelVersion": model.name,
         "responseId": digest[:24],
     }

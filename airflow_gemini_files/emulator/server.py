@@ -13,20 +13,28 @@ meanwhile. Threads also mean model latency (``time.sleep``) never serialises con
 two 1 MiB buffers of each body in flight (allocated per request, returned afterwards): a 1 GiB upload
 peaks at ~27 MiB RSS. The listen backlog is raised so fan-out bursts are not refused.
 
-Nothing here logs headers: API keys and bearer tokens never reach a log; a ``key=`` query
-parameter is redacted from the request line before it is logged.
+Nothing here logs headers: API keys and bearer tokens never reach a log; ``key=``, ``access_token=``
+and ``upload_id=`` (an upload session URL is a credential) are redacted from the request line.
+
+Hardening, since the emulator listens on a real port: requests whose ``Host`` is not the bound address,
+or that carry a foreign ``Origin``, are refused (no DNS rebinding, no cross-site requests from a web
+page); with an API key set, the ``/_emulator/*`` controls need it too; keys are compared in constant
+time; every socket has a timeout; JSON bodies over 1 MiB are read by a bounded number of requests at
+once, controls take at most 1 MiB.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hmac
 import io
 import json
 import logging
 import mmap
 import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -37,9 +45,9 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from airflow_gemini_files.emulator import batches
+from airflow_gemini_files.emulator import batches, errors
 from airflow_gemini_files.emulator.errors import FAULT_MESSAGES, ApiError, not_found_file
-from airflow_gemini_files.emulator.generate import generate
+from airflow_gemini_files.emulator.generate import count_tokens, generate
 from airflow_gemini_files.emulator.store import ChunkWriter, StoredFile, UploadSession
 
 if TYPE_CHECKING:
@@ -50,7 +58,10 @@ log = logging.getLogger(__name__)
 _BUFFER = 1024 * 1024
 _SOCKET_BUFFER = 4 * 1024 * 1024
 _MMAP_MIN = 256 * 1024
-_MAX_JSON_BODY = 64 * 1024 * 1024
+_SMALL_BODY = 1024 * 1024  # JSON bodies above this share a bounded number of slots
+_MAX_CONTROL_BODY = 1024 * 1024
+#: Chunk granularity the upload protocol advertises: every chunk but the last is a multiple of it.
+CHUNK_GRANULARITY = 256 * 1024
 _VERSION = r"(?P<ver>v1|v1beta|v1alpha)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(rf"^/upload/{_VERSION}/files$"), "upload"),
@@ -58,7 +69,10 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(rf"^/{_VERSION}/files:register$"), "register"),
     ("GET", re.compile(rf"^/{_VERSION}/files/(?P<id>[^/:]+)$"), "get"),
     ("DELETE", re.compile(rf"^/{_VERSION}/files/(?P<id>[^/:]+)$"), "delete"),
+    ("GET", re.compile(rf"^/{_VERSION}/models$"), "list_models"),
+    ("GET", re.compile(rf"^/{_VERSION}/models/(?P<model>[^/:]+)$"), "get_model"),
     ("POST", re.compile(rf"^/{_VERSION}/models/(?P<model>[^/:]+):generateContent$"), "generate"),
+    ("POST", re.compile(rf"^/{_VERSION}/models/(?P<model>[^/:]+):countTokens$"), "count_tokens"),
     ("GET", re.compile(rf"^/{_VERSION}/files/(?P<id>[^/:]+):download$"), "download"),
     ("POST", re.compile(rf"^/{_VERSION}/models/(?P<model>[^/:]+):batchGenerateContent$"), "batch_create"),
     ("GET", re.compile(rf"^/{_VERSION}/batches$"), "batch_list"),
@@ -66,7 +80,9 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(rf"^/{_VERSION}/batches/(?P<id>[^/:]+):cancel$"), "batch_cancel"),
     ("DELETE", re.compile(rf"^/{_VERSION}/batches/(?P<id>[^/:]+)$"), "batch_delete"),
 ]
-_REDACT = re.compile(r"((?:^|[?&])(?:key|access_token)=)[^&]*", re.IGNORECASE)
+#: Route action -> the operation it counts as (stats, fault injection) where the names differ.
+_OPERATION_OF = {"upload": "upload_start", "list_models": "models", "get_model": "models"}
+_REDACT = re.compile(r"((?:^|[?&])(?:key|access_token|upload_id)=)[^&]*", re.IGNORECASE)
 
 
 @functools.cache
@@ -81,15 +97,31 @@ def redact(path: str) -> str:
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
-    """Thread per connection, daemon threads, a deep backlog for fan-out bursts."""
+    """Thread per connection, daemon threads, a deep backlog for fan-out bursts.
+
+    ``socket_timeout``: seconds a connection may stay silent (idle keep-alive, stalled body) before it
+    is closed. ``max_large_bodies``: JSON bodies over 1 MiB read at once; more wait for a slot.
+    ``allowed_hosts``: the ``Host`` values accepted (None: any, for a wildcard bind).
+    """
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], emulator: GeminiEmulator) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        emulator: GeminiEmulator,
+        *,
+        socket_timeout: float = 60.0,
+        max_large_bodies: int = 2,
+        extra_hosts: tuple[str, ...] = (),
+    ) -> None:
         self.emulator = emulator
+        self.socket_timeout = socket_timeout
+        self.large_bodies = threading.BoundedSemaphore(max_large_bodies)
         super().__init__(address, Handler)
+        self.allowed_hosts = _allowed_hosts(address[0], self.server_address[1], extra_hosts)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, addr = super().get_request()
@@ -98,6 +130,23 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         with contextlib.suppress(OSError):  # headers and body go out at once: no 40 ms delayed-ACK stall
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn, addr
+
+
+def _allowed_hosts(host: str, port: int, extra: tuple[str, ...]) -> frozenset[str] | None:
+    """``Host`` header values this server answers: its own address (and the loopback names for it)."""
+    names = {host.lower()}
+    if host in ("127.0.0.1", "localhost", "::1"):
+        names |= {"127.0.0.1", "localhost", "[::1]"}
+    elif host in ("", "0.0.0.0", "::"):  # a wildcard bind: only the names the user allowed, if any
+        if not extra:
+            return None
+        names = set()
+    hosts = {f"{name}:{port}" for name in names} | {h.lower() for h in extra}
+    return frozenset(hosts | {f"{h}:{port}" for h in extra if ":" not in h})
+
+
+class ChunkRefused(ApiError):
+    """A chunk the session does not take (wrong offset, misaligned); the session itself lives on."""
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -109,6 +158,12 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     # ---- plumbing ---------------------------------------------------------------------------
+    _holds_large_body = False
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.socket_timeout)  # silent peers cannot hold a thread
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), redact(format % args))
 
@@ -137,30 +192,63 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(payload).encode(), headers)
 
     def _send_error(self, error: ApiError, headers: dict[str, str] | None = None) -> None:
-        self._send(error.code, error.body(), headers)
+        self._send(error.code, error.body(), {**error.headers, **(headers or {})})
 
     def _drain(self) -> None:
         """Consume what is left of the request body (keeps the keep-alive connection usable)."""
         for _ in self._body.pieces():
             pass
 
-    def _json_body(self) -> dict[str, Any]:
+    def _json_body(self, limit: int | None = None) -> dict[str, Any]:
+        """The body as a JSON object; bodies over 1 MiB wait for one of the server's large-body slots."""
+        limit = limit or self.server.emulator.max_json_body
+        if (self._body.length or 0) > _SMALL_BODY:
+            self._hold_large_body_slot()
         raw = bytearray()
         for piece in self._body.pieces():
             raw += piece
-            if len(raw) > _MAX_JSON_BODY:
-                self._drain()
-                raise ApiError(413, f"Request payload size exceeds the limit: {_MAX_JSON_BODY} bytes.")
+            if len(raw) > _SMALL_BODY:
+                self._hold_large_body_slot()
+            if len(raw) > limit:
+                raise ApiError(413, f"Request payload size exceeds the limit: {limit} bytes.")
         self._json_size = len(raw)
         if not raw:
             return {}
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, parse_constant=_refuse_constant)
         except ValueError as exc:
-            raise ApiError(400, "Invalid JSON payload received.") from exc
+            raise ApiError(400, f"Invalid JSON payload received: {exc}") from exc
         if not isinstance(body, dict):
             raise ApiError(400, "Invalid JSON payload received: expected an object.")
         return body
+
+    def _hold_large_body_slot(self) -> None:
+        if self._holds_large_body:
+            return
+        if not self.server.large_bodies.acquire(timeout=self.server.socket_timeout):
+            raise ApiError(503, "Too many large requests at once; retry later.", "UNAVAILABLE")
+        self._holds_large_body = True
+
+    def _check_host(self) -> None:
+        """Refuse requests for another host name (DNS rebinding) or from a web page (``Origin``)."""
+        allowed = self.server.allowed_hosts
+        host = (self.headers.get("Host") or "").strip().lower()
+        origin = self.headers.get("Origin")
+        if allowed is not None and host not in allowed:
+            reason = f"the Host header {host!r} is not this emulator's address"
+        elif origin is not None and (
+            allowed is None or origin.strip().lower() not in {f"http://{h}" for h in allowed}
+        ):
+            reason = f"requests from web pages (Origin {origin!r}) are not served"
+        else:
+            return
+        self.close_connection = True
+        raise ApiError(
+            403,
+            f"Refused: {reason} ({self.server.emulator.base_url}); the emulator only answers local clients "
+            "that address it by its own host and port.",
+            "PERMISSION_DENIED",
+        )
 
     # ---- routing ----------------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -169,12 +257,14 @@ class Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(parsed.query))
         path = parsed.path
         self._body = BodyReader(self.rfile, self.headers)
+        self._holds_large_body = False
         try:
+            self._check_host()
             if self._body.invalid:
                 self.close_connection = True
                 raise ApiError(400, "Invalid Content-Length.")
             if path.startswith("/_emulator/"):
-                self._control(path.removeprefix("/_emulator/"))
+                self._control(path.removeprefix("/_emulator/"), query)
                 return
             for method, pattern, action in _ROUTES:
                 match = pattern.match(path)
@@ -183,11 +273,15 @@ class Handler(BaseHTTPRequestHandler):
                 if action == "upload" and "upload_id" in query:
                     self._upload_chunk(query["upload_id"])
                     return
-                operation = "upload_start" if action == "upload" else action
+                params = match.groupdict()
+                operation = _OPERATION_OF.get(action, action)
                 emu.store.count(operation)  # refused requests count too: stats must show retry storms
-                self._check_api_key(query)
-                if not self._apply_faults(operation):
-                    getattr(self, f"_{action}")(match.groupdict(), query)
+                if action == "register":
+                    self._check_register_auth(query)
+                else:
+                    self._check_api_key(query)
+                if not self._apply_faults(operation, params.get("model")):
+                    getattr(self, f"_{action}")(params, query)
                 return
             raise ApiError(404, f"Method or path not found: {self.command} {parsed.path}", "NOT_FOUND")
         except ApiError as error:
@@ -200,30 +294,62 @@ class Handler(BaseHTTPRequestHandler):
             self._reply_error(ApiError(500, "Internal error in the emulator."))
         finally:
             self._body.release()
+            if self._holds_large_body:
+                self.server.large_bodies.release()
 
     def _reply_error(self, error: ApiError, headers: dict[str, str] | None = None) -> None:
         """Answer an error after consuming the rest of the body; a vanished client is not an error."""
         try:
-            if not self._body.done:
+            if not self._body.done and not self.close_connection:
                 self._drain()
             self._send_error(error, headers)
         except (ConnectionError, TimeoutError, ApiError):
             self.close_connection = True
 
-    def _check_api_key(self, query: dict[str, str]) -> None:
-        expected = self.server.emulator.api_key
-        given = self.headers.get("x-goog-api-key") or query.get("key")
-        if given is None:
-            raise ApiError(
-                403,
-                "Method doesn't allow unregistered callers (callers without established identity). "
-                "Please use API Key or other form of API consumer identity to call this API.",
-                "PERMISSION_DENIED",
-            )
-        if expected is not None and given != expected:
-            raise ApiError(400, "API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT")
+    def _given_key(self, query: dict[str, str]) -> str | None:
+        return self.headers.get("x-goog-api-key") or query.get("key") or None
 
-    def _apply_faults(self, operation: str) -> bool:
+    def _check_api_key(self, query: dict[str, str]) -> None:
+        given = self._given_key(query)
+        if given is None:
+            raise errors.missing_api_key()
+        self._check_key_value(given)
+
+    def _check_key_value(self, given: str) -> None:
+        expected = self.server.emulator.api_key
+        if expected is not None and not hmac.compare_digest(given.encode(), expected.encode()):
+            raise errors.invalid_api_key()
+
+    def _check_register_auth(self, query: dict[str, str]) -> None:
+        """Authentication of ``files:register`` as the emulated server's ``register_auth`` mode wants it.
+
+        ``key_and_bearer`` (the seed notebook): API key plus OAuth token. ``key_only``: the key alone (its
+        service agent reads the bucket); a token with it is OVERLOADED_CREDENTIALS, a token alone is
+        refused by identity. ``credentials_only``: an OAuth token alone.
+        """
+        emu = self.server.emulator
+        key = self._given_key(query)
+        if key is not None:
+            self._check_key_value(key)
+        auth = self.headers.get("Authorization", "")
+        bearer = auth.lower().startswith("bearer ") and bool(auth[7:].strip())
+        mode = emu.register_auth
+        if key is not None and bearer:
+            if mode != "key_and_bearer":
+                raise errors.overloaded_credentials()
+        elif key is not None:
+            if mode != "key_only":
+                raise errors.oauth_required()
+        elif bearer:
+            if mode == "key_only":
+                is_service_account = emu.register_identity == "service_account"
+                raise errors.service_accounts_refused() if is_service_account else errors.scope_insufficient()
+            if mode != "credentials_only":
+                raise errors.missing_api_key()
+        else:
+            raise errors.missing_api_key()
+
+    def _apply_faults(self, operation: str, model: str | None = None) -> bool:
         """Sleep and/or answer an injected error; True when the request was answered here."""
         decision = self.server.emulator.faults.decide(operation)
         if decision.latency:
@@ -231,7 +357,7 @@ class Handler(BaseHTTPRequestHandler):
         if decision.status is None:
             return False
         self._drain()
-        self._send_error(ApiError(decision.status, FAULT_MESSAGES[decision.status]))
+        self._send_error(_fault_error(operation, decision.status, decision.retry_delay, model))
         return True
 
     # ---- Files API --------------------------------------------------------------------------
@@ -277,41 +403,47 @@ class Handler(BaseHTTPRequestHandler):
             {
                 "x-goog-upload-url": upload_url,
                 "x-goog-upload-status": "active",
-                "x-goog-upload-chunk-granularity": str(256 * 1024),
+                "x-goog-upload-chunk-granularity": str(CHUNK_GRANULARITY),
             },
         )
 
     def _upload_chunk(self, upload_id: str) -> None:
-        """``upload`` / ``upload, finalize`` / ``finalize`` / ``query`` on an upload session (no API key)."""
+        """``upload`` / ``upload, finalize`` / ``finalize`` / ``query`` / ``cancel`` on an upload session.
+
+        Chunks carry no API key: the session URL is the credential. Every chunk but the last must be a
+        multiple of the advertised granularity. After ``finalize``, ``query`` answers ``final`` with the
+        File again; ``cancel`` drops the session and its bytes.
+        """
         emu = self.server.emulator
         store = emu.store
         commands = {c.strip().lower() for c in self.headers.get("X-Goog-Upload-Command", "").split(",")}
         if "query" in commands:
             store.count("upload_query")
             self._drain()
-            if self._apply_faults("upload_query"):
-                return
-            session = store.session(upload_id)
-            self._send(
-                200,
-                b"",
-                {"x-goog-upload-status": "active", "x-goog-upload-size-received": str(session.offset)},
-            )
+            if not self._apply_faults("upload_query"):
+                self._answer_query(upload_id)
+            return
+        if "cancel" in commands:
+            store.count("upload_cancel")
+            self._drain()
+            if not self._apply_faults("upload_cancel"):
+                self._cancel(upload_id)
             return
         store.count("upload_chunk")
         decision = emu.faults.decide("upload_chunk")
         if decision.latency:
             time.sleep(decision.latency)
         if decision.status is not None:
-            raise ApiError(decision.status, FAULT_MESSAGES[decision.status])
+            raise _fault_error("upload_chunk", decision.status, decision.retry_delay)
         if not commands & {"upload", "finalize"}:
             raise ApiError(
-                400, "X-Goog-Upload-Command must be upload, finalize, 'upload, finalize' or query."
+                400,
+                "X-Goog-Upload-Command must be upload, finalize, 'upload, finalize', query or cancel.",
             )
         try:
             session = store.session(upload_id)
         except ApiError as error:
-            self._reply_error(error, {"x-goog-upload-status": "final"})
+            self._reply_error(error, {"x-goog-upload-status": self._ended_status(upload_id)})
             return
         offset_raw = self.headers.get("X-Goog-Upload-Offset")
         with session.lock:
@@ -319,16 +451,17 @@ class Handler(BaseHTTPRequestHandler):
                 offset = int(offset_raw) if offset_raw is not None else None
             except ValueError as exc:
                 raise ApiError(400, f"Invalid X-Goog-Upload-Offset {offset_raw!r}.") from exc
+            active = {"x-goog-upload-status": "active"}
             try:
                 store.check_offset(session, offset)
             except ApiError as error:
-                self._reply_error(
-                    error,
-                    {"x-goog-upload-status": "active", "x-goog-upload-size-received": str(session.offset)},
-                )
+                self._reply_error(error, {**active, "x-goog-upload-size-received": str(session.offset)})
                 return
             try:
-                received = self._receive(session, drop=decision.drop)
+                received = self._receive(session, drop=decision.drop, final="finalize" in commands)
+            except ChunkRefused as error:
+                self._reply_error(error, {**active, "x-goog-upload-size-received": str(session.offset)})
+                return
             except ApiError as error:  # more bytes than declared / allowed: the session is over
                 store.abandon(session)
                 self._reply_error(error, {"x-goog-upload-status": "final"})
@@ -336,11 +469,7 @@ class Handler(BaseHTTPRequestHandler):
             if not received:
                 return
             if "finalize" not in commands:
-                self._send(
-                    200,
-                    b"",
-                    {"x-goog-upload-status": "active", "x-goog-upload-size-received": str(session.offset)},
-                )
+                self._send(200, b"", {**active, "x-goog-upload-size-received": str(session.offset)})
                 return
             try:
                 stored = store.finalize(session)
@@ -349,12 +478,50 @@ class Handler(BaseHTTPRequestHandler):
                 return
         self._send_json({"file": self._file_json(stored)}, {"x-goog-upload-status": "final"})
 
-    def _receive(self, session: UploadSession, *, drop: bool) -> bool:
+    def _ended_status(self, upload_id: str) -> str:
+        ended = self.server.emulator.store.ended(upload_id)
+        return ended[0] if ended else "final"
+
+    def _answer_query(self, upload_id: str) -> None:
+        store = self.server.emulator.store
+        ended = store.ended(upload_id)
+        if ended is not None and ended[0] == "final":
+            _, stored, size = ended
+            body = json.dumps({"file": self._file_json(stored)}).encode() if stored is not None else b""
+            self._send(200, body, {"x-goog-upload-status": "final", "x-goog-upload-size-received": str(size)})
+            return
+        if ended is not None:
+            raise ApiError(
+                404,
+                "The upload session was cancelled.",
+                "NOT_FOUND",
+                headers={"x-goog-upload-status": "cancelled"},
+            )
+        session = store.session(upload_id)
+        self._send(
+            200, b"", {"x-goog-upload-status": "active", "x-goog-upload-size-received": str(session.offset)}
+        )
+
+    def _cancel(self, upload_id: str) -> None:
+        store = self.server.emulator.store
+        ended = store.ended(upload_id)
+        if ended is not None and ended[0] == "final":
+            raise ApiError(
+                400,
+                "The upload is already final; delete the file instead.",
+                headers={"x-goog-upload-status": "final"},
+            )
+        if ended is None:
+            store.cancel(store.session(upload_id))
+        self._send(200, b"", {"x-goog-upload-status": "cancelled"})
+
+    def _receive(self, session: UploadSession, *, drop: bool, final: bool) -> bool:
         """Stream the body onto the session's file; commit it only when it arrived whole.
 
         Two-stage pipeline: this thread reads the socket into one buffer while a disk worker hashes
         and writes the previous piece from the other one. False when the connection went away (or a
-        fault cut it): nothing of the chunk is committed.
+        fault cut it): nothing of the chunk is committed. A non-final chunk that is not a multiple of
+        the granularity is refused whole (:class:`ChunkRefused`).
         """
         store = self.server.emulator.store
         writer = ChunkWriter(session)
@@ -389,6 +556,13 @@ class Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return False
+        if not final and received % CHUNK_GRANULARITY:
+            writer.rollback()
+            raise ChunkRefused(
+                400,
+                f"Invalid chunk of {received} bytes: every chunk but the last must be a multiple of "
+                f"{CHUNK_GRANULARITY} bytes (x-goog-upload-chunk-granularity).",
+            )
         writer.commit()
         return True
 
@@ -415,14 +589,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def _register(self, params: dict[str, str], query: dict[str, str]) -> None:
         body = self._json_body()
-        auth = self.headers.get("Authorization", "")
-        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
-            raise ApiError(
-                401,
-                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
-                "or other valid authentication credential.",
-                "UNAUTHENTICATED",
-            )
         emu = self.server.emulator
         uris = body.get("uris")
         if not isinstance(uris, list):
@@ -430,16 +596,29 @@ class Handler(BaseHTTPRequestHandler):
         files = emu.store.register(uris, emu.gcs_metadata)
         self._send_json({"files": [self._file_json(f) for f in files]})
 
+    # ---- models -------------------------------------------------------------------------------
+    def _list_models(self, params: dict[str, str], query: dict[str, str]) -> None:
+        self._drain()
+        self._send_json(self.server.emulator.models.page(query))
+
+    def _get_model(self, params: dict[str, str], query: dict[str, str]) -> None:
+        self._drain()
+        self._send_json(self.server.emulator.models.get(params["model"]))
+
     def _generate(self, params: dict[str, str], query: dict[str, str]) -> None:
         emu = self.server.emulator
+        model = emu.models.require(params["model"], "generateContent", params["ver"])
         body = self._json_body()
-        model = params["model"]
-        require_model(model, params["ver"], "generateContent")
         started = time.monotonic()
         payload = generate(model, body, emu.store)
         if emu.model_latency:
             time.sleep(max(0.0, emu.model_latency - (time.monotonic() - started)))
         self._send_json(payload)
+
+    def _count_tokens(self, params: dict[str, str], query: dict[str, str]) -> None:
+        emu = self.server.emulator
+        emu.models.require(params["model"], "countTokens", params["ver"])
+        self._send_json(count_tokens(self._json_body(), emu.store))
 
     def _download(self, params: dict[str, str], query: dict[str, str]) -> None:
         """``files/{id}:download?alt=media``: a GENERATED file's bytes, streamed in 1 MiB pieces."""
@@ -465,7 +644,7 @@ class Handler(BaseHTTPRequestHandler):
     def _batch_create(self, params: dict[str, str], query: dict[str, str]) -> None:
         emu = self.server.emulator
         body = self._json_body()
-        require_model(params["model"], params["ver"], "batchGenerateContent")
+        emu.models.require(params["model"], "batchGenerateContent", params["ver"])
         self._send_json(emu.batch_store.create(params["model"], params["ver"], body, self._json_size))
 
     def _batch_get(self, params: dict[str, str], query: dict[str, str]) -> None:
@@ -492,16 +671,20 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json({})
 
     # ---- /_emulator controls ----------------------------------------------------------------
-    def _control(self, action: str) -> None:
-        """The test controls over HTTP, for an emulator started from the CLI (no API key needed).
+    def _control(self, action: str, query: dict[str, str]) -> None:
+        """The test controls over HTTP, for an emulator started from the CLI (the API key, if set, too).
 
         ``GET stats`` | ``GET files`` | ``GET config`` | ``POST config`` {settings of ``configure``} |
         ``POST reset`` | ``POST clock`` {"seconds"} | ``POST fail_processing`` {"match", "message"} |
-        ``POST faults`` {"operation", "rate", "statuses", "sequence", "latency", "drop_mid_chunk"} |
-        ``batches...`` (see :func:`batches.http_control`).
+        ``POST faults`` {"operation", "rate", "statuses", "sequence", "latency", "drop_mid_chunk",
+        "retry_delay"} | ``batches...`` (see :func:`batches.http_control`).
         """
         emu = self.server.emulator
-        body = self._json_body() if self.command == "POST" else {}
+        if emu.api_key is not None:
+            self._check_api_key(query)
+        body = self._json_body(limit=_MAX_CONTROL_BODY) if self.command == "POST" else {}
+        if self.command == "GET":
+            self._drain()
         if action == "batches" or action.startswith("batches/"):
             self._send_json(batches.http_control(emu, self.command, action, body))
         elif self.command == "GET" and action == "stats":
@@ -513,17 +696,28 @@ class Handler(BaseHTTPRequestHandler):
         elif self.command == "POST" and action == "config":
             try:
                 emu.configure(**body)
-            except TypeError as exc:
+            except (TypeError, ValueError) as exc:
                 raise ApiError(400, f"Invalid settings: {exc}") from exc
             self._send_json(emu.settings())
         elif self.command == "POST" and action == "reset":
             emu.reset()
             self._send_json({})
         elif self.command == "POST" and action == "clock":
-            emu.advance_clock(float(body.get("seconds", 0)))
+            seconds = body.get("seconds", 0)
+            try:
+                if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                    raise ValueError(f"seconds must be a number, not {seconds!r}")
+                emu.advance_clock(float(seconds))
+            except ValueError as exc:
+                raise ApiError(400, f"Invalid clock move: {exc}") from exc
             self._send_json({"now": emu.store.clock.now()})
         elif self.command == "POST" and action == "fail_processing":
-            emu.fail_processing(str(body["match"]), str(body.get("message", "Processing failed.")))
+            match, message = body.get("match"), body.get("message", "Processing failed.")
+            if not isinstance(match, str) or not match or not isinstance(message, str):
+                raise ApiError(
+                    400, "fail_processing needs {'match': <non-empty text>, 'message': <text, optional>}."
+                )
+            emu.fail_processing(match, message)
             self._send_json({})
         elif self.command == "POST" and action == "faults":
             try:
@@ -536,19 +730,19 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, f"Unknown emulator control {self.command} /_emulator/{action}", "NOT_FOUND")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _fault_error(operation: str, status: int, retry_delay: float, model: str | None = None) -> ApiError:
+    """The error an injected fault answers with; a 429 carries the details a real rate limit has."""
+    if status == 429:
+        return errors.rate_limited(operation, retry_delay, model)
+    return ApiError(status, FAULT_MESSAGES[status])
+
+
 def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(camel, obj.get(snake))
-
-
-def require_model(model: str, version: str, method: str) -> None:
-    """Refuse a model the emulator does not serve, with the live API's 404 (generate and batch alike)."""
-    if not model.startswith("gemini-"):
-        raise ApiError(
-            404,
-            f"models/{model} is not found for API version {version}, or is not supported for {method}. "
-            "Call ListModels to see the list of available models and their supported methods.",
-            "NOT_FOUND",
-        )
 
 
 def fetch_gcs_metadata(gcs_host: str | None, uri: str) -> dict[str, Any]:
@@ -595,6 +789,8 @@ class BodyReader:
             try:
                 self.length = int(headers.get("Content-Length", "0"))
             except ValueError:
+                self.length, self.invalid = 0, True
+            if self.length < 0:  # e.g. "-1": there is no body to read and no way to find its end
                 self.length, self.invalid = 0, True
             self._left = self.length
         self.done = not self.chunked and not self.length

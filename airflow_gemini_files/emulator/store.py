@@ -3,14 +3,22 @@
 Bytes go straight from the socket to a file under the data directory (never held whole in memory);
 only metadata lives in memory. All times come from an injectable :class:`Clock`, so tests can jump
 past processing delays and the 48 h retention without sleeping.
+
+The data directory is scratch space, not storage: files do not survive a restart (nor do they on the
+real service's side of a fresh emulator). With ``data_dir`` given, the emulator works in its own
+``gemini-files-emulator/`` subdirectory, marked as its own; it removes what an earlier run left there
+when it starts, and what it created when it stops or resets. Nothing else in ``data_dir`` is touched.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
+import math
 import os
+import random
 import re
 import secrets
 import shutil
@@ -25,9 +33,19 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from airflow_gemini_files.emulator.content import mp4_duration
-from airflow_gemini_files.emulator.errors import ApiError, not_found_file
+from airflow_gemini_files.emulator.errors import ApiError, not_found_file, storage_full, unsupported_mime_type
+from airflow_gemini_files.mime import BATCH_INPUT_MIME_TYPES, SUPPORTED_MIME_TYPES, base_type
 
 RETENTION_SECONDS = 48 * 3600
+REGISTERED_RETENTION_SECONDS = 30 * 24 * 3600
+WORKDIR_NAME = "gemini-files-emulator"
+MARKER_NAME = ".gemini-files-emulator"
+MiB = 1024 * 1024
+#: Seconds of processing per MiB, by kind, in the realistic model (video also has a fixed start-up cost).
+REALISTIC_SECONDS_PER_MIB = {"video": 1.0, "audio": 0.5, "document": 0.25}
+REALISTIC_VIDEO_BASE = 5.0
+REALISTIC_MAX_DELAY = 600.0
+_UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
 MAX_DISPLAY_NAME = 512
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 10
@@ -38,11 +56,14 @@ OPERATIONS = (
     "upload_start",
     "upload_chunk",
     "upload_query",
+    "upload_cancel",
     "get",
     "list",
     "delete",
     "register",
     "generate",
+    "count_tokens",
+    "models",
     "download",
     "batch_create",
     "batch_get",
@@ -50,6 +71,28 @@ OPERATIONS = (
     "batch_cancel",
     "batch_delete",
 )
+
+
+def realistic_delay(mime_type: str, size: int, video_seconds: float | None = None) -> float:
+    """Seconds a file stays PROCESSING on the real service, roughly: text, images and audio or PDFs up to
+    1 MiB are ACTIVE at once, larger audio and PDFs take longer with size, and video always takes a
+    start-up cost plus time per MiB (or per second of footage, when the file says how long it is)."""
+    kind = SUPPORTED_MIME_TYPES.get(base_type(mime_type)) or base_type(mime_type).partition("/")[0]
+    per_mib = REALISTIC_SECONDS_PER_MIB.get(kind)
+    if per_mib is None:
+        return 0.0
+    if kind == "video":
+        delay = REALISTIC_VIDEO_BASE + max(per_mib * size / MiB, 0.5 * (video_seconds or 0.0))
+    else:
+        delay = per_mib * max(0, size - MiB) / MiB
+    return round(min(delay, REALISTIC_MAX_DELAY), 3)
+
+
+def check_upload_mime_type(mime_type: str) -> None:
+    """Refuse what the Files API refuses: types Gemini cannot read (Batch request files aside)."""
+    base = base_type(mime_type)
+    if base not in SUPPORTED_MIME_TYPES and base not in BATCH_INPUT_MIME_TYPES:
+        raise unsupported_mime_type(mime_type)
 
 
 def _video_seconds(path: Path, mime_type: str) -> float | None:
@@ -69,8 +112,10 @@ class Clock:
         return time.time() + self._offset
 
     def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("the emulator clock only moves forward")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(
+                f"the emulator clock only moves forward by a finite number of seconds, not {seconds}"
+            )
         self._offset += seconds
 
     def reset(self) -> None:
@@ -80,6 +125,26 @@ class Clock:
 def rfc3339(ts: float) -> str:
     """A timestamp the way the API writes it: UTC, microseconds, trailing Z."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def rfc3339_nanos(nanos: int) -> str:
+    """A nanosecond timestamp as protobuf JSON writes it: 0, 3, 6 or 9 fractional digits, trailing Z."""
+    seconds, frac = divmod(nanos, 1_000_000_000)
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac % 1_000_000 == 0:
+        digits = f".{frac // 1_000_000:03d}" if frac else ""
+    elif frac % 1_000 == 0:
+        digits = f".{frac // 1_000:06d}"
+    else:
+        digits = f".{frac:09d}"
+    return f"{text}{digits}Z"
+
+
+def expiry_shortfall_nanos() -> int:
+    """How much earlier than create + retention a file expires: the live API's expirationTime is a few
+    milliseconds short, written with 9 fractional digits or, now and then, 6."""
+    nanos = random.randint(2_000_000, 40_000_000)
+    return nanos - nanos % 1_000 if random.random() < 0.25 else nanos
 
 
 def validate_file_id(raw: str) -> str:
@@ -140,14 +205,21 @@ class StoredFile:
     md5_hash: str | None = None
     crc32c: str | None = None
     video_seconds: float | None = None
+    retention: int = RETENTION_SECONDS
+    expiry_shortfall: int = field(default_factory=expiry_shortfall_nanos)
 
     @property
     def name(self) -> str:
         return f"files/{self.file_id}"
 
     @property
+    def expire_nanos(self) -> int:
+        """create + retention, a few milliseconds short (as the live API reports it)."""
+        return round(self.create_time * 1e6) * 1_000 + self.retention * 1_000_000_000 - self.expiry_shortfall
+
+    @property
     def expire_time(self) -> float:
-        return self.create_time + RETENTION_SECONDS
+        return self.expire_nanos / 1e9
 
     def state(self, now: float) -> str:
         if now < self.ready_at:
@@ -166,7 +238,7 @@ class StoredFile:
                 "sizeBytes": str(self.size),
                 "createTime": rfc3339(self.create_time),
                 "updateTime": rfc3339(self.create_time if state == "PROCESSING" else self.ready_at),
-                "expirationTime": rfc3339(self.expire_time),
+                "expirationTime": rfc3339_nanos(self.expire_nanos),
             }
         )
         if self.sha256:
@@ -234,61 +306,96 @@ class FileStore:
         self,
         *,
         data_dir: str | None = None,
-        processing_delay: float = 0.0,
+        processing_delay: float | None = None,
         video_processing_delay: float | None = None,
         max_file_bytes: int = 2 * 1024**3,
         max_project_bytes: int = 20 * 1024**3,
+        max_inline_bytes: int = 100 * MiB,
+        max_inline_pdf_bytes: int = 50 * MiB,
     ) -> None:
         self._own_dir = data_dir is None
-        self.root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="gemini-emulator-"))
+        self.root = (
+            Path(data_dir) / WORKDIR_NAME if data_dir else Path(tempfile.mkdtemp(prefix="gemini-emulator-"))
+        )
         self.processing_delay = processing_delay
         self.video_delay_setting = video_processing_delay
         self.max_file_bytes = max_file_bytes
         self.max_project_bytes = max_project_bytes
+        self.max_inline_bytes = max_inline_bytes
+        self.max_inline_pdf_bytes = max_inline_pdf_bytes
         self.clock = Clock()
         self.base_url = ""
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._files: dict[str, StoredFile] = {}
         self._sessions: dict[str, UploadSession] = {}
+        self._ended: dict[str, tuple[str, str, int]] = {}  # upload_id -> (final|cancelled, file id, size)
         self._reserved_ids: set[str] = set()
         self._fail_rules: list[tuple[str, str]] = []
         self.counters: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
         self.prepare()
 
     @property
-    def video_processing_delay(self) -> float:
-        """The delay for video/* files: as set, else three times ``processing_delay``."""
+    def video_processing_delay(self) -> float | None:
+        """The delay for video/* files: as set, else three times ``processing_delay``; None: realistic."""
         if self.video_delay_setting is not None:
             return self.video_delay_setting
-        return 3 * self.processing_delay
+        return None if self.processing_delay is None else 3 * self.processing_delay
 
     # ---- housekeeping -------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the data directories (again, after :meth:`close`)."""
-        (self.root / "uploads").mkdir(parents=True, exist_ok=True)
-        (self.root / "files").mkdir(parents=True, exist_ok=True)
+        """Make the working directory, removing what an earlier run of the emulator left in it."""
+        marker = self.root / MARKER_NAME
+        if not self._own_dir and self.root.exists() and not marker.exists() and any(self.root.iterdir()):
+            raise RuntimeError(
+                f"{self.root} exists and was not created by the Gemini emulator; it leaves it alone. "
+                "Pass another --data-dir (the emulator works in its gemini-files-emulator/ subdirectory)."
+            )
+        for sub, pattern in (("uploads", _UPLOAD_ID_RE), ("files", _ID_RE)):
+            folder = self.root / sub
+            if marker.exists() and folder.is_dir():
+                for leftover in folder.iterdir():
+                    if leftover.is_file() and pattern.match(leftover.name):
+                        leftover.unlink(missing_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
     def count(self, operation: str) -> None:
         with self._lock:
             self.counters[operation] = self.counters.get(operation, 0) + 1
 
     def reset(self) -> None:
-        """Forget every file, session, counter, failure rule; rewind the clock."""
+        """Forget every file, session, counter, failure rule; rewind the clock. Deletes the bytes of the
+        files and sessions the emulator created, nothing else."""
         with self._lock:
-            self._files.clear()
-            self._sessions.clear()
-            self._reserved_ids.clear()
+            self._forget_all()
             self._fail_rules.clear()
             self.counters = dict.fromkeys(OPERATIONS, 0)
             self.clock.reset()
-            for sub in ("uploads", "files"):
-                shutil.rmtree(self.root / sub, ignore_errors=True)
-            self.prepare()
+
+    def _forget_all(self) -> None:
+        """Drop every file and session and delete their bytes (caller holds the lock)."""
+        for stored in self._files.values():
+            if stored.path is not None:
+                stored.path.unlink(missing_ok=True)
+        for session in self._sessions.values():
+            session.closed = True
+            session.path.unlink(missing_ok=True)
+        self._files.clear()
+        self._sessions.clear()
+        self._ended.clear()
+        self._reserved_ids.clear()
 
     def close(self) -> None:
+        """Forget everything and clean the working directory (the emulator's own files only)."""
+        with self._lock:
+            self._forget_all()
         if self._own_dir:
             shutil.rmtree(self.root, ignore_errors=True)
+            return
+        for leftover in (self.root / "uploads", self.root / "files", self.root / MARKER_NAME, self.root):
+            with contextlib.suppress(OSError):  # not empty: someone put files there; they stay
+                leftover.unlink() if leftover.name == MARKER_NAME else leftover.rmdir()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -322,13 +429,7 @@ class FileStore:
     def _check_project_quota(self, extra: int) -> None:
         used = self._used_bytes()
         if used + extra > self.max_project_bytes:
-            raise ApiError(
-                429,
-                "You exceeded your current quota, please check your plan and billing details. "
-                "* Quota exceeded for metric: generativelanguage.googleapis.com/file_storage_bytes, "
-                f"limit: {self.max_project_bytes} (in use: {used}, requested: {extra})",
-                "RESOURCE_EXHAUSTED",
-            )
+            raise storage_full(self.max_project_bytes, used, extra)
 
     def _check_file_size(self, size: int) -> None:
         if size > self.max_file_bytes:
@@ -337,8 +438,11 @@ class FileStore:
                 f"File size {size} bytes exceeds the maximum of {self.max_file_bytes} bytes per file.",
             )
 
-    def _delay_for(self, mime_type: str) -> float:
-        return self.video_processing_delay if mime_type.startswith("video/") else self.processing_delay
+    def _delay_for(self, mime_type: str, size: int, video_seconds: float | None = None) -> float:
+        """PROCESSING time: the configured delays, or the realistic model where none is set."""
+        is_video = base_type(mime_type).startswith("video/")
+        configured = self.video_processing_delay if is_video else self.processing_delay
+        return realistic_delay(mime_type, size, video_seconds) if configured is None else configured
 
     def _fail_message_for(self, *texts: str | None) -> str | None:
         for match, message in self._fail_rules:
@@ -370,6 +474,7 @@ class FileStore:
             )
         if not mime_type:
             raise ApiError(400, "The MIME type of the file is missing; set mime_type.")
+        check_upload_mime_type(mime_type)
         if declared_size is not None:
             if declared_size < 0:
                 raise ApiError(400, f"Invalid upload size {declared_size}.")
@@ -409,6 +514,31 @@ class FileStore:
         if session is None or session.closed:
             raise ApiError(404, "No active upload session with this upload_id.", "NOT_FOUND")
         return session
+
+    def ended(self, upload_id: str) -> tuple[str, StoredFile | None, int] | None:
+        """How a finished session ended: ("final" or "cancelled", its File if it still exists, size)."""
+        with self._lock:
+            ended = self._ended.get(upload_id)
+            if ended is None:
+                return None
+            how, file_id, size = ended
+            return how, self._files.get(file_id), size
+
+    def _remember_end(self, session: UploadSession, how: str) -> None:
+        """Keep how a session ended, for later ``query`` commands (caller holds the lock; bounded)."""
+        if len(self._ended) >= 10_000:
+            self._ended.pop(next(iter(self._ended)))
+        self._ended[session.upload_id] = (how, session.file_id, session.offset)
+
+    def cancel(self, session: UploadSession) -> None:
+        """``X-Goog-Upload-Command: cancel``: drop the session and its bytes, free a chosen name."""
+        with self._lock:
+            if not session.closed:
+                self._reserved_ids.discard(session.file_id)
+                self._remember_end(session, "cancelled")
+            self._sessions.pop(session.upload_id, None)
+            session.closed = True
+        session.path.unlink(missing_ok=True)
 
     def check_offset(self, session: UploadSession, offset: int | None) -> None:
         """Refuse a chunk at the wrong offset, reporting the committed one."""
@@ -454,22 +584,24 @@ class FileStore:
             now = self.clock.now()
             final_path = self.root / "files" / session.file_id
             os.replace(session.path, final_path) if session.path.exists() else final_path.touch()
+            video_seconds = _video_seconds(final_path, session.mime_type)
             stored = StoredFile(
                 file_id=session.file_id,
                 seq=next(self._seq),
                 mime_type=session.mime_type,
                 size=session.offset,
                 create_time=now,
-                ready_at=now + self._delay_for(session.mime_type),
+                ready_at=now + self._delay_for(session.mime_type, session.offset, video_seconds),
                 source="UPLOADED",
                 display_name=session.display_name,
                 sha256=sha,
                 path=final_path,
                 fail_message=self._fail_message_for(f"files/{session.file_id}", session.display_name),
-                video_seconds=_video_seconds(final_path, session.mime_type),
+                video_seconds=video_seconds,
             )
             self._files[stored.file_id] = stored
             self._reserved_ids.discard(session.file_id)
+            self._remember_end(session, "final")
             return stored
 
     def abandon(self, session: UploadSession) -> None:
@@ -552,14 +684,16 @@ class FileStore:
             for uri, meta in found:
                 file_id = self._new_id()
                 mime_type = meta.get("contentType") or "application/octet-stream"
+                size = int(meta.get("size", 0))
                 stored = StoredFile(
                     file_id=file_id,
                     seq=next(self._seq),
                     mime_type=mime_type,
-                    size=int(meta.get("size", 0)),
+                    size=size,
                     create_time=now,
-                    ready_at=now + self._delay_for(mime_type),
+                    ready_at=now + self._delay_for(mime_type, size),
                     source="REGISTERED",
+                    retention=REGISTERED_RETENTION_SECONDS,
                     display_name=uri.rsplit("/", 1)[-1][:MAX_DISPLAY_NAME],
                     source_uri=uri,
                     md5_hash=meta.get("md5Hash"),

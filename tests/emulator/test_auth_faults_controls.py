@@ -1,4 +1,7 @@
-"""API-key checks, fault injection, the /_emulator control endpoints and what the emulator logs."""
+"""API-key checks, fault injection, the /_emulator control endpoints and what the emulator logs.
+
+Emulator only: these steer the emulator (faults, controls) or read its logs.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +20,33 @@ from google.genai import errors, types
 from airflow_gemini_files.emulator import GeminiEmulator
 from tests.emulator.conftest import make_client
 
+pytestmark = pytest.mark.emulator_only
 http = httpx.Client(timeout=30)
+KEY = {"x-goog-api-key": "test-api-key"}
 
 
 def _upload(client: genai.Client) -> types.File:
     return client.files.upload(file=io.BytesIO(b"abc"), config={"mime_type": "text/plain"})
 
 
-def test_wrong_api_key_is_invalid_argument(gemini_emulator: GeminiEmulator) -> None:
-    client = make_client(gemini_emulator, api_key="wrong-key")
-    with pytest.raises(errors.ClientError) as info:
-        list(client.files.list())
-    assert (info.value.code, info.value.status) == (400, "INVALID_ARGUMENT")
-    assert "API key not valid" in (info.value.message or "")
+def test_key_is_compared_in_constant_time(gemini_emulator: GeminiEmulator, monkeypatch) -> None:
+    import hmac
+
+    from airflow_gemini_files.emulator import server
+
+    seen: list[tuple[bytes, bytes]] = []
+    compare = hmac.compare_digest
+
+    def spy(given: bytes, expected: bytes) -> bool:
+        seen.append((given, expected))
+        return compare(given, expected)
+
+    monkeypatch.setattr(server.hmac, "compare_digest", spy)
+    wrong, right = make_client(gemini_emulator, api_key="test-api-kez"), make_client(gemini_emulator)
     with pytest.raises(errors.ClientError):
-        _upload(client)
+        list(wrong.files.list())
+    assert list(right.files.list()) == []
+    assert seen == [(b"test-api-kez", b"test-api-key"), (b"test-api-key", b"test-api-key")]
 
 
 def test_missing_api_key_is_permission_denied(gemini_emulator: GeminiEmulator) -> None:
@@ -70,6 +85,7 @@ def test_fault_statuses_reach_the_caller(client: genai.Client, gemini_emulator: 
     with pytest.raises(errors.ClientError) as info:
         client.models.generate_content(model="gemini-2.5-flash", contents="hi")
     assert (info.value.code, info.value.status) == (429, "RESOURCE_EXHAUSTED")
+    assert "exceeded your current quota" in (info.value.message or "")
     assert client.models.generate_content(model="gemini-2.5-flash", contents="hi").text
     with pytest.raises(errors.ServerError) as server_info:
         client.models.generate_content(model="gemini-2.5-flash", contents="hi")
@@ -111,6 +127,39 @@ def test_upload_chunk_fault_fails_the_sdk_upload(
     assert gemini_emulator.files() == []
 
 
+def test_injected_429_carries_quota_failure_retry_info_and_retry_after(
+    gemini_emulator: GeminiEmulator,
+) -> None:
+    gemini_emulator.inject_faults("generate", sequence=[429], retry_delay=37)
+    reply = http.post(
+        f"{gemini_emulator.base_url}/v1beta/models/gemini-2.5-flash:generateContent",
+        headers=KEY,
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+    )
+    assert reply.status_code == 429
+    assert reply.headers["retry-after"] == "37"
+    details = {d["@type"].rsplit(".", 1)[1]: d for d in reply.json()["error"]["details"]}
+    assert details["RetryInfo"]["retryDelay"] == "37s"
+    violation = details["QuotaFailure"]["violations"][0]
+    assert violation["quotaMetric"] == "generativelanguage.googleapis.com/generate_content_free_tier_requests"
+    assert violation["quotaDimensions"] == {"location": "global", "model": "gemini-2.5-flash"}
+    assert details["Help"]["links"][0]["url"] == "https://ai.google.dev/gemini-api/docs/rate-limits"
+
+    gemini_emulator.inject_faults("get", sequence=[503])
+    unavailable = http.get(f"{gemini_emulator.base_url}/v1beta/files/abc", headers=KEY)
+    assert unavailable.status_code == 503
+    assert "details" not in unavailable.json()["error"]
+    assert "retry-after" not in unavailable.headers
+
+
+def test_sdk_parses_the_429_details(client: genai.Client, gemini_emulator: GeminiEmulator) -> None:
+    gemini_emulator.inject_faults("list", sequence=[429], retry_delay=1.5)
+    with pytest.raises(errors.ClientError) as info:
+        list(client.files.list())
+    details = info.value.details["error"]["details"]
+    assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.500s"} in details
+
+
 def test_invalid_fault_plans_are_refused(gemini_emulator: GeminiEmulator) -> None:
     with pytest.raises(ValueError, match="unknown operation"):
         gemini_emulator.inject_faults("upload")
@@ -118,24 +167,27 @@ def test_invalid_fault_plans_are_refused(gemini_emulator: GeminiEmulator) -> Non
         gemini_emulator.inject_faults("get", sequence=[404])
     with pytest.raises(ValueError, match="drop_mid_chunk"):
         gemini_emulator.inject_faults("get", drop_mid_chunk=1)
+    with pytest.raises(ValueError, match="retry_delay"):
+        gemini_emulator.inject_faults("get", retry_delay=float("nan"))
 
 
 def test_http_control_endpoints(client: genai.Client, gemini_emulator: GeminiEmulator) -> None:
     base = f"{gemini_emulator.base_url}/_emulator"
     file = _upload(client)
-    stats = http.get(f"{base}/stats").json()
+    stats = http.get(f"{base}/stats", headers=KEY).json()
     assert stats == {
         "requests": {
-            "upload_start": 1, "upload_chunk": 1, "upload_query": 0, "get": 0, "list": 0,
-            "delete": 0, "register": 0, "generate": 0, "download": 0, "batch_create": 0, "batch_get": 0,
-            "batch_list": 0, "batch_cancel": 0, "batch_delete": 0,
+            "upload_start": 1, "upload_chunk": 1, "upload_query": 0, "upload_cancel": 0, "get": 0, "list": 0,
+            "delete": 0, "register": 0, "generate": 0, "count_tokens": 0, "models": 0, "download": 0,
+            "batch_create": 0, "batch_get": 0, "batch_list": 0, "batch_cancel": 0, "batch_delete": 0,
         },
         "files": 1,
         "bytes": 3,
         "batches": 0,
     }  # fmt: skip
-    assert [f["name"] for f in http.get(f"{base}/files").json()["files"]] == [file.name]
+    assert [f["name"] for f in http.get(f"{base}/files?key=test-api-key").json()["files"]] == [file.name]
 
+    http.headers.update(KEY)
     assert http.post(f"{base}/config", json={"processing_delay": 5}).json()["processing_delay"] == 5
     assert http.post(f"{base}/fail_processing", json={"match": "slow", "message": "nope"}).status_code == 200
     slow = client.files.upload(
@@ -156,8 +208,69 @@ def test_http_control_endpoints(client: genai.Client, gemini_emulator: GeminiEmu
 
     assert http.post(f"{base}/reset").status_code == 200
     assert http.get(f"{base}/stats").json()["files"] == 0
-    assert http.get(f"{base}/config").json()["processing_delay"] == 0
+    assert http.get(f"{base}/config").json()["processing_delay"] is None  # realistic
     assert http.get(f"{base}/unknown").status_code == 404
+    del http.headers["x-goog-api-key"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "stats", None),
+        ("POST", "reset", {}),
+        ("POST", "clock", {"seconds": 60}),
+        ("POST", "faults", {"operation": "*", "rate": 1}),
+        ("POST", "config", {"processing_delay": 9}),
+    ],
+)
+def test_controls_need_the_api_key_when_one_is_set(
+    client: genai.Client, gemini_emulator: GeminiEmulator, method: str, path: str, body: dict | None
+) -> None:
+    file = _upload(client)
+    url = f"{gemini_emulator.base_url}/_emulator/{path}"
+    missing = http.request(method, url, json=body)
+    wrong = http.request(method, url, json=body, headers={"x-goog-api-key": "guess"})
+    assert (missing.status_code, missing.json()["error"]["status"]) == (403, "PERMISSION_DENIED")
+    assert (wrong.status_code, wrong.json()["error"]["status"]) == (400, "INVALID_ARGUMENT")
+    assert client.files.get(name=file.name or "").name == file.name  # nothing was reset or faulted
+    assert gemini_emulator.settings()["processing_delay"] is None
+    assert http.request(method, url, json=body, headers=KEY).status_code == 200
+
+
+def test_controls_need_no_key_when_the_emulator_has_none() -> None:
+    with GeminiEmulator() as open_emu:
+        assert http.get(f"{open_emu.base_url}/_emulator/stats").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("clock", b'{"seconds": NaN}', "NaN is not a JSON number"),
+        ("clock", b'{"seconds": Infinity}', "Infinity is not a JSON number"),
+        ("clock", b'{"seconds": "1e999"}', "seconds must be a number"),
+        ("clock", b'{"seconds": 1e999}', "finite number of seconds"),
+        ("clock", b'{"seconds": -5}', "finite number of seconds"),
+        ("fail_processing", b'{"message": "no match"}', "needs {'match'"),
+        ("fail_processing", b'{"match": ""}', "needs {'match'"),
+        ("config", b'{"processing_delay": -1}', "finite number of seconds"),
+        ("config", b'{"register_auth": "cookies"}', "register_auth must be one of"),
+        ("config", b'{"colour": "blue"}', "unexpected keyword argument"),
+        ("faults", b'{"operation": "get", "latency": "slow"}', "latency must be"),
+    ],
+)
+def test_bad_control_bodies_get_a_clear_400(
+    gemini_emulator: GeminiEmulator, path: str, body: bytes, message: str
+) -> None:
+    reply = http.post(f"{gemini_emulator.base_url}/_emulator/{path}", content=body, headers=KEY)
+    assert reply.status_code == 400, reply.text
+    assert message in reply.json()["error"]["message"]
+    assert gemini_emulator.store.clock.now() == pytest.approx(time.time(), abs=5)
+
+
+def test_control_bodies_are_capped_at_one_mib(gemini_emulator: GeminiEmulator) -> None:
+    body = b'{"match": "' + b"x" * (1024 * 1024) + b'"}'
+    reply = http.post(f"{gemini_emulator.base_url}/_emulator/fail_processing", content=body, headers=KEY)
+    assert reply.status_code == 413
 
 
 def test_unknown_path_is_not_found(gemini_emulator: GeminiEmulator) -> None:
@@ -170,7 +283,25 @@ def test_unknown_path_is_not_found(gemini_emulator: GeminiEmulator) -> None:
 
 def test_cli_serves_until_terminated() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_gemini_files.emulator.cli", "--port", "0", "--api-key", "cli-key"],
+        [
+            sys.executable,
+            "-m",
+            "airflow_gemini_files.emulator.cli",
+            "--port",
+            "0",
+            "--api-key",
+            "cli-key",
+            "--processing-delay",
+            "realistic",
+            "--register-auth",
+            "key_only",
+            "--model",
+            "gemini-2.5-flash",
+            "--model",
+            "gemini-9-test",
+            "--max-inline-bytes",
+            "1000",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -182,7 +313,13 @@ def test_cli_serves_until_terminated() -> None:
         client = genai.Client(api_key="cli-key", http_options=types.HttpOptions(base_url=base_url))
         file = _upload(client)
         assert [f.name for f in client.files.list()] == [file.name]
-        assert http.get(f"{base_url}/_emulator/stats").json()["files"] == 1
+        stats = http.get(f"{base_url}/_emulator/stats", headers={"x-goog-api-key": "cli-key"})
+        assert stats.json()["files"] == 1
+        config = http.get(f"{base_url}/_emulator/config", headers={"x-goog-api-key": "cli-key"}).json()
+        assert config["processing_delay"] is None
+        assert config["register_auth"] == "key_only"
+        assert config["models"] == ["gemini-2.5-flash", "gemini-9-test"]
+        assert config["max_inline_bytes"] == 1000
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0

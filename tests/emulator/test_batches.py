@@ -583,7 +583,11 @@ def test_faults_target_batch_operations_and_stats_count_them(gemini_emulator: Ge
 
 
 def test_http_controls(client: genai.Client, gemini_emulator: GeminiEmulator) -> None:
-    http = httpx.Client(base_url=f"{gemini_emulator.base_url}/_emulator", timeout=30)
+    http = httpx.Client(
+        base_url=f"{gemini_emulator.base_url}/_emulator",
+        headers={"x-goog-api-key": gemini_emulator.api_key},
+        timeout=30,
+    )
     assert (
         http.post("/batches/config", json={"pending_seconds": 0, "running_seconds": 5}).json()[
             "running_seconds"

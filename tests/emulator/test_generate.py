@@ -1,4 +1,7 @@
-"""generateContent through the SDK: deterministic descriptions, validation, structured output, latency."""
+"""generateContent through the SDK: deterministic descriptions, validation, structured output, latency.
+
+Emulator only: the answers are the emulated model's deterministic descriptions.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ from google.genai import errors, types
 
 from airflow_gemini_files.emulator import GeminiEmulator
 
+pytestmark = pytest.mark.emulator_only
 MODEL = "gemini-2.5-flash"
+MiB = 1024 * 1024
 
 
 def png_bytes(width: int, height: int) -> bytes:
@@ -95,11 +100,16 @@ def test_answer_describes_each_part(client: genai.Client) -> None:
     assert "WAV audio, 2.500 s" in answer
     assert "'contract.pdf' (application/pdf" in answer
     assert "PDF, 3 page(s)" in answer
-    assert response.usage_metadata is not None
-    assert response.usage_metadata.total_token_count == (
-        (response.usage_metadata.prompt_token_count or 0)
-        + (response.usage_metadata.candidates_token_count or 0)
+    usage = response.usage_metadata
+    assert usage is not None
+    assert usage.thoughts_token_count  # gemini-2.5-flash thinks by default
+    assert usage.total_token_count == (
+        (usage.prompt_token_count or 0) + (usage.candidates_token_count or 0) + usage.thoughts_token_count
     )
+    modalities = {d.modality.name: d.token_count for d in usage.prompt_tokens_details or [] if d.modality}
+    assert set(modalities) == {"TEXT", "IMAGE", "AUDIO", "DOCUMENT"}
+    assert sum(v or 0 for v in modalities.values()) == usage.prompt_token_count
+    assert modalities["IMAGE"] == 2 * 258
 
 
 def test_same_request_same_answer_and_tokens_grow_with_input(client: genai.Client) -> None:
@@ -130,12 +140,70 @@ def test_inline_bytes_mixed_with_a_file(client: genai.Client) -> None:
     assert "image 8x2 px" in answer
 
 
-def test_inline_data_over_20_mb_is_refused(client: genai.Client) -> None:
-    big = types.Part.from_bytes(data=b"\x00" * (20 * 1024 * 1024 + 1), mime_type="application/octet-stream")
+def test_inline_data_above_the_old_20_mb_limit_is_accepted(client: genai.Client) -> None:
+    big = types.Part.from_bytes(data=b"a" * (21 * MiB), mime_type="text/plain")
+    usage = client.models.generate_content(model=MODEL, contents=["What is it?", big]).usage_metadata
+    assert usage is not None
+    assert (usage.prompt_token_count or 0) > 21 * MiB // 4
+
+
+def test_inline_limits_default_to_100_mb_and_50_mb_for_pdfs(gemini_emulator: GeminiEmulator) -> None:
+    settings = gemini_emulator.settings()
+    assert (settings["max_inline_bytes"], settings["max_inline_pdf_bytes"]) == (100 * MiB, 50 * MiB)
+
+
+def test_inline_data_over_the_limit_is_refused(client: genai.Client, gemini_emulator: GeminiEmulator) -> None:
+    gemini_emulator.configure(max_inline_bytes=3000)
+    parts = [types.Part.from_bytes(data=b"a" * 1500, mime_type="text/plain") for _ in range(2)]
+    assert client.models.generate_content(model=MODEL, contents=["Two halves", *parts]).text
     with pytest.raises(errors.ClientError) as info:
-        client.models.generate_content(model=MODEL, contents=["What is it?", big])
+        client.models.generate_content(model=MODEL, contents=["Too much", *parts, parts[0]])
     assert (info.value.code, info.value.status) == (400, "INVALID_ARGUMENT")
+    assert info.value.message == "Request payload size exceeds the limit: 3000 bytes."
+
+
+def test_inline_pdf_over_its_own_limit_is_refused(
+    client: genai.Client, gemini_emulator: GeminiEmulator
+) -> None:
+    gemini_emulator.configure(max_inline_pdf_bytes=len(pdf_bytes(1)))
+    assert client.models.generate_content(
+        model=MODEL, contents=[types.Part.from_bytes(data=pdf_bytes(1), mime_type="application/pdf")]
+    ).text
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(
+            model=MODEL, contents=[types.Part.from_bytes(data=pdf_bytes(2), mime_type="application/pdf")]
+        )
+    assert info.value.code == 400
     assert "Files API" in (info.value.message or "")
+    text = types.Part.from_bytes(
+        data=b"x" * 4096, mime_type="text/plain"
+    )  # other types keep the larger limit
+    assert client.models.generate_content(model=MODEL, contents=[text]).text
+
+
+def test_thinking_budget_zero_means_no_thought_tokens(client: genai.Client) -> None:
+    config = {"thinking_config": {"thinking_budget": 0}}
+    usage = client.models.generate_content(model=MODEL, contents="hi", config=config).usage_metadata
+    assert usage is not None
+    assert usage.thoughts_token_count is None
+    assert usage.total_token_count == (usage.prompt_token_count or 0) + (usage.candidates_token_count or 0)
+    capped = client.models.generate_content(
+        model=MODEL, contents="hi", config={"thinking_config": {"thinking_budget": 3}}
+    ).usage_metadata
+    assert capped is not None
+    assert capped.thoughts_token_count == 3
+
+
+def test_models_that_do_not_think_report_no_thoughts(client: genai.Client) -> None:
+    for model in ("gemini-2.0-flash", "gemini-2.5-flash-lite"):
+        usage = client.models.generate_content(model=model, contents="hi").usage_metadata
+        assert usage is not None
+        assert usage.thoughts_token_count is None, model
+    lite = client.models.generate_content(
+        model="gemini-2.5-flash-lite", contents="hi", config={"thinking_config": {"thinking_budget": 512}}
+    ).usage_metadata
+    assert lite is not None
+    assert lite.thoughts_token_count  # thinking on request
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "text-bison-001"])

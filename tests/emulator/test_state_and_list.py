@@ -1,8 +1,12 @@
-"""File lifecycle through the SDK: PROCESSING -> ACTIVE/FAILED, 48 h expiry, list paging."""
+"""File lifecycle through the SDK: PROCESSING -> ACTIVE/FAILED, processing delays, 48 h expiry, list paging.
+
+Emulator only: these move the emulator's clock and set its delays.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 
 import pytest
@@ -10,6 +14,11 @@ from google import genai
 from google.genai import errors, types
 
 from airflow_gemini_files.emulator import GeminiEmulator
+from airflow_gemini_files.emulator.store import realistic_delay
+from tests.emulator.test_generate import mp4_bytes, png_bytes, wav_bytes
+
+pytestmark = pytest.mark.emulator_only
+MiB = 1024 * 1024
 
 
 def _upload(client: genai.Client, mime_type: str = "text/plain", **config: str) -> types.File:
@@ -126,4 +135,67 @@ def test_video_delay_follows_processing_delay_unless_set(
     gemini_emulator.advance_clock(6)
     assert _state(client.files.get(name=video.name or "")) == "ACTIVE"
     gemini_emulator.reset()
-    assert gemini_emulator.settings()["video_processing_delay"] == 0
+    assert gemini_emulator.settings()["video_processing_delay"] is None  # realistic by default
+
+
+def _upload_bytes(client: genai.Client, data: bytes, mime_type: str) -> types.File:
+    return client.files.upload(file=io.BytesIO(data), config={"mime_type": mime_type})
+
+
+def test_realistic_delays_keep_media_processing_as_the_real_service_does(
+    client: genai.Client, gemini_emulator: GeminiEmulator
+) -> None:
+    gemini_emulator.configure(processing_delay="realistic")
+    assert gemini_emulator.settings()["processing_delay"] is None
+    text = _upload_bytes(client, b"notes", "text/plain")
+    image = _upload_bytes(client, png_bytes(8, 8), "image/png")
+    audio = _upload_bytes(client, wav_bytes(200, rate=8000), "audio/wav")  # ~3 MiB: ~1 s
+    video = _upload_bytes(client, mp4_bytes(20), "video/mp4")
+    assert [_state(f) for f in (text, image)] == ["ACTIVE", "ACTIVE"]
+    assert [_state(f) for f in (audio, video)] == ["PROCESSING", "PROCESSING"]
+    gemini_emulator.advance_clock(1.5)
+    assert _state(client.files.get(name=audio.name or "")) == "ACTIVE"
+    assert _state(client.files.get(name=video.name or "")) == "PROCESSING"
+    gemini_emulator.advance_clock(14)  # 5 s start-up + 10 s for a 20 s video
+    assert _state(client.files.get(name=video.name or "")) == "ACTIVE"
+
+
+def test_realistic_delays_grow_with_size_and_stay_bounded() -> None:
+    assert realistic_delay("text/csv", 500 * MiB) == 0
+    assert realistic_delay("image/jpeg", 50 * MiB) == 0
+    assert realistic_delay("application/pdf", MiB) == realistic_delay("audio/wav", MiB) == 0  # small: at once
+    assert realistic_delay("application/pdf", 41 * MiB) == 10
+    assert realistic_delay("audio/mp3", 11 * MiB) == 5
+    assert realistic_delay("video/mp4", 100 * MiB) == 105
+    assert realistic_delay("video/mp4", MiB, video_seconds=600) == 305
+    assert realistic_delay("video/mp4", 2048 * MiB) == 600
+
+
+def test_code_that_skips_the_wait_fails_offline_as_it_would_live(
+    client: genai.Client, gemini_emulator: GeminiEmulator
+) -> None:
+    gemini_emulator.configure(processing_delay="realistic")
+    video = _upload_bytes(client, mp4_bytes(3), "video/mp4")
+    with pytest.raises(errors.ClientError) as info:
+        client.models.generate_content(model="gemini-2.5-flash", contents=["Describe", video])
+    assert (info.value.code, info.value.status) == (400, "FAILED_PRECONDITION")
+    assert (
+        info.value.message
+        == f"The File {(video.name or '')[6:]} is not in an ACTIVE state and usage is not allowed."
+    )
+
+
+def test_instant_active_is_a_zero_delay(client: genai.Client, gemini_emulator: GeminiEmulator) -> None:
+    gemini_emulator.configure(processing_delay=0)
+    assert _state(_upload_bytes(client, mp4_bytes(60), "video/mp4")) == "ACTIVE"
+    gemini_emulator.configure(processing_delay="realistic", video_processing_delay=2)
+    assert gemini_emulator.settings()["video_processing_delay"] == 2
+    assert _state(_upload_bytes(client, mp4_bytes(60), "video/mp4")) == "PROCESSING"
+    assert _state(_upload_bytes(client, b"doc", "text/plain")) == "ACTIVE"
+
+
+def test_realistic_delays_are_the_default(client: genai.Client, gemini_emulator: GeminiEmulator) -> None:
+    assert inspect.signature(GeminiEmulator).parameters["processing_delay"].default is None
+    video = _upload_bytes(client, mp4_bytes(3), "video/mp4")
+    assert _state(video) == "PROCESSING"
+    assert _state(_upload_bytes(client, b"notes", "text/plain")) == "ACTIVE"

@@ -208,7 +208,7 @@ def test_upload_from_gcs_sniffs_when_the_object_has_no_content_type(hook, bucket
     bucket.blob("scans/scan-0001").upload_from_string(png, content_type=untyped)
     assert hook.upload_file(f"gs://{BUCKET}/scans/scan-0001").mime_type == "image/png"
     bucket.blob("exports/events.jsonl").upload_from_string(b'{"a": 1}\n{"a": 2}\n', content_type=untyped)
-    assert hook.upload_file(f"gs://{BUCKET}/exports/events.jsonl").mime_type == "application/jsonl"
+    assert hook.upload_file(f"gs://{BUCKET}/exports/events.jsonl").mime_type == "text/plain"
 
 
 def test_text_plain_content_type_contradicted_by_magic_bytes_is_corrected(hook, bucket):

@@ -114,7 +114,7 @@ def test_the_sdk_sees_the_uploaded_file(gemini_emulator: GeminiEmulator, data: b
 def test_503_and_429_on_chunks_are_retried(gemini_emulator: GeminiEmulator, data: bytes) -> None:
     gemini_emulator.inject_faults("upload_chunk", sequence=[0, 503, 429, 0, 503])
     upload = uploader(gemini_emulator)
-    file = upload.upload(io.BytesIO(data), size=len(data), mime_type="application/octet-stream")
+    file = upload.upload(io.BytesIO(data), size=len(data), mime_type="text/plain")
     assert file.sha256_hash == sha256_b64(data)
     assert upload.stats.retries == 3
     # A refused chunk is sent again whole: the emulator answered before reading it.
@@ -127,7 +127,7 @@ def test_connection_dropped_mid_chunk_resumes_at_the_committed_offset(
 ) -> None:
     gemini_emulator.inject_faults("upload_chunk", sequence=[0, 0], drop_mid_chunk=1)
     upload = uploader(gemini_emulator)
-    file = upload.upload(io.BytesIO(data), size=len(data), mime_type="application/octet-stream")
+    file = upload.upload(io.BytesIO(data), size=len(data), mime_type="text/plain")
     assert file.sha256_hash == sha256_b64(data)
     assert stored(gemini_emulator, file.name)["sizeBytes"] == str(len(data))
     assert upload.stats.queries >= 1
@@ -140,7 +140,7 @@ def test_non_seekable_pipe_survives_a_dropped_chunk(
 ) -> None:
     gemini_emulator.inject_faults("upload_chunk", drop_mid_chunk=2)
     upload = uploader(gemini_emulator)
-    file = upload.upload(pipe, size=len(data), mime_type="application/octet-stream", label="pipe")
+    file = upload.upload(pipe, size=len(data), mime_type="text/plain", label="pipe")
     assert file.sha256_hash == sha256_b64(data)
     assert upload.stats.bytes_resent <= 2 * CHUNK
 
@@ -152,7 +152,7 @@ def test_random_faults_on_chunks_and_queries_still_deliver_every_byte(
     gemini_emulator.inject_faults("upload_query", sequence=[503])
     retry = RetryPolicy(attempts=8, initial_delay=0.01, max_delay=0.05, jitter=0.01)
     upload = uploader(gemini_emulator, retry=retry)
-    file = upload.upload(io.BytesIO(data), size=len(data), mime_type="application/octet-stream")
+    file = upload.upload(io.BytesIO(data), size=len(data), mime_type="text/plain")
     assert file.sha256_hash == sha256_b64(data)
     assert upload.stats.bytes_resent < len(data)
 
@@ -164,7 +164,7 @@ def test_the_sdk_alone_fails_where_we_resume(gemini_emulator: GeminiEmulator, da
         api_key=gemini_emulator.api_key, http_options=types.HttpOptions(base_url=gemini_emulator.base_url)
     )
     with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the SDK raises, the upload is lost
-        client.files.upload(file=io.BytesIO(data), config={"mime_type": "application/octet-stream"})
+        client.files.upload(file=io.BytesIO(data), config={"mime_type": "text/plain"})
     assert gemini_emulator.files() == []
 
 
