@@ -1,4 +1,7 @@
-"""Retry policy shared by the Gemini client (via the SDK) and our own resumable upload."""
+"""Backoff shared by the Gemini client (via the SDK), our resumable upload and GCS reads: how long to wait.
+
+Which errors are worth another try is decided in :mod:`airflow_gemini_files.hooks.policy`.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from google.genai import types
 
-#: HTTP statuses worth another try: the same set the google-genai SDK retries.
-RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
-
-#: Connection-level failures worth another try (refused, reset, dropped mid-body, timed out).
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    httpx.TransportError,  # ConnectError, ReadError, WriteError, RemoteProtocolError, timeouts
-    ConnectionError,
-    TimeoutError,
-)
+from airflow_gemini_files.hooks.policy import RETRYABLE_STATUSES, is_network_error
 
 _EXTRA_KEYS = {
     "retry_attempts": "attempts",
@@ -119,8 +113,8 @@ class RetryPolicy:
 
     @staticmethod
     def is_transient_error(exc: BaseException) -> bool:
-        """True for connection-level failures (refused, reset, dropped, timed out)."""
-        return isinstance(exc, TRANSIENT_ERRORS)
+        """True for connection-level failures (refused, reset, dropped, timed out); see the policy module."""
+        return is_network_error(exc)
 
     def wait_before_retry(self, retry_number: int, retry_after: float | None = None) -> float:
         """The wait for retry `retry_number`, honouring a server's `Retry-After` up to `max_delay`."""
