@@ -14,6 +14,7 @@ sees the file PROCESSING first and the change on a later poll.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import Callable
@@ -174,29 +175,40 @@ def _outcome(mode: str, situation: Situation) -> tuple[str, str]:
     return "ok", f"{ref.name} {ref.state} {ref.display_name}"
 
 
+def _play(
+    situation: Situation,
+    mode: str,
+    emulator: GeminiEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    after_first_check: _AfterFirstCheck,
+) -> tuple[str, str]:
+    """Set the situation up from scratch (a fresh emulator, the file just uploaded) and wait in ``mode``."""
+    emulator.reset()
+    emulator.configure(processing_delay=situation.processing_delay)
+    if situation.fail:
+        emulator.fail_processing("scan-2026-11", "The scan is unreadable.")
+    _connect(monkeypatch, emulator)
+    document = io.BytesIO(b"a scanned page\n" * 20)
+    GeminiHook(gemini_conn_id="wait_modes").upload_file(
+        document, mime_type="text/plain", display_name="scan-2026-11.txt", name=NAME
+    )
+    if situation.faults:
+        emulator.inject_faults("get", sequence=situation.faults)
+    if situation.bad_key:
+        _connect(monkeypatch, emulator, key="AIza-revoked-key")
+    after_first_check.arm(situation.after_first_check)
+    return _outcome(mode, situation)
+
+
 @pytest.mark.parametrize("name", list(SITUATIONS))
 def test_every_mode_ends_the_same_way(
     name: str, gemini_emulator: GeminiEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     situation = SITUATIONS[name]
     after_first_check = _AfterFirstCheck(monkeypatch, gemini_emulator)
-    outcomes: dict[str, tuple[str, str]] = {}
-    for mode in MODES:
-        gemini_emulator.reset()
-        gemini_emulator.configure(processing_delay=situation.processing_delay)
-        if situation.fail:
-            gemini_emulator.fail_processing("scan-2026-11", "The scan is unreadable.")
-        _connect(monkeypatch, gemini_emulator)
-        GeminiHook(gemini_conn_id="wait_modes").upload_file(
-            _document(), mime_type="text/plain", display_name="scan-2026-11.txt", name=NAME
-        )
-        if situation.faults:
-            gemini_emulator.inject_faults("get", sequence=situation.faults)
-        if situation.bad_key:
-            _connect(monkeypatch, gemini_emulator, key="AIza-revoked-key")
-        after_first_check.arm(situation.after_first_check)
-        outcomes[mode] = _outcome(mode, situation)
-
+    outcomes = {
+        mode: _play(situation, mode, gemini_emulator, monkeypatch, after_first_check) for mode in MODES
+    }
     assert len(set(outcomes.values())) == 1, "the modes disagree:\n" + "\n".join(
         f"  {mode:10s} {kind}: {message}" for mode, (kind, message) in outcomes.items()
     )
@@ -207,40 +219,24 @@ def test_every_mode_ends_the_same_way(
     assert "AIza-revoked-key" not in message
 
 
-def _document() -> Any:
-    import io
+FILE = f"{NAME} (scan-2026-11.txt)"
+MESSAGES = {
+    "failed": f"{FILE} FAILED processing: The scan is unreadable. Check that it is a valid text/plain, then "
+    "upload a valid copy of the document.",
+    "deleted": f"{FILE} does not exist: it was deleted, expired (files live 48 hours) or belongs to another "
+    "project. Upload or register the source again.",
+    "timeout": f"1 of 1 Gemini file(s) still not ACTIVE after the timeout of 0.3 s: {FILE}. Raise the "
+    "timeout",
+    "too_many_failed_polls": f"Gave up waiting for {FILE} after 5 polls in a row could not check them",
+    "bad_key": "Gemini rejected the API key of connection 'wait_modes'",
+}
 
-    return io.BytesIO(b"a scanned page\n" * 20)
 
-
-def test_the_messages_name_the_file_and_the_fix(gemini_emulator: GeminiEmulator, monkeypatch) -> None:
+@pytest.mark.parametrize("name", list(MESSAGES))
+def test_the_messages_name_the_file_and_the_fix(
+    name: str, gemini_emulator: GeminiEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One readable message per situation (checked once here; the test above shows every mode gives it)."""
     after_first_check = _AfterFirstCheck(monkeypatch, gemini_emulator)
-    expected = {
-        "failed": f"{NAME} (scan-2026-11.txt) FAILED processing: The scan is unreadable. Check that it is a valid "
-        "text/plain, then upload a valid copy of the document.",
-        "deleted": f"{NAME} (scan-2026-11.txt) does not exist: it was deleted, expired (files live 48 hours) or "
-        "belongs to another project. Upload or register the source again.",
-        "timeout": f"1 of 1 Gemini file(s) still not ACTIVE after the timeout of 0.3 s: {NAME} (scan-2026-11.txt). "
-        "Raise the timeout",
-        "too_many_failed_polls": f"Gave up waiting for {NAME} (scan-2026-11.txt) after 5 polls in a row could not "
-        "check them",
-        "bad_key": "Gemini rejected the API key of connection 'wait_modes'",
-    }
-    for name, fragment in expected.items():
-        situation = SITUATIONS[name]
-        gemini_emulator.reset()
-        gemini_emulator.configure(processing_delay=situation.processing_delay)
-        if situation.fail:
-            gemini_emulator.fail_processing("scan-2026-11", "The scan is unreadable.")
-        _connect(monkeypatch, gemini_emulator)
-        GeminiHook(gemini_conn_id="wait_modes").upload_file(
-            _document(), mime_type="text/plain", display_name="scan-2026-11.txt", name=NAME
-        )
-        if situation.faults:
-            gemini_emulator.inject_faults("get", sequence=situation.faults)
-        if situation.bad_key:
-            _connect(monkeypatch, gemini_emulator, key="AIza-revoked-key")
-        after_first_check.arm(situation.after_first_check)
-        kind, message = _outcome("poke", situation)
-        assert fragment in message, f"{name}: {message}"
+    _, message = _play(SITUATIONS[name], "poke", gemini_emulator, monkeypatch, after_first_check)
+    assert MESSAGES[name] in message

@@ -275,7 +275,7 @@ def test_the_source_is_hashed_only_when_size_and_state_allow_reuse():
         (
             api_error(
                 403,
-                "Method doesn't allow unregistered callers (without established identity). Please use API Key",
+                "Method doesn't allow unregistered callers (no established identity). Please use API Key",
             ),
             {},
             ApiProblem.BAD_KEY,
