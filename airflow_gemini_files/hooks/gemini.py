@@ -28,7 +28,7 @@ from airflow_gemini_files.exceptions import (
 from airflow_gemini_files.gcs_uri import parse_gs_uri
 from airflow_gemini_files.hooks import gcs, policy
 from airflow_gemini_files.hooks.policy import ActiveWait, ApiProblem, PollSchedule
-from airflow_gemini_files.hooks.retry import RetryPolicy
+from airflow_gemini_files.hooks.retry import RetryPolicy, number_extra
 from airflow_gemini_files.hooks.sources import UploadSource, open_source
 from airflow_gemini_files.mime import resolve_mime_type
 from airflow_gemini_files.naming import check_display_name, printable
@@ -147,13 +147,11 @@ def _optional_str(value: Any) -> str | None:
 
 
 def _optional_seconds(conn_id: str, key: str, value: Any) -> float | None:
-    if value is None or value == "":
-        return None
     try:
-        seconds = float(value)
-    except (TypeError, ValueError):
+        seconds = number_extra(key, value, integer=False, example="120")
+    except ValueError:
         seconds = -1.0
-    if isinstance(value, bool) or not seconds > 0:
+    if seconds is not None and not seconds > 0:
         raise GeminiInputError(
             f"Gemini connection {conn_id!r}: extra {key}={value!r} must be a positive number of seconds "
             "(e.g. 120), or removed for no limit."
@@ -162,13 +160,15 @@ def _optional_seconds(conn_id: str, key: str, value: Any) -> float | None:
 
 
 def _chunk_size(conn_id: str, value: Any) -> int:
-    if value is None or value == "":
-        return DEFAULT_UPLOAD_CHUNK_SIZE
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if isinstance(value, bool) or not number.is_integer() or number <= 0 or number % UPLOAD_CHUNK_QUANTUM:
+        number = number_extra(
+            "upload_chunk_size", value, integer=True, example=str(DEFAULT_UPLOAD_CHUNK_SIZE)
+        )
+    except ValueError:
+        number = -1
+    if number is None:
+        return DEFAULT_UPLOAD_CHUNK_SIZE
+    if number <= 0 or number % UPLOAD_CHUNK_QUANTUM:
         raise GeminiInputError(
             f"Gemini connection {conn_id!r}: extra upload_chunk_size={value!r} must be a positive multiple "
             f"of {UPLOAD_CHUNK_QUANTUM} bytes (256 KiB), e.g. {DEFAULT_UPLOAD_CHUNK_SIZE} (8 MiB, the "

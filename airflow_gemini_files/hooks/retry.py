@@ -67,10 +67,9 @@ class RetryPolicy:
         """
         kwargs: dict[str, Any] = {}
         for key, attr in _EXTRA_KEYS.items():
-            raw = (extra or {}).get(key)
-            if raw is None or raw == "":
-                continue
-            kwargs[attr] = _parse_extra(key, raw, integer=attr == "attempts")
+            value = number_extra(key, (extra or {}).get(key), integer=attr == "attempts")
+            if value is not None:
+                kwargs[attr] = value
         try:
             return cls(**kwargs)
         except ValueError as err:
@@ -143,19 +142,25 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _parse_extra(key: str, raw: Any, *, integer: bool) -> float | int:
+def number_extra(key: str, raw: Any, *, integer: bool, example: str | None = None) -> float | int | None:
+    """A connection extra's number (the form stores strings): None when unset, else a ValueError naming it."""
+    if raw is None or raw == "":
+        return None
     kind = "an integer" if integer else "a number of seconds"
+    example = example or ("5" if integer else "1.5")
     if isinstance(raw, bool):
         raise ValueError(f"Gemini connection extra {key}={raw!r} must be {kind}, not a boolean.")
     try:
         number = float(raw)
     except (TypeError, ValueError):
         raise ValueError(
-            f"Gemini connection extra {key}={raw!r} is not {kind}. Set it to e.g. "
-            f"{'5' if integer else '1.5'} or remove it to use the default."
+            f"Gemini connection extra {key}={raw!r} is not {kind}. Set it to e.g. {example} or remove it "
+            "to use the default."
         ) from None
     if integer:
         if not number.is_integer():
-            raise ValueError(f"Gemini connection extra {key}={raw!r} must be a whole number such as 5.")
+            raise ValueError(
+                f"Gemini connection extra {key}={raw!r} must be a whole number such as {example}."
+            )
         return int(number)
     return number

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
+from doubles import context as ctx
 from google.cloud import storage
 
 from airflow_gemini_files.exceptions import (
@@ -29,27 +30,6 @@ from airflow_gemini_files.sensors.files import GeminiFileActiveSensor
 SAMPLES = resources.files("airflow_gemini_files.samples")
 DOCS = ("invoice_northwind_2026-11.pdf", "revenue_chart_q3.png", "meeting_notes_de.md")
 BUCKET = "ops-docs"
-
-
-class TI:
-    """The task-instance surface operators use: identity, map index, XCom push."""
-
-    def __init__(
-        self, task_id: str = "task", run_id: str = "manual__1", map_index: int = -1, try_number: int = 1
-    ) -> None:
-        self.try_number = try_number
-        self.dag_id = "nightly"
-        self.task_id = task_id
-        self.run_id = run_id
-        self.map_index = map_index
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-def ctx(**kwargs: Any) -> dict[str, Any]:
-    return {"ti": TI(**kwargs)}
 
 
 @pytest.fixture

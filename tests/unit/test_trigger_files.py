@@ -176,7 +176,12 @@ def test_deadline_already_passed_after_restart_polls_once_then_times_out(fake_ho
     assert fake_hook.calls["get"] == 1
 
 
-def test_the_first_poll_waits_out_the_interval_after_the_sensors_check(fake_hook, clock):
+@pytest.mark.parametrize(
+    ("checked_ago", "sleeps"),
+    [(3, [7.0]), (60, []), (None, [])],
+    ids=["just-checked", "long-ago", "no-check"],
+)
+def test_the_first_poll_waits_out_the_interval_after_the_sensors_check(fake_hook, clock, checked_ago, sleeps):
     """The sensor checked 3 s before deferring: the trigger's first poll comes 10 s after that check."""
     fake_hook.add("files/a")
     trigger = GeminiFileActiveTrigger(
@@ -184,22 +189,9 @@ def test_the_first_poll_waits_out_the_interval_after_the_sensors_check(fake_hook
         gemini_conn_id="gemini_default",
         poll_interval=10,
         end_time=START + 600,
-        last_check=START - 3,
+        last_check=None if checked_ago is None else START - checked_ago,
     )
     (event,) = run(trigger)
     assert event["status"] == "success"
-    assert clock.sleeps == [7.0]
+    assert clock.sleeps == sleeps
     assert fake_hook.calls["get"] == 1
-
-
-def test_an_old_last_check_does_not_delay_the_first_poll(fake_hook, clock):
-    fake_hook.add("files/a")
-    trigger = GeminiFileActiveTrigger(
-        file_names=["files/a"],
-        gemini_conn_id="c",
-        poll_interval=10,
-        end_time=START + 600,
-        last_check=START - 60,
-    )
-    run(trigger)
-    assert clock.sleeps == []
