@@ -67,11 +67,10 @@ def normalize_file_name(value: str) -> str:
 
 
 def _looks_like_a_source(text: str) -> bool:
-    """A path, ``gs://`` URI or file name with an extension rather than a Files API id."""
-    if text.startswith(("gs://", "/", "./", "../", "~")):
-        return True
+    """A path (``/``, ``\\``, ``~``), a ``gs://`` URI or a file name with an extension, not a Files API id."""
     tail = text.removeprefix("files/")
-    return "/" in tail or "\\" in tail or bool(re.search(r"\.[A-Za-z0-9]{1,5}$", tail))
+    has_extension = re.search(r"\.[A-Za-z0-9]{1,5}$", tail) is not None
+    return tail.startswith("~") or "/" in tail or "\\" in tail or has_extension
 
 
 def sha256_hex(value: str | None) -> str | None:

@@ -180,3 +180,32 @@ def test_display_name_with_control_characters_is_refused_naming_it(value, char, 
 
 def test_an_ordinary_display_name_passes_unchanged():
     assert naming.check_display_name("Rechnung März 2026 (Kopie).pdf") == "Rechnung März 2026 (Kopie).pdf"
+
+
+# Exact behaviour of the decisions (these pin what mutation testing found unpinned) ---------------------
+def test_without_a_scope_the_prefix_hashes_dag_and_run_alone():
+    assert naming.run_file_prefix("dag", "run") == "af" + hashlib.sha256(b"\x00dag\x00run").hexdigest()[:12]
+
+
+def test_a_display_name_over_the_limit_is_named_by_its_first_40_characters():
+    name = "abcdefghij" * 52
+    with pytest.raises(GeminiInputError) as error:
+        naming.check_display_name(name)
+    assert str(error.value) == (
+        f"display_name {name[:40]!r}... has 520 characters; the Files API allows at most 512. Shorten it, "
+        "or omit it to use the file's base name."
+    )
+
+
+def test_a_refused_display_name_is_shown_escaped_and_cut_at_200_characters():
+    name = "x" * 198 + "yz\n" + "tail"
+    with pytest.raises(GeminiInputError) as error:
+        naming.check_display_name(name)
+    assert str(error.value) == (
+        f"display_name '{'x' * 198}yz' contains the control character '\\n' at position 200: display "
+        "names end up in logs and prompts. Remove line breaks, escape sequences and other control characters."
+    )
+
+
+def test_the_default_display_name_keeps_a_name_ending_in_x():
+    assert naming.default_display_name("/data/in/INBOX") == "INBOX"

@@ -102,6 +102,11 @@ def test_a_failed_file_gives_geminis_reason_and_the_fix():
     assert isinstance(error, AirflowFailException)
 
 
+def test_a_failed_reason_loses_only_its_final_full_stop():
+    error = policy.verdict_error(ref(state="FAILED", error="Unsupported codec X."), FileVerdict.FAILED)
+    assert str(error).startswith("files/a (a.pdf) FAILED processing: Unsupported codec X. Check")
+
+
 def test_a_failed_file_without_a_reason_or_type_says_so():
     bare = GeminiFileRef(name="files/a", state="FAILED")
     assert str(policy.verdict_error(bare, FileVerdict.FAILED)) == (
@@ -142,6 +147,7 @@ def test_a_gone_file_and_its_label():
 def test_a_pending_file_says_to_wait_and_is_retried():
     error = policy.verdict_error(ref(state="PROCESSING"), FileVerdict.PENDING)
     assert type(error) is GeminiFileNotUsableError
+    assert error.file_name == "files/a"
     assert not isinstance(error, AirflowFailException)
     assert str(error) == (
         "files/a (a.pdf) is PROCESSING, not ACTIVE: wait for it with GeminiFileActiveSensor (or "
@@ -167,7 +173,7 @@ def test_first_error_is_the_one_error_or_the_first_no_retry_fixes():
     assert combined.file_name == "files/g"
     assert str(combined) == f"3 files cannot be used. {gone} Also: {failed} {pending}"
     assert str(gone).startswith("files/g does not exist"), "the original is left as it was"
-    with pytest.raises(ValueError, match="no problems"):
+    with pytest.raises(ValueError, match=r"^no problems to report$"):
         policy.first_error([])
 
 
@@ -544,3 +550,43 @@ def test_an_unknown_event_kind_is_a_provider_error():
     rebuilt = policy.error_from_event({"kind": "martian"})
     assert type(rebuilt) is GeminiFilesError
     assert str(rebuilt) == "no message"
+
+
+def test_a_refusal_for_different_content_shows_12_hex_digits_of_each_hash():
+    refusal = policy.reuse_refusal(existing(), size=len(DATA), source_sha256=lambda: "f" * 64)
+    assert refusal == f"its content differs from the source (SHA-256 {HEX[:12]}... against ffffffffffff...)"
+
+
+def test_active_wait_records_a_later_file_when_an_earlier_one_has_no_answer():
+    wait = ActiveWait([ref("files/a", "PROCESSING"), ref("files/b", "PROCESSING")])
+    assert wait.record({"files/b": ref("files/b")}) is True
+    assert list(wait.active) == ["files/b"]
+
+
+def test_active_wait_logs_each_failed_poll(caplog):
+    caplog.set_level("WARNING", logger="airflow_gemini_files.hooks.policy")
+    wait = ActiveWait([ref("files/a", "PROCESSING"), ref("files/b", "PROCESSING")])
+    wait.record({"files/a": RuntimeError("503\nunavailable"), "files/b": RuntimeError("reset")})
+    assert caplog.messages == [
+        "Could not check 2 file(s) (1 poll(s) in a row failed; giving up after 5): 503\\nunavailable"
+    ]
+
+
+def test_active_wait_gives_up_naming_five_files_and_500_characters_of_the_error():
+    wait = ActiveWait([ref(f"files/f{i}", "PROCESSING") for i in range(6)], max_failures=1)
+    with pytest.raises(GeminiFilesError) as error:
+        wait.record({"files/f0": RuntimeError("e" * 600)})
+    names = ", ".join(f"files/f{i} (f{i}.pdf)" for i in range(5))
+    assert str(error.value) == (
+        f"Gave up waiting for {names} after 1 polls in a row could not check them; the last error: "
+        f"{'e' * 500}. Check the network and the Gemini API's status, then retry the task."
+    )
+
+
+@pytest.mark.parametrize(("count", "more"), [(5, ""), (6, " and 1 more")])
+def test_timeout_error_adds_how_many_more_past_five(count, more):
+    pending = [ref(f"files/f{i}", "PROCESSING") for i in range(count)]
+    names = ", ".join(f"files/f{i} (f{i}.pdf)" for i in range(5))
+    assert str(policy.timeout_error(pending, total=count, timeout=2)).startswith(
+        f"{count} of {count} Gemini file(s) still not ACTIVE after the timeout of 2 s: {names}{more}. Raise"
+    )
