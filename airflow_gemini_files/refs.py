@@ -100,7 +100,7 @@ def _parse_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value)  # Python 3.11+ reads a trailing "Z" as UTC
     else:
         raise ValueError(f"{value!r} is not a timestamp: expected an ISO 8601 string or a datetime.")
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

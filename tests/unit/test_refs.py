@@ -218,6 +218,10 @@ def test_times_are_parsed_and_made_aware():
     assert ref.create_time is None
     assert ref.expiration_time == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
     assert GeminiFileRef(name="files/a", create_time="2026-11-22T01:00:00Z").create_time == CREATED
+    paris = GeminiFileRef(name="files/a", create_time="2026-11-22T02:00:00+01:00").create_time
+    assert paris == CREATED
+    assert paris is not None
+    assert paris.utcoffset() == timedelta(hours=1), "an aware time keeps its offset"
     with pytest.raises(
         ValueError, match=exactly("12 is not a timestamp: expected an ISO 8601 string or a datetime.")
     ):
