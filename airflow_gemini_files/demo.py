@@ -75,6 +75,8 @@ def airflow_env(home: Path, dags_folder: Path, *, gemini_base_url: str, gcs_host
     Inherited ``AIRFLOW__*`` settings, ``AIRFLOW_CONN_*`` connections and API keys are dropped so the
     demo can never touch a real metadata database or send a real key anywhere.
     """
+    from airflow_gemini_files.hooks.gcs import ANONYMOUS_GCP_CONNECTION
+
     dropped = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_")
     secrets = ("GOOGLE_API_KEY", "GEMINI_API_KEY", "GOOGLE_APPLICATION_CREDENTIALS")
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped) and k not in secrets}
@@ -88,6 +90,8 @@ def airflow_env(home: Path, dags_folder: Path, *, gemini_base_url: str, gcs_host
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             "AIRFLOW_CONN_GEMINI_DEFAULT": json.dumps(connection),
             "STORAGE_EMULATOR_HOST": gcs_host,
+            # Offline GCS: an explicit anonymous GCP connection (no credentials, placeholder register token).
+            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(ANONYMOUS_GCP_CONNECTION),
             "GOOGLE_CLOUD_PROJECT": "demo",
             "PYTHONUNBUFFERED": "1",
         }

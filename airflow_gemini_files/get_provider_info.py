@@ -40,6 +40,23 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Gemini Files", "python-modules": ["airflow_gemini_files.triggers.files"]}
         ],
+        "config": {
+            "gemini_files": {
+                "description": "Settings of the airflow-gemini-files provider.",
+                "options": {
+                    "deployment_id": {
+                        "description": "A name unique to this Airflow deployment (e.g. 'production'). "
+                        "Uploads are named after the DAG run and this id, so deployments that share an "
+                        "API key never reuse or delete each other's files. When empty, the DAG run's "
+                        "start time tells deployments apart.",
+                        "version_added": None,
+                        "type": "string",
+                        "example": "production",
+                        "default": "",
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "hook-class-name": "airflow_gemini_files.hooks.gemini.GeminiHook",
@@ -66,7 +83,23 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Retry attempts",
                         "schema": {"type": ["integer", "null"], "minimum": 1},
                         "description": "Attempts per request (including the first) on 408/429/5xx and "
-                        "connection errors, with exponential backoff and jitter.",
+                        "connection errors, with exponential backoff and jitter (default 5).",
+                    },
+                    "retry_initial_delay": {
+                        "label": "Retry initial delay (seconds)",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "description": "Seconds before the first retry (default 1); doubles per retry.",
+                    },
+                    "retry_max_delay": {
+                        "label": "Retry maximum delay (seconds)",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "description": "Cap on the delay between retries (default 30).",
+                    },
+                    "upload_chunk_size": {
+                        "label": "Upload chunk size (bytes)",
+                        "schema": {"type": ["integer", "null"], "minimum": 262144, "multipleOf": 262144},
+                        "description": "Bytes per resumable-upload request and per GCS ranged read, a "
+                        "multiple of 256 KiB (default 8388608, 8 MiB).",
                     },
                 },
                 "ui-field-behaviour": {

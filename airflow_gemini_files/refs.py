@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_gemini_files.naming import printable
+
 if TYPE_CHECKING:
     from google.genai import types
+
+XCOM_FORMAT_VERSION = 1
+"""Version of the dict a GeminiFileRef becomes in XCom (Airflow serde), not the package's version."""
 
 FILE_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 """A file id as the Files API accepts it: up to 40 lowercase letters, digits or dashes, no dash at an end."""
@@ -34,18 +41,57 @@ def normalize_file_name(value: str) -> str:
 
     Raises ``ValueError`` naming the value and the rule when the id is not one the Files API accepts.
     """
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{value!r} (a {type(value).__name__}) is not a Gemini file name: expected a string like "
+            "'files/report-2026-11-22'."
+        )
     text = value.strip()
     uri_match = _FILE_URI_PATTERN.match(text)
     if uri_match:
         text = uri_match.group(1)
     file_id = text.removeprefix("files/")
     if not FILE_ID_PATTERN.match(file_id):
+        hint = ""
+        if _looks_like_a_source(text):
+            hint = (
+                " It looks like a local path or GCS object: upload it first (GeminiUploadFileOperator, or "
+                "GeminiRegisterGcsFilesOperator for gs:// objects) and pass that task's output."
+            )
         raise ValueError(
             f"{value!r} is not a valid Gemini file name: expected 'files/<id>' where <id> has 1 to 40 "
             "lowercase letters, digits or dashes and does not start or end with a dash "
-            "(for example 'files/report-2026-11-22')."
+            f"(for example 'files/report-2026-11-22').{hint}"
         )
     return f"files/{file_id}"
+
+
+def _looks_like_a_source(text: str) -> bool:
+    """A path (``/``, ``\\``, ``~``), a ``gs://`` URI or a file name with an extension, not a Files API id."""
+    tail = text.removeprefix("files/")
+    has_extension = re.search(r"\.[A-Za-z0-9]{1,5}$", tail) is not None
+    return tail.startswith("~") or "/" in tail or "\\" in tail or has_extension
+
+
+def sha256_hex(value: str | None) -> str | None:
+    """
+    The SHA-256 the Files API reports (``sha256Hash``) as 64 lowercase hex digits, or None.
+
+    The live API sends base64 of the *hex* digest's ASCII text (decoding gives 64 hex characters); base64
+    of the raw 32-byte digest is read too. Anything else is None: not comparable.
+    """
+    if not value:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) == 64:
+        text = raw.decode("ascii", "replace").lower()
+        return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
+    if len(raw) == 32:
+        return raw.hex()
+    return None
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -54,7 +100,7 @@ def _parse_time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, str):
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value)  # Python 3.11+ reads a trailing "Z" as UTC
     else:
         raise ValueError(f"{value!r} is not a timestamp: expected an ISO 8601 string or a datetime.")
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -77,7 +123,8 @@ class GeminiFileRef:
     deletes the file (48 hours after it was created).
     """
 
-    __version__: ClassVar[int] = 1
+    # Airflow serde reads the name __version__: it is the XCom format's version (XCOM_FORMAT_VERSION).
+    __version__: ClassVar[int] = XCOM_FORMAT_VERSION
 
     name: str
     uri: str | None = None
@@ -106,8 +153,13 @@ class GeminiFileRef:
 
     @property
     def label(self) -> str:
-        """A human name for logs and map indexes: the display name, else the source, else the name."""
-        return self.display_name or self.source_uri or self.name
+        """A printable human name for logs: the display name, else the source, else the file name."""
+        return printable(self.display_name or self.source_uri or self.name)
+
+    @property
+    def sha256_hex(self) -> str | None:
+        """The content's SHA-256 as 64 hex digits (see :func:`sha256_hex`), or None when not known."""
+        return sha256_hex(self.sha256_hash)
 
     @property
     def is_active(self) -> bool:
@@ -152,10 +204,10 @@ class GeminiFileRef:
     @staticmethod
     def deserialize(data: dict[str, Any], version: int) -> GeminiFileRef:
         """Airflow serde hook: rebuild from :meth:`serialize` output."""
-        if version > GeminiFileRef.__version__:
+        if version > XCOM_FORMAT_VERSION:
             raise TypeError(
                 f"GeminiFileRef version {version} was written by a newer airflow-gemini-files "
-                f"(this one reads up to {GeminiFileRef.__version__}): upgrade the provider on this worker."
+                f"(this one reads up to {XCOM_FORMAT_VERSION}): upgrade the provider on this worker."
             )
         return GeminiFileRef.from_dict(data)
 

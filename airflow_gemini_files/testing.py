@@ -3,7 +3,8 @@
 Loaded automatically through the ``pytest11`` entry point once ``airflow-gemini-files`` is installed:
 
 - ``gcs_emulator`` (session): gcp-storage-emulator in a subprocess on a free port, in memory;
-  sets ``STORAGE_EMULATOR_HOST``. ``.host``, ``.client()`` (an anonymous ``storage.Client``), ``.reset()``.
+  sets ``STORAGE_EMULATOR_HOST`` and the anonymous GCP connection ``google_cloud_default``.
+  ``.host``, ``.client()`` (an anonymous ``storage.Client``), ``.reset()``.
 - ``gemini_emulator``: a :class:`~airflow_gemini_files.emulator.GeminiEmulator` with API key
   ``"test-api-key"``, one server per session, reset before each test.
 - ``gemini_connection``: sets ``AIRFLOW_CONN_GEMINI_DEFAULT`` to point at ``gemini_emulator`` and
@@ -103,19 +104,30 @@ class GcsEmulator:
             pass
 
 
+def _anonymous_gcp_connection() -> dict[str, Any]:
+    from airflow_gemini_files.hooks.gcs import ANONYMOUS_GCP_CONNECTION
+
+    return ANONYMOUS_GCP_CONNECTION
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[GcsEmulator]:
     """A GCS emulator for the whole session; ``STORAGE_EMULATOR_HOST`` points at it meanwhile."""
     emulator = GcsEmulator().start()
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = emulator.host
+    settings = {
+        "STORAGE_EMULATOR_HOST": emulator.host,
+        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(_anonymous_gcp_connection()),
+    }
+    previous = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     try:
         yield emulator
     finally:
-        if previous is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         emulator.stop()
 
 

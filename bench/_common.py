@@ -252,6 +252,8 @@ class GcsServer:
         self._server.start()
         self.host = f"http://127.0.0.1:{port}"
         os.environ["STORAGE_EMULATOR_HOST"] = self.host
+        anonymous = {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True}}
+        os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = json.dumps(anonymous)  # offline GCP access
         return self
 
     def stop(self) -> None:

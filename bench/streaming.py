@@ -114,9 +114,9 @@ def run_leg(leg: str, cfg: dict[str, Any]) -> dict[str, Any]:
     from google.cloud import storage
     from google.genai import types
 
+    from airflow_gemini_files.hooks.gcs import GcsReadAhead
     from airflow_gemini_files.hooks.retry import RetryPolicy
     from airflow_gemini_files.hooks.upload import ResumableUpload
-    from airflow_gemini_files.streams import GcsReadAhead
 
     gcs = storage.Client(
         project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": cfg["gcs_host"]}
@@ -320,7 +320,7 @@ def make_object(gcs_host: str, size: int, path: str) -> str:
     blob.upload_from_filename(path, content_type="text/plain", timeout=600)
     import base64
 
-    return base64.b64encode(digest.digest()).decode()
+    return base64.b64encode(digest.hexdigest().encode()).decode()  # as the Files API reports it
 
 
 # ---- the report ---------------------------------------------------------------------------------

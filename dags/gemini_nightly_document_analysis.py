@@ -42,7 +42,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_gemini_files.gcs import list_objects, storage_client
+from airflow_gemini_files.hooks.gemini import GeminiHook
 from airflow_gemini_files.operators.files import (
     GeminiDeleteFilesOperator,
     GeminiRegisterGcsFilesOperator,
@@ -53,8 +53,8 @@ from airflow_gemini_files.refs import GeminiFileRef
 from airflow_gemini_files.sensors.files import GeminiFileActiveSensor
 
 GCP_CONN_ID: str | None = os.environ.get("GEMINI_GCP_CONN_ID") or None
-"""GCP connection with a service-account key (env ``GEMINI_GCP_CONN_ID`` when the DAG is parsed); None:
-Application Default Credentials (anonymous on a GCS emulator)."""
+"""GCP connection (env ``GEMINI_GCP_CONN_ID`` when the DAG is parsed); None: ``google_cloud_default`` if it
+is defined (offline: one with the extra ``is_anonymous``), else Application Default Credentials."""
 RESULTS = AssetAlias("gemini-document-analysis-results")
 """Each run adds the Asset ``gs://<bucket>/<results prefix>`` to this alias; schedule consumers on it."""
 
@@ -179,7 +179,7 @@ def gemini_nightly_document_analysis() -> None:
     @task
     def list_documents(bucket: str, prefix: str) -> list[str]:
         """The ``gs://`` URIs of the run's documents."""
-        return list_objects(bucket, prefix, gcp_conn_id=GCP_CONN_ID)
+        return GeminiHook(gcp_conn_id=GCP_CONN_ID).list_gcs_objects(bucket, prefix)
 
     listed = list_documents("{{ params.bucket }}", INPUT_PREFIX)
     upload = GeminiUploadFileOperator.partial(task_id="upload_documents", gcp_conn_id=GCP_CONN_ID).expand(
@@ -222,7 +222,7 @@ def gemini_nightly_document_analysis() -> None:
             "dag_run": context["run_id"],
         }
         object_name = f"{results_prefix}{document}.json"
-        blob = storage_client(GCP_CONN_ID).bucket(params["bucket"]).blob(object_name)
+        blob = GeminiHook(gcp_conn_id=GCP_CONN_ID).storage_client.bucket(params["bucket"]).blob(object_name)
         blob.upload_from_string(
             json.dumps(result, indent=2, ensure_ascii=False), content_type="application/json"
         )
@@ -323,7 +323,7 @@ def gemini_nightly_document_analysis() -> None:
             "written_at": pendulum.now("UTC").isoformat(),
         }
         object_name = f"{results_prefix}_manifest.json"
-        blob = storage_client(GCP_CONN_ID).bucket(params["bucket"]).blob(object_name)
+        blob = GeminiHook(gcp_conn_id=GCP_CONN_ID).storage_client.bucket(params["bucket"]).blob(object_name)
         blob.upload_from_string(json.dumps(manifest, indent=2), content_type="application/json")
         context["outlet_events"][RESULTS].add(Asset(f"gs://{params['bucket']}/{results_prefix}"))
         if failures:  # AirflowFailException: no retry, writing the same manifest again changes nothing

@@ -1,13 +1,21 @@
-"""Suite-wide set-up: a throw-away AIRFLOW_HOME per session, and shared test endpoints."""
+"""Suite-wide set-up: a throw-away AIRFLOW_HOME per session, the fake hook, real DAG runs, test endpoints.
+
+Shared by every test directory (one copy each): ``fake_hook`` (operators, sensor and trigger get a
+:class:`doubles.FakeGeminiHook`), ``airflow_db`` and ``run_dag`` (one real ``dag.test()`` run of a DAG
+file), ``forbidden_gcs_url``. Test doubles (task instance, context, service-account key) are in
+``tests/doubles.py``.
+"""
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,6 +24,42 @@ _AIRFLOW_HOME = tempfile.mkdtemp(prefix="gemini-files-airflow-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+
+
+# ---- the fake hook ----------------------------------------------------------------------------------
+@pytest.fixture
+def fake_hook(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A :class:`doubles.FakeGeminiHook` that every operator, the sensor and the trigger use as their hook."""
+    from doubles import FakeGeminiHook
+
+    from airflow_gemini_files.operators import base
+    from airflow_gemini_files.triggers import files as triggers
+
+    fake = FakeGeminiHook()
+    monkeypatch.setattr(base, "GeminiHook", lambda **kwargs: fake)
+    monkeypatch.setattr(triggers, "GeminiHook", lambda **kwargs: fake)
+    return fake
+
+
+# ---- real DAG runs ------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """The session's metadata DB (SQLite in the session's AIRFLOW_HOME), migrated once (a few seconds)."""
+    from airflow.utils import db
+
+    db.upgradedb()
+
+
+@pytest.fixture
+def run_dag(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """
+    ``run_dag(dag_id, conf=None, retries=0, tweak=None, dags_folder=..., logical_date=None)``: one real run
+    (see ``tests/dag_runs.py``), a :class:`dag_runs.DagRunResult`. Retries are off by default so a failing
+    task fails at once; ``tweak(dag)`` may adjust the parsed DAG (a shorter poke interval) first.
+    """
+    import dag_runs
+
+    return functools.partial(dag_runs.run_dag, monkeypatch)
 
 
 class _ForbiddenStorage(http.server.BaseHTTPRequestHandler):

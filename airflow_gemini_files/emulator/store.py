@@ -568,7 +568,7 @@ class FileStore:
                 f"Upload finalized after {session.offset} bytes, but {session.declared_size} bytes were "
                 "declared in X-Goog-Upload-Header-Content-Length.",
             )
-        sha = base64.b64encode(session.hasher.digest()).decode()
+        sha = base64.b64encode(session.hasher.hexdigest().encode()).decode()  # as the live API: b64 of hex
         with self._lock:
             if session.closed:  # superseded by a newer start for the same name
                 raise ApiError(404, "No active upload session with this upload_id.", "NOT_FOUND")

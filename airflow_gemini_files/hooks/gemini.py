@@ -1,16 +1,16 @@
-"""GeminiHook: the one place that talks to the Gemini API (Files API, register, generateContent)."""
+"""GeminiHook: the one place that talks to the Gemini API (Files API, register, generateContent) and GCS."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import io
 import logging
 import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn
 
 import httpx
 from airflow.sdk import BaseHook
@@ -18,16 +18,20 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from google import genai
 from google.genai import errors, types
 
-from airflow_gemini_files import gcs
 from airflow_gemini_files.exceptions import (
-    GeminiFileFailedError,
+    GeminiConnectionError,
+    GeminiFileExistsError,
     GeminiFileNotUsableError,
     GeminiFilesError,
     GeminiInputError,
-    GeminiWaitTimeoutError,
 )
-from airflow_gemini_files.hooks.retry import RetryPolicy
-from airflow_gemini_files.mime import SNIFF_BYTES, needs_content, resolve_mime_type
+from airflow_gemini_files.gcs_uri import parse_gs_uri
+from airflow_gemini_files.hooks import gcs, policy
+from airflow_gemini_files.hooks.policy import ActiveWait, ApiProblem, PollSchedule
+from airflow_gemini_files.hooks.retry import RetryPolicy, number_extra
+from airflow_gemini_files.hooks.sources import UploadSource, open_source
+from airflow_gemini_files.mime import resolve_mime_type
+from airflow_gemini_files.naming import check_display_name, printable
 from airflow_gemini_files.refs import GeminiFileRef, normalize_file_name
 
 if TYPE_CHECKING:
@@ -37,38 +41,32 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 2 * 1024**3
-"""The Files API's limit per file (2 GB); larger sources are refused before any byte is sent."""
-
-MAX_DISPLAY_NAME = 512
-"""The Files API's limit on ``display_name`` (characters)."""
-
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
+DEFAULT_API_VERSION = "v1"
+"""The Gemini Developer API version used when the connection names none (the SDK's own default)."""
+
+MiB = 1024 * 1024
+UPLOAD_CHUNK_QUANTUM = 256 * 1024
+DEFAULT_UPLOAD_CHUNK_SIZE = 8 * MiB
 
 CONNECTION_EXTRAS = frozenset(
-    {"base_url", "api_version", "timeout", "retry_attempts", "retry_initial_delay", "retry_max_delay"}
+    {
+        "base_url",
+        "api_version",
+        "timeout",
+        "retry_attempts",
+        "retry_initial_delay",
+        "retry_max_delay",
+        "upload_chunk_size",
+    }
 )
-"""The extras a ``gemini`` connection understands (all optional)."""
+"""The extras a ``gemini`` connection understands (all optional); the connection form lists the same."""
+
+OnExists = Literal["fail", "reuse", "replace"]
+ON_EXISTS: tuple[str, ...] = ("fail", "reuse", "replace")
 
 _API_VERSION = re.compile(r"^v\d+[a-z0-9]*$")
-
-
-def _network_errors() -> tuple[type[Exception], ...]:
-    found: list[type[Exception]] = [OSError, httpx.TransportError]
-    try:  # google-genai talks through httpx2 (a fork of httpx with its own exception classes) when present
-        import httpx2
-
-        found.append(httpx2.TransportError)
-    except ImportError:  # pragma: no cover - depends on the SDK's optional transport
-        pass
-    return tuple(found)
-
-
-NETWORK_ERRORS = _network_errors()
-"""Connection-level failures (refused, reset, timed out) from the SDK's transports: worth polling again."""
-
 _GONE_FILE = re.compile(r"access the File (?:files/)?([a-z0-9-]+)")
-_TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +75,11 @@ class GeminiConnectionSettings:
 
     conn_id: str
     api_key: str = dataclasses.field(repr=False)
-    base_url: str | None = None
-    api_version: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    api_version: str = DEFAULT_API_VERSION
     timeout: float | None = None
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    upload_chunk_size: int = DEFAULT_UPLOAD_CHUNK_SIZE
 
     @classmethod
     def from_connection(cls, conn: Connection) -> GeminiConnectionSettings:
@@ -112,17 +111,26 @@ class GeminiConnectionSettings:
         if api_version and not _API_VERSION.match(api_version):
             raise GeminiInputError(
                 f"Gemini connection {conn_id!r}: extra api_version={api_version!r} is not an API version. "
-                "Use 'v1' or 'v1beta', or remove it for the SDK default."
+                f"Use 'v1' or 'v1beta', or remove it for the default ({DEFAULT_API_VERSION})."
             )
         timeout = _optional_seconds(conn_id, "timeout", extra.get("timeout"))
         try:
             retry = RetryPolicy.from_connection_extra(extra)
         except ValueError as err:
             raise GeminiInputError(f"Gemini connection {conn_id!r}: {err}") from None
-        return cls(conn_id, api_key, base_url, api_version, timeout, retry)
+        chunk = _chunk_size(conn_id, extra.get("upload_chunk_size"))
+        return cls(
+            conn_id,
+            api_key,
+            base_url or DEFAULT_BASE_URL,
+            api_version or DEFAULT_API_VERSION,
+            timeout,
+            retry,
+            chunk,
+        )
 
     def http_options(self) -> types.HttpOptions:
-        """The SDK's HttpOptions: base URL, version, timeout (ms) and retries."""
+        """The SDK's HttpOptions: base URL, version, timeout (ms) and retries, all from the connection."""
         return types.HttpOptions(
             base_url=self.base_url,
             api_version=self.api_version,
@@ -139,13 +147,11 @@ def _optional_str(value: Any) -> str | None:
 
 
 def _optional_seconds(conn_id: str, key: str, value: Any) -> float | None:
-    if value is None or value == "":
-        return None
     try:
-        seconds = float(value)
-    except (TypeError, ValueError):
+        seconds = number_extra(key, value, integer=False, example="120")
+    except ValueError:
         seconds = -1.0
-    if isinstance(value, bool) or not seconds > 0:
+    if seconds is not None and not seconds > 0:
         raise GeminiInputError(
             f"Gemini connection {conn_id!r}: extra {key}={value!r} must be a positive number of seconds "
             "(e.g. 120), or removed for no limit."
@@ -153,46 +159,30 @@ def _optional_seconds(conn_id: str, key: str, value: Any) -> float | None:
     return seconds
 
 
-def validate_display_name(display_name: str) -> str:
-    """Return ``display_name`` if the Files API accepts it (1 to 512 characters), else raise."""
-    if not isinstance(display_name, str) or not display_name.strip():
-        raise GeminiInputError(
-            f"display_name {display_name!r} must be a non-empty string; omit it to use the file's base name."
+def _chunk_size(conn_id: str, value: Any) -> int:
+    try:
+        number = number_extra(
+            "upload_chunk_size", value, integer=True, example=str(DEFAULT_UPLOAD_CHUNK_SIZE)
         )
-    if len(display_name) > MAX_DISPLAY_NAME:
+    except ValueError:
+        number = -1
+    if number is None:
+        return DEFAULT_UPLOAD_CHUNK_SIZE
+    if number <= 0 or number % UPLOAD_CHUNK_QUANTUM:
         raise GeminiInputError(
-            f"display_name {display_name[:40]!r}... has {len(display_name)} characters; the Files API allows "
-            f"at most {MAX_DISPLAY_NAME}. Shorten it, or omit it to use the file's base name."
+            f"Gemini connection {conn_id!r}: extra upload_chunk_size={value!r} must be a positive multiple "
+            f"of {UPLOAD_CHUNK_QUANTUM} bytes (256 KiB), e.g. {DEFAULT_UPLOAD_CHUNK_SIZE} (8 MiB, the "
+            "default); remove it for the default."
         )
-    return display_name
+    return int(number)
 
 
 def validate_file_name(name: str) -> str:
     """Return ``files/<id>`` for a ``files/<id>`` or bare ``<id>`` the Files API accepts, else raise."""
-    if not isinstance(name, str):
-        raise GeminiInputError(f"file name {name!r} must be a string like 'files/report-2026-11-22'.")
     try:
         return normalize_file_name(name)
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise GeminiInputError(str(err)) from None
-
-
-def _default_display_name(source: str) -> str:
-    base = source.rstrip("/").rsplit("/", 1)[-1] or source
-    return base[-MAX_DISPLAY_NAME:]
-
-
-def _check_size(size: int, source: str) -> None:
-    if size == 0:
-        raise GeminiInputError(
-            f"{source!r} is empty (0 bytes): Gemini cannot use an empty file. Check that whatever writes it "
-            "finished, or leave it out of the upload."
-        )
-    if size > MAX_FILE_BYTES:
-        raise GeminiInputError(
-            f"{source!r} is {size / 1024**3:.2f} GiB; the Files API takes at most 2 GiB per file. Split or "
-            "compress it before uploading."
-        )
 
 
 class GeminiHook(BaseHook):
@@ -201,13 +191,12 @@ class GeminiHook(BaseHook):
 
     The connection (type ``gemini``) holds the API key in its password; optional extras: ``base_url``,
     ``api_version``, ``timeout`` (seconds), ``retry_attempts``, ``retry_initial_delay``,
-    ``retry_max_delay``. One ``genai.Client`` is built per hook, with those retries. ``gcp_conn_id``
-    optionally names a connection with a GCP service-account key used to read ``gs://`` objects and
-    to register them (see :mod:`airflow_gemini_files.gcs`); without it, Application Default Credentials,
-    or no credentials at all when ``STORAGE_EMULATOR_HOST`` points at a GCS emulator.
+    ``retry_max_delay``, ``upload_chunk_size`` (bytes). One ``genai.Client`` is built per hook, with those
+    retries. ``gcp_conn_id`` names the GCP connection used to read ``gs://`` objects and to register them
+    (see :mod:`airflow_gemini_files.hooks.gcs`); one storage client per hook.
 
     :param gemini_conn_id: the Gemini connection id.
-    :param gcp_conn_id: optional GCP connection id with a service-account key.
+    :param gcp_conn_id: the GCP connection id (default: ``google_cloud_default`` if defined, else ADC).
     """
 
     conn_name_attr = "gemini_conn_id"
@@ -244,7 +233,7 @@ class GeminiHook(BaseHook):
 
     @cached_property
     def settings(self) -> GeminiConnectionSettings:
-        """The checked connection settings (API key, base URL, version, timeout, retry policy)."""
+        """The checked connection settings (API key, base URL, version, timeout, retries, chunk size)."""
         try:
             conn = self.get_connection(self.gemini_conn_id)
         except AirflowNotFoundException:
@@ -263,13 +252,8 @@ class GeminiHook(BaseHook):
         """The ``genai.Client`` (Airflow's generic hook accessor)."""
         return self.client
 
-    @property
-    def async_client(self) -> Any:
-        """The SDK's async client (``client.aio``) for triggers; see also :meth:`aget_file`."""
-        return self.client.aio
-
-    async def _aclient(self) -> Any:
-        """The async client, reading the connection without blocking the event loop the first time."""
+    async def aget_client(self) -> Any:
+        """The SDK's async client (``client.aio``) for triggers, reading the connection without blocking."""
         if "client" not in self.__dict__:
             try:
                 conn = await self.aget_connection(self.gemini_conn_id)
@@ -279,59 +263,110 @@ class GeminiHook(BaseHook):
         return self.client.aio
 
     @cached_property
+    def gcp_access(self) -> gcs.GcpAccess:
+        """The GCP identity of ``gcp_conn_id`` (see :mod:`airflow_gemini_files.hooks.gcs`)."""
+        return gcs.gcp_access(self.gcp_conn_id)
+
+    @cached_property
     def storage_client(self) -> storage.Client:
-        """The ``google.cloud.storage.Client`` used to read ``gs://`` sources (see :mod:`..gcs`)."""
-        return gcs.storage_client(self.gcp_conn_id)
+        """The ``google.cloud.storage.Client`` of this hook (one per hook): reads, listings, your writes."""
+        return gcs.storage_client(self.gcp_access)
 
     @cached_property
     def gcp_credentials(self) -> Credentials:
-        """GCP credentials sent to ``files:register`` (service-account key, offline token, or ADC)."""
-        return gcs.register_credentials(self.gcp_conn_id)
+        """GCP credentials sent to ``files:register``."""
+        return self.gcp_access.register_credentials()
 
     # Errors ------------------------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
-        key = self.__dict__.get("settings")
-        return text.replace(key.api_key, "***") if key is not None else text
+        settings = self.__dict__.get("settings")
+        return text.replace(settings.api_key, "***") if settings is not None else text
 
-    def _translate(
-        self, err: errors.APIError, *, file: str | None = None, model: str | None = None
-    ) -> Exception:
-        """Turn an SDK error into one that names the value and the fix (or return it unchanged)."""
-        message = self._redact(str(err.message or ""))
-        status = err.status or ""
-        if err.code == 401 or (
-            err.code in (400, 403) and ("api key" in message.lower() or "API_KEY" in str(err.details))
-        ):
-            return GeminiInputError(
-                f"Gemini rejected the API key of connection {self.gemini_conn_id!r} ({err.code} {status}: "
-                f"{message}). Put a valid key from https://aistudio.google.com/apikey in its password."
+    def _where(self) -> str:
+        settings = self.__dict__.get("settings")
+        url = settings.base_url if settings is not None else "the Gemini API"
+        return f"{url} (connection {self.gemini_conn_id!r})"
+
+    @contextlib.contextmanager
+    def _api(
+        self,
+        *,
+        file: GeminiFileRef | None = None,
+        model: str | None = None,
+        name: str | None = None,
+        refused: str = "",
+        network: bool = True,
+    ) -> Iterator[None]:
+        """Turn what the SDK raises inside the block into this provider's errors (see :meth:`_raise_api`).
+
+        With ``network``, a connection failure becomes a :class:`GeminiConnectionError` naming the URL.
+        """
+        try:
+            yield
+        except errors.APIError as err:
+            self._raise_api(err, file=file, model=model, name=name, refused=refused)
+        except policy.NETWORK_ERRORS as err:
+            if not network:
+                raise
+            raise self._unreachable(err) from err
+
+    def _unreachable(self, err: BaseException) -> GeminiConnectionError:
+        return GeminiConnectionError(
+            f"Cannot reach the Gemini API at {self._where()}: {type(err).__name__}: "
+            f"{printable(self._redact(str(err)))[:300]}. Check the connection's base_url extra (leave it "
+            "empty for the Gemini API; is the emulator or proxy running?) and the worker's network."
+        )
+
+    def _raise_api(
+        self,
+        err: errors.APIError,
+        *,
+        file: GeminiFileRef | None = None,
+        model: str | None = None,
+        name: str | None = None,
+        refused: str = "",
+    ) -> NoReturn:
+        """Raise the provider error for an SDK error answer (or the SDK's own, when it is transient)."""
+        problem = policy.classify_api_error(err, about_file=file is not None, about_model=model is not None)
+        message = printable(self._redact(str(err.message or "")))
+        status = f"{err.code} {err.status or ''}".strip()
+        if problem is ApiProblem.BAD_KEY:
+            raise GeminiInputError(
+                f"Gemini rejected the API key of connection {self.gemini_conn_id!r} ({status}: {message}). "
+                "Put a valid key from https://aistudio.google.com/apikey in its password."
+            ) from err
+        if problem is ApiProblem.FILE_GONE:
+            gone = file or (
+                GeminiFileRef(name=f"files/{m.group(1)}") if (m := _GONE_FILE.search(message)) else None
             )
-        gone = _GONE_FILE.search(message)
-        missing = file or (f"files/{gone.group(1)}" if gone else None)
-        if err.code in (403, 404) and missing:
-            # The live API answers 403 PERMISSION_DENIED, not 404, for a file that no longer exists.
-            return GeminiFileNotUsableError(
-                f"Gemini file {missing} does not exist: it was deleted, expired (files live 48 hours) or "
-                f"belongs to another project ({err.code} {status}). Upload or register the source again.",
-                file_name=missing,
-            )
-        if model and err.code == 404:
-            return GeminiInputError(
+            if gone is not None:
+                raise policy.gone_error(gone) from err
+        if problem is ApiProblem.MODEL_NOT_FOUND:
+            raise GeminiInputError(
                 f"Gemini model {model!r} was not found ({message}). Use a model id such as "
                 "'gemini-2.5-flash' (list them with client.models.list())."
-            )
-        if err.code == 429 and "file_storage_bytes" in message:
-            return GeminiFilesError(
+            ) from err
+        if problem is ApiProblem.QUOTA_FULL:
+            raise GeminiFilesError(
                 f"The Gemini project's file storage quota is full ({message}). Delete files that are no "
                 "longer needed (GeminiDeleteFilesOperator or GeminiHook.delete_file) or wait for them to "
                 "expire (48 hours), then retry."
-            )
-        if err.code == 400 and status == "FAILED_PRECONDITION":
-            return GeminiFileNotUsableError(
+            ) from err
+        if problem is ApiProblem.NOT_ACTIVE:
+            raise GeminiFileNotUsableError(
                 f"Gemini refused the request: {message}. Wait until every file is ACTIVE "
                 "(GeminiFileActiveSensor or GeminiHook.wait_for_active) before generating."
-            )
-        return err
+            ) from err
+        if problem is ApiProblem.NAME_TAKEN:
+            raise GeminiFileExistsError(
+                f"A Gemini file named {name or 'as requested'} already exists ({message}). Choose another "
+                "name, delete it first, or pass on_exists='reuse' (reuse it when it holds the same bytes) "
+                "or on_exists='replace'.",
+                file_name=name,
+            ) from err
+        if problem in (ApiProblem.REFUSED, ApiProblem.FILE_GONE):
+            raise GeminiInputError(f"Gemini refused the request ({status}: {message}).{refused}") from err
+        raise err  # transient (after the SDK's own retries) or unknown: Airflow's retries may help
 
     # Lineage -----------------------------------------------------------------------------------------
     def _record_lineage(self, source_uri: str | None, ref: GeminiFileRef) -> None:
@@ -350,51 +385,76 @@ class GeminiHook(BaseHook):
         except Exception:  # lineage must never break a transfer
             log.debug("Could not record hook lineage for %s.", ref.name, exc_info=True)
 
+    # GCS ---------------------------------------------------------------------------------------------
+    def list_gcs_objects(
+        self, bucket: str, prefix: str | None = None, match_glob: str | None = None
+    ) -> list[str]:
+        """The ``gs://`` URIs under ``gs://bucket/prefix`` matching ``match_glob`` (GCS glob), sorted."""
+        return gcs.list_objects(self.storage_client, bucket, prefix, match_glob)
+
     # Upload ------------------------------------------------------------------------------------------
     def upload_file(
         self,
-        source: str | os.PathLike[str] | BinaryIO,
+        source: str | os.PathLike[str] | IO[bytes],
         *,
         mime_type: str | None = None,
         display_name: str | None = None,
         name: str | None = None,
         size: int | None = None,
-        exists_ok: bool = False,
+        on_exists: OnExists = "fail",
     ) -> GeminiFileRef:
         """
         Upload a local path, a ``gs://bucket/object`` (streamed, never written to disk) or a binary stream.
 
         MIME type: ``mime_type``, else the GCS object's content type, else sniffed from the name and the
-        first bytes; a stream needs ``mime_type``. ``display_name`` defaults to the base name. ``name``
-        (``files/<id>`` or ``<id>``) chooses the file's name; with ``exists_ok`` an existing file of that
-        name is returned instead of uploading again (retries without duplicates). ``size`` is the number
-        of bytes to read from a stream (needed when it cannot seek).
+        first bytes; a stream needs ``mime_type``. ``display_name`` defaults to the base name. ``size`` is
+        the number of bytes to read from a stream (needed when it cannot seek).
+
+        ``name`` (``files/<id>`` or ``<id>``) chooses the file's name. When it is taken, ``on_exists``
+        decides: ``"fail"`` raises :class:`~airflow_gemini_files.exceptions.GeminiFileExistsError`;
+        ``"reuse"`` returns the existing file when it is usable and provably holds the source's bytes
+        (same size and SHA-256; see :func:`~airflow_gemini_files.hooks.policy.reuse_refusal`), else
+        replaces it, saying why; ``"replace"`` deletes it and uploads again.
         """
         file_name = validate_file_name(name) if name is not None else None
         if display_name is not None:
-            validate_display_name(display_name)
-        if file_name and exists_ok:
-            existing = self._existing(file_name)
-            if existing is not None:
-                label = os.fspath(source) if isinstance(source, str | os.PathLike) else None
-                log.info("Gemini file %s exists already: reusing it instead of uploading again.", file_name)
-                return dataclasses.replace(existing, source_uri=label)
-        if isinstance(source, str | os.PathLike):
-            text = os.fspath(source)
-            if not isinstance(source, str) and text.startswith("gs:/") and not text.startswith("gs://"):
-                raise GeminiInputError(
-                    f"{text!r} came from a pathlib path, which collapses 'gs://' to 'gs:/': pass GCS URIs "
-                    "as plain strings, e.g. 'gs://my-bucket/reports/q3.pdf'."
-                )
-            if gcs.is_gs_uri(text):
-                return self._upload_gcs(text, mime_type, display_name, file_name, size, exists_ok)
-            return self._upload_local(text, mime_type, display_name, file_name, size, exists_ok)
-        if isinstance(source, io.TextIOBase) or not hasattr(source, "read"):
+            check_display_name(display_name)
+        if on_exists not in ON_EXISTS:
             raise GeminiInputError(
-                f"source {source!r} is neither a path, a gs:// URI nor a binary stream: open files with "
-                "open(path, 'rb'), or pass the path itself."
+                f"on_exists={on_exists!r} must be one of {', '.join(map(repr, ON_EXISTS))}."
             )
-        return self._upload_stream(source, mime_type, display_name, file_name, size, exists_ok)
+        source_ = open_source(
+            source,
+            size=size,
+            mime_type=mime_type,
+            storage=lambda: self.storage_client,
+            chunk_size=self.settings.upload_chunk_size,
+            retry=self.settings.retry,
+        )
+        resolved = resolve_mime_type(
+            source=source_.source_uri or source_.name,
+            explicit=mime_type,
+            stored=source_.stored_type,
+            head=source_.head,
+        )
+        display = display_name or source_.display_name
+        try:
+            return self._send(source_, mime_type=resolved, display_name=display, name=file_name)
+        except GeminiFileExistsError:
+            if on_exists == "fail" or file_name is None:
+                raise
+        existing = self._existing(file_name)
+        if existing is not None:
+            why = "on_exists='replace'"
+            if on_exists == "reuse":
+                refusal = policy.reuse_refusal(existing, size=source_.size, source_sha256=source_.sha256)
+                if refusal is None:
+                    log.info("Reusing %s: it holds the same bytes as %s.", file_name, source_.name)
+                    return dataclasses.replace(existing, source_uri=source_.source_uri)
+                why = refusal
+            log.info("Replacing %s (%s): %s.", file_name, existing.state, why)
+            self.delete_file(existing)
+        return self._send(source_, mime_type=resolved, display_name=display, name=file_name)
 
     def _existing(self, file_name: str) -> GeminiFileRef | None:
         try:
@@ -402,179 +462,45 @@ class GeminiHook(BaseHook):
         except GeminiFileNotUsableError:
             return None
 
-    def _upload_local(
-        self,
-        path: str,
-        mime_type: str | None,
-        display_name: str | None,
-        name: str | None,
-        size: int | None,
-        exists_ok: bool,
-    ) -> GeminiFileRef:
-        if not path.strip():
-            raise GeminiInputError(
-                "source is an empty string: pass a local path or a gs://bucket/object URI."
-            )
-        if not os.path.exists(path):
-            raise GeminiInputError(
-                f"Local file {path!r} does not exist on this worker (working directory {os.getcwd()!r}). Use "
-                "an absolute path on the worker, or a gs://bucket/object URI for files in GCS."
-            )
-        if os.path.isdir(path):
-            raise GeminiInputError(
-                f"{path!r} is a directory, not a file. Pass the files in it one by one (a list of "
-                f"paths, e.g. sorted(glob.glob('{path.rstrip('/')}/*.pdf'))), or upload them to GCS and "
-                "register them."
-            )
-        actual = os.path.getsize(path)
-        _check_size(actual, path)
-        if size is not None and size != actual:
-            raise GeminiInputError(
-                f"size={size} was given for {path!r}, which has {actual} bytes: omit size."
-            )
-        try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed in finally, after the upload
-        except PermissionError as err:
-            raise GeminiInputError(
-                f"Cannot read {path!r}: permission denied for the worker's user. Fix the file's permissions."
-            ) from err
-        try:
-            head = handle.read(SNIFF_BYTES) if not mime_type else None
-            handle.seek(0)
-            resolved = resolve_mime_type(source=path, explicit=mime_type, head=head)
-            return self._send(
-                handle,
-                size=actual,
-                mime_type=resolved,
-                display_name=display_name or _default_display_name(path),
-                name=name,
-                source_uri=path,
-                exists_ok=exists_ok,
-            )
-        finally:
-            handle.close()
-
-    def _upload_gcs(
-        self,
-        uri: str,
-        mime_type: str | None,
-        display_name: str | None,
-        name: str | None,
-        size: int | None,
-        exists_ok: bool,
-    ) -> GeminiFileRef:
-        from airflow_gemini_files.streams import GcsReadAhead
-
-        gcs.parse_gs_uri(uri)
-        blob = gcs.get_blob(uri, self.storage_client)
-        actual = int(blob.size or 0)
-        _check_size(actual, uri)
-        if size is not None and size != actual:
-            raise GeminiInputError(f"size={size} was given for {uri!r}, which has {actual} bytes: omit size.")
-        stored = blob.content_type
-        head = gcs.read_head(blob, SNIFF_BYTES) if needs_content(mime_type, stored) else None
-        resolved = resolve_mime_type(source=uri, explicit=mime_type, stored=stored, head=head)
-        with GcsReadAhead(blob, self._chunk_size, retry=self.settings.retry) as reader:
-            return self._send(
-                cast("IO[bytes]", reader),
-                size=actual,
-                mime_type=resolved,
-                display_name=display_name or _default_display_name(uri),
-                name=name,
-                source_uri=uri,
-                exists_ok=exists_ok,
-            )
-
-    def _upload_stream(
-        self,
-        stream: IO[bytes],
-        mime_type: str | None,
-        display_name: str | None,
-        name: str | None,
-        size: int | None,
-        exists_ok: bool,
-    ) -> GeminiFileRef:
-        stream_name = getattr(stream, "name", None)
-        label = stream_name if isinstance(stream_name, str) and not stream_name.startswith("<") else None
-        if not mime_type:
-            raise GeminiInputError(
-                f"mime_type is required to upload a stream ({label or type(stream).__name__}): pass e.g. "
-                "mime_type='application/pdf', or pass the file's path instead so it can be sniffed."
-            )
-        if size is None:
-            try:
-                start = stream.tell()
-                size = stream.seek(0, os.SEEK_END) - start
-                stream.seek(start)
-            except (OSError, AttributeError, ValueError) as err:
-                raise GeminiInputError(
-                    f"Cannot measure the stream {label or type(stream).__name__} (it cannot seek): pass "
-                    "size= with the number of bytes to upload."
-                ) from err
-        _check_size(size, label or f"stream {type(stream).__name__}")
-        return self._send(
-            stream,
-            size=size,
-            mime_type=resolve_mime_type(source=label or "stream", explicit=mime_type),
-            display_name=display_name or (_default_display_name(label) if label else None),
-            name=name,
-            source_uri=label,
-            exists_ok=exists_ok,
-        )
-
-    @property
-    def _chunk_size(self) -> int:
-        from airflow_gemini_files.hooks.upload import DEFAULT_CHUNK_SIZE
-
-        return DEFAULT_CHUNK_SIZE
-
     @cached_property
     def _upload_http(self) -> httpx.Client:
-        """One httpx client for every upload of this hook (a new one per file costs ~0.1 s of CPU)."""
+        """One httpx client for every upload of this hook (not one per file)."""
         return httpx.Client(headers={"user-agent": "airflow-gemini-files"})
 
     def _send(
-        self,
-        stream: IO[bytes],
-        *,
-        size: int,
-        mime_type: str,
-        display_name: str | None,
-        name: str | None,
-        source_uri: str | None,
-        exists_ok: bool,
+        self, source: UploadSource, *, mime_type: str, display_name: str | None, name: str | None
     ) -> GeminiFileRef:
-        from airflow_gemini_files.hooks.upload import ResumableUpload
+        from airflow_gemini_files.hooks.upload import ResumableUpload, ResumableUploadError
 
         settings = self.settings
-        http = self.client._api_client._http_options
         uploader = ResumableUpload(
-            base_url=http.base_url or settings.base_url or DEFAULT_BASE_URL,
-            api_version=http.api_version or settings.api_version or "v1beta",
+            base_url=settings.base_url,
+            api_version=settings.api_version,
             api_key=settings.api_key,
             retry=settings.retry,
-            chunk_size=self._chunk_size,
+            chunk_size=settings.upload_chunk_size,
             timeout=settings.timeout,
             http=self._upload_http,
         )
-        label = source_uri or display_name or "stream"
-        log.info("Uploading %s (%d bytes, %s) to Gemini.", label, size, mime_type)
+        log.info("Uploading %s (%d bytes, %s) to Gemini.", source.name, source.size, mime_type)
         try:
-            file = uploader.upload(
-                stream, size=size, mime_type=mime_type, display_name=display_name, name=name, label=label
-            )
-        except errors.APIError as err:
-            if err.code == 409 and name and exists_ok:
-                return dataclasses.replace(self.get_file(name), source_uri=source_uri)
-            if err.code == 409 and name:
-                raise GeminiInputError(
-                    f"A Gemini file named {name} already exists. Choose another name, delete it first, or "
-                    "pass exists_ok=True to reuse it."
-                ) from err
-            raise self._translate(err) from err
-        ref = GeminiFileRef.from_file(file, source_uri=source_uri)
-        log.info("Uploaded %s as %s (%s).", label, ref.name, ref.state)
-        self._record_lineage(source_uri, ref)
+            # Not network=True: a connection failure here may be GCS's (reading the source), not Gemini's.
+            with self._api(name=name, network=False), source.open() as stream:
+                file = uploader.upload(
+                    stream,
+                    size=source.size,
+                    mime_type=mime_type,
+                    display_name=display_name,
+                    name=name,
+                    source_name=source.name,
+                )
+        except ResumableUploadError as err:  # its cause is always the Gemini side's
+            if err.__cause__ is not None and policy.is_network_error(err.__cause__):
+                raise self._unreachable(err.__cause__) from err
+            raise
+        ref = GeminiFileRef.from_file(file, source_uri=source.source_uri)
+        log.info("Uploaded %s as %s (%s).", source.name, ref.name, ref.state)
+        self._record_lineage(source.source_uri, ref)
         return ref
 
     # Register ----------------------------------------------------------------------------------------
@@ -582,8 +508,9 @@ class GeminiHook(BaseHook):
         """
         Register ``gs://`` objects with Gemini (no bytes pass through the worker), ``batch_size`` per call.
 
-        Returns one ref per distinct URI, in the given order, with ``source_uri`` set. If a batch fails,
-        the files registered by earlier batches are deleted again before the error is raised.
+        Returns one ref per distinct URI, in the given order, with ``source_uri`` set. An empty object is
+        refused as an upload would refuse it. If anything fails, the files registered so far are deleted
+        again before the error is raised.
         """
         if isinstance(uris, str):
             uris = [uris]
@@ -593,7 +520,7 @@ class GeminiHook(BaseHook):
         if len(ordered) < len(uris):
             log.info("Ignoring %d duplicate URI(s) in the register list.", len(uris) - len(ordered))
         for uri in ordered:
-            gcs.parse_gs_uri(uri)
+            parse_gs_uri(uri)
         if not ordered:
             return []
         credentials = self.gcp_credentials
@@ -601,10 +528,13 @@ class GeminiHook(BaseHook):
         try:
             for start in range(0, len(ordered), batch_size):
                 batch = ordered[start : start + batch_size]
-                refs.extend(self._register_batch(credentials, batch))
+                registered = self._register_batch(credentials, batch)
+                refs.extend(registered)
+                for ref in registered:
+                    policy.check_source_size(ref.size_bytes, ref.source_uri or ref.name)
                 log.info("Registered %d of %d GCS objects with Gemini.", len(refs), len(ordered))
         except BaseException:
-            self._cleanup(refs)
+            self.delete_files_quietly(refs)
             raise
         for ref in refs:
             self._record_lineage(ref.source_uri, ref)
@@ -613,31 +543,23 @@ class GeminiHook(BaseHook):
     def _register_batch(self, credentials: Credentials, batch: list[str]) -> list[GeminiFileRef]:
         from google.auth.exceptions import GoogleAuthError
 
+        shown = ", ".join(batch[:3]) + (f" and {len(batch) - 3} more" if len(batch) > 3 else "")
+        refused = (
+            f" Gemini could not register {printable(shown)}: the objects must exist and the GCP identity "
+            f"(gcp_conn_id={self.gcp_conn_id!r}) needs 'Storage Object Viewer' on the bucket."
+        )
         try:
-            response = self.client.files.register_files(auth=credentials, uris=batch)
+            with self._api(refused=refused):
+                response = self.client.files.register_files(auth=credentials, uris=batch)
         except GoogleAuthError as err:
             raise GeminiInputError(
                 "Could not get a GCP access token to register GCS objects "
                 f"({type(err).__name__}). Check the credentials: gcp_conn_id={self.gcp_conn_id!r} "
                 "(a service-account key) or Application Default Credentials."
             ) from None
-        except errors.APIError as err:
-            translated = self._translate(err)
-            if translated is not err:
-                raise translated from err
-            shown = ", ".join(batch[:3]) + (f" and {len(batch) - 3} more" if len(batch) > 3 else "")
-            hint = (
-                " The GCP identity needs 'Storage Object Viewer' on the bucket and the objects must exist."
-                if err.code in (400, 403, 404)
-                else ""
-            )
-            message = self._redact(str(err.message))
-            raise GeminiFilesError(
-                f"Gemini refused to register {shown} ({err.code} {err.status}: {message}).{hint}"
-            ) from err
         finally:
             token = getattr(credentials, "token", None)
-            if token and token != gcs.OFFLINE_TOKEN:
+            if token and token != gcs.ANONYMOUS_TOKEN:
                 from airflow.sdk.log import mask_secret
 
                 mask_secret(token)
@@ -649,31 +571,20 @@ class GeminiHook(BaseHook):
             )
         return [GeminiFileRef.from_file(f, source_uri=uri) for f, uri in zip(files, batch, strict=True)]
 
-    def _cleanup(self, refs: Iterable[GeminiFileRef]) -> None:
-        for ref in refs:
-            try:
-                self.delete_file(ref)
-            except Exception:
-                log.warning("Could not delete %s while cleaning up after a failure.", ref.name, exc_info=True)
-
     # Get / list / delete -----------------------------------------------------------------------------
     def get_file(self, file: GeminiFileRef | str | dict[str, Any]) -> GeminiFileRef:
-        """The current state of a file; :class:`GeminiFileNotUsableError` if it is gone (403/404)."""
+        """The current state of a file; :class:`~..exceptions.GeminiFileGoneError` if it is gone (403/404)."""
         ref = self._coerce(file)
-        try:
+        with self._api(file=ref):
             fresh = self.client.files.get(name=ref.name)
-        except errors.APIError as err:
-            raise self._translate(err, file=ref.name) from err
         return GeminiFileRef.from_file(fresh, source_uri=ref.source_uri)
 
     async def aget_file(self, file: GeminiFileRef | str | dict[str, Any]) -> GeminiFileRef:
         """Async :meth:`get_file` (for triggers): never blocks the event loop."""
         ref = self._coerce(file)
-        client = await self._aclient()
-        try:
+        client = await self.aget_client()
+        with self._api(file=ref):
             fresh = await client.files.get(name=ref.name)
-        except errors.APIError as err:
-            raise self._translate(err, file=ref.name) from err
         return GeminiFileRef.from_file(fresh, source_uri=ref.source_uri)
 
     def list_files(self, page_size: int = 100) -> Iterator[GeminiFileRef]:
@@ -683,25 +594,34 @@ class GeminiHook(BaseHook):
         return self._iter_files(page_size)
 
     def _iter_files(self, page_size: int) -> Iterator[GeminiFileRef]:
-        try:
+        with self._api():
             for file in self.client.files.list(config={"page_size": page_size}):
                 yield GeminiFileRef.from_file(file)
-        except errors.APIError as err:
-            raise self._translate(err) from err
 
     def delete_file(self, file: GeminiFileRef | str | dict[str, Any]) -> bool:
         """Delete a file; False (and a log line) when it was already gone (403/404)."""
         ref = self._coerce(file)
         try:
-            self.client.files.delete(name=ref.name)
-        except errors.APIError as err:
-            translated = self._translate(err, file=ref.name)
-            if isinstance(translated, GeminiFileNotUsableError):
-                log.info("Gemini file %s (%s) was already gone: nothing to delete.", ref.name, ref.label)
-                return False
-            raise translated from err
-        log.info("Deleted Gemini file %s (%s).", ref.name, ref.label)
+            with self._api(file=ref):
+                self.client.files.delete(name=ref.name)
+        except GeminiFileNotUsableError:
+            log.info("Gemini file %s was already gone: nothing to delete.", policy.describe(ref))
+            return False
+        log.info("Deleted Gemini file %s.", policy.describe(ref))
         return True
+
+    def delete_files_quietly(self, files: Iterable[GeminiFileRef | str | dict[str, Any]]) -> list[str]:
+        """Best-effort rollback: delete each file, log (never raise) what could not be; the names deleted."""
+        deleted: list[str] = []
+        for file in files:
+            try:
+                if self.delete_file(file):
+                    deleted.append(self._coerce(file).name)
+            except Exception as err:
+                log.warning("Could not delete %s while rolling back: %s", file, printable(err))
+        if deleted:
+            log.info("Rolled back: deleted %d file(s).", len(deleted))
+        return deleted
 
     @staticmethod
     def _coerce(file: Any) -> GeminiFileRef:
@@ -720,15 +640,15 @@ class GeminiHook(BaseHook):
         *,
         timeout: float,
         poll_interval: float,
-        max_poll_interval: float = 60.0,
+        max_poll_interval: float = policy.MAX_POLL_INTERVAL,
     ) -> list[GeminiFileRef]:
         """
-        Poll until every file is ACTIVE and return the refreshed refs (same order).
+        Poll until every file is ACTIVE and return the refreshed refs (same order, duplicates once).
 
-        The interval starts at ``poll_interval`` and grows 1.5x per round up to ``max_poll_interval``.
-        A FAILED file raises :class:`GeminiFileFailedError` with Gemini's message; a vanished one
-        :class:`GeminiFileNotUsableError`; files still processing after ``timeout`` seconds
-        :class:`GeminiWaitTimeoutError` naming them. Transient API errors are logged and polled again.
+        The interval starts at ``poll_interval`` and grows 1.5x while nothing changes, up to
+        ``max_poll_interval``. How the wait ends (a FAILED, expired or vanished file, an error no poll can
+        fix, too many failed polls in a row, the timeout) is decided by
+        :class:`~airflow_gemini_files.hooks.policy.ActiveWait`, as for the sensor in every mode.
         """
         if not timeout > 0 or not poll_interval > 0:
             raise GeminiInputError(
@@ -738,58 +658,25 @@ class GeminiHook(BaseHook):
             refs = GeminiFileRef.coerce_many(files)
         except (ValueError, TypeError) as err:
             raise GeminiInputError(f"files: {err}") from None
-        current = {ref.name: ref for ref in refs}
+        wait = ActiveWait(refs)
+        schedule = PollSchedule(poll_interval, cap=max_poll_interval)
         deadline = time.monotonic() + timeout
-        interval = poll_interval
         while True:
-            for file_name, ref in current.items():
-                current[file_name] = fresh = self._poll_once(ref)
-                if fresh.state == "FAILED":
-                    raise GeminiFileFailedError(
-                        f"Gemini could not process {fresh.label} ({fresh.name}): "
-                        f"{fresh.error or 'no error message given'}. Check the file is a valid "
-                        f"{fresh.mime_type or 'document'}, or upload it again.",
-                        file_name=fresh.name,
-                        error=fresh.error,
-                    )
-            pending = [r for r in current.values() if r.state != "ACTIVE"]
-            if not pending:
-                return [current[ref.name] for ref in refs]
+            progressed = wait.record({ref.name: self._answer(ref) for ref in wait.pending})
+            if wait.done:
+                return wait.result()
             remaining = deadline - time.monotonic()
-            names = ", ".join(f"{r.name} ({r.label})" for r in pending[:5])
-            more = f" and {len(pending) - 5} more" if len(pending) > 5 else ""
             if remaining <= 0:
-                raise GeminiWaitTimeoutError(
-                    f"{len(pending)} of {len(current)} Gemini files still PROCESSING after {timeout:g} s: "
-                    f"{names}{more}. Raise the timeout (videos can take minutes), or check them later.",
-                    pending=[r.name for r in pending],
-                )
-            log.info(
-                "%d of %d files still PROCESSING (%s%s); next check in %.1f s.",
-                len(pending),
-                len(current),
-                names,
-                more,
-                min(interval, remaining),
-            )
-            time.sleep(min(interval, remaining))
-            interval = min(interval * 1.5, max(poll_interval, max_poll_interval))
+                raise wait.timeout_error(timeout)
+            pause = min(schedule.next(progressed), remaining)
+            log.info("%s; next check in %.1f s.", wait.progress(), pause)
+            time.sleep(pause)
 
-    def _poll_once(self, ref: GeminiFileRef) -> GeminiFileRef:
-        if ref.state == "ACTIVE":
-            return ref
+    def _answer(self, ref: GeminiFileRef) -> GeminiFileRef | BaseException:
         try:
             return self.get_file(ref)
-        except errors.APIError as err:
-            if err.code in _TRANSIENT_CODES:
-                log.warning(
-                    "Transient error polling %s (%s %s); will poll again.", ref.name, err.code, err.status
-                )
-                return ref
-            raise
-        except NETWORK_ERRORS as err:
-            log.warning("Network error polling %s (%s); will poll again.", ref.name, type(err).__name__)
-            return ref
+        except Exception as err:
+            return err
 
     # Generate ----------------------------------------------------------------------------------------
     def generate_content(
@@ -806,29 +693,48 @@ class GeminiHook(BaseHook):
         parts = [item.to_part() if isinstance(item, GeminiFileRef) else item for item in items]
         if not parts:
             raise GeminiInputError("contents is empty: pass a prompt (and files) to generate from.")
-        try:
+        refused = f" Check the request for model {model.strip()!r}{_config_summary(config)}."
+        with self._api(model=model, refused=refused):
             return self.client.models.generate_content(
                 model=model.strip(),
                 contents=parts,  # type: ignore[arg-type]
                 config=config,  # type: ignore[arg-type]
             )
-        except errors.APIError as err:
-            raise self._translate(err, model=model) from err
 
     # Connection test ---------------------------------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:
         """List one page of files; ``(False, reason)`` on a bad key or unreachable API (key never shown)."""
         try:
-            pager = self.client.files.list(config={"page_size": 1})
-            count = len(pager.page)
-        except GeminiFilesError as err:
-            return False, self._redact(str(err))
+            with self._api():
+                pager = self.client.files.list(config={"page_size": 1})
+                count = len(pager.page)
         except errors.APIError as err:
-            translated = self._translate(err)
-            return False, self._redact(
-                str(translated) if translated is not err else f"{err.code} {err.message}"
-            )
+            return False, self._redact(f"{err.code} {err.message}")
         except Exception as err:
-            return False, self._redact(f"Cannot reach the Gemini API: {type(err).__name__}: {err}")
-        where = self.settings.base_url or DEFAULT_BASE_URL
-        return True, f"Connected to the Gemini Files API at {where} ({count} file(s) on the first page)."
+            return False, self._redact(str(err) if isinstance(err, GeminiFilesError) else f"{err!r}")
+        return (
+            True,
+            f"Connected to the Gemini Files API at {self.settings.base_url} ({count} file(s) on the first "
+            "page).",
+        )
+
+
+def _config_summary(config: Any) -> str:
+    """The request values a refused generateContent most likely trips on, shortened, for the error."""
+    if config is None:
+        return ""
+    values = (
+        config.model_dump(exclude_none=True) if isinstance(config, types.GenerateContentConfig) else config
+    )
+    if not isinstance(values, dict):
+        return f" and its config {printable(repr(values))[:300]}"
+    shown = []
+    for key in ("response_schema", "response_json_schema", "response_mime_type", "tools", "thinking_config"):
+        if values.get(key) is not None:
+            value = values[key]
+            text = value.__name__ if isinstance(value, type) else repr(value)
+            shown.append(f"{key}={printable(text)[:300]}")
+    others = sorted(set(values) - {"response_schema", "response_json_schema", "response_mime_type", "tools"})
+    if others:
+        shown.append(f"other config keys {others}")
+    return (": " + "; ".join(shown)) if shown else ""

@@ -1,4 +1,7 @@
-"""Retry policy shared by the Gemini client (via the SDK) and our own resumable upload."""
+"""Backoff shared by the Gemini client (via the SDK), our resumable upload and GCS reads: how long to wait.
+
+Which errors are worth another try is decided in :mod:`airflow_gemini_files.hooks.policy`.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from google.genai import types
 
-#: HTTP statuses worth another try: the same set the google-genai SDK retries.
-RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
-
-#: Connection-level failures worth another try (refused, reset, dropped mid-body, timed out).
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    httpx.TransportError,  # ConnectError, ReadError, WriteError, RemoteProtocolError, timeouts
-    ConnectionError,
-    TimeoutError,
-)
+from airflow_gemini_files.hooks.policy import RETRYABLE_STATUSES, is_network_error
 
 _EXTRA_KEYS = {
     "retry_attempts": "attempts",
@@ -73,10 +67,9 @@ class RetryPolicy:
         """
         kwargs: dict[str, Any] = {}
         for key, attr in _EXTRA_KEYS.items():
-            raw = (extra or {}).get(key)
-            if raw is None or raw == "":
-                continue
-            kwargs[attr] = _parse_extra(key, raw, integer=attr == "attempts")
+            value = number_extra(key, (extra or {}).get(key), integer=attr == "attempts")
+            if value is not None:
+                kwargs[attr] = value
         try:
             return cls(**kwargs)
         except ValueError as err:
@@ -119,8 +112,8 @@ class RetryPolicy:
 
     @staticmethod
     def is_transient_error(exc: BaseException) -> bool:
-        """True for connection-level failures (refused, reset, dropped, timed out)."""
-        return isinstance(exc, TRANSIENT_ERRORS)
+        """True for connection-level failures (refused, reset, dropped, timed out); see the policy module."""
+        return is_network_error(exc)
 
     def wait_before_retry(self, retry_number: int, retry_after: float | None = None) -> float:
         """The wait for retry `retry_number`, honouring a server's `Retry-After` up to `max_delay`."""
@@ -149,19 +142,25 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _parse_extra(key: str, raw: Any, *, integer: bool) -> float | int:
+def number_extra(key: str, raw: Any, *, integer: bool, example: str | None = None) -> float | int | None:
+    """A connection extra's number (the form stores strings): None when unset, else a ValueError naming it."""
+    if raw is None or raw == "":
+        return None
     kind = "an integer" if integer else "a number of seconds"
+    example = example or ("5" if integer else "1.5")
     if isinstance(raw, bool):
         raise ValueError(f"Gemini connection extra {key}={raw!r} must be {kind}, not a boolean.")
     try:
         number = float(raw)
     except (TypeError, ValueError):
         raise ValueError(
-            f"Gemini connection extra {key}={raw!r} is not {kind}. Set it to e.g. "
-            f"{'5' if integer else '1.5'} or remove it to use the default."
+            f"Gemini connection extra {key}={raw!r} is not {kind}. Set it to e.g. {example} or remove it "
+            "to use the default."
         ) from None
     if integer:
         if not number.is_integer():
-            raise ValueError(f"Gemini connection extra {key}={raw!r} must be a whole number such as 5.")
+            raise ValueError(
+                f"Gemini connection extra {key}={raw!r} must be a whole number such as {example}."
+            )
         return int(number)
     return number

@@ -25,6 +25,7 @@ import httpx
 from google.genai import errors, types
 
 from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
+from airflow_gemini_files.hooks.policy import is_quota_full
 from airflow_gemini_files.hooks.retry import RetryPolicy, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -110,11 +111,11 @@ class ResumableUpload:
         mime_type: str,
         display_name: str | None = None,
         name: str | None = None,
-        label: str | None = None,
+        source_name: str | None = None,
     ) -> types.File:
         """Send `size` bytes read from `stream` (from its current position) and return the File.
 
-        `label` names the upload in logs and errors (e.g. the source path); `name` is the
+        `source_name` names the upload in logs and errors (e.g. the source path); `name` is the
         optional `files/<id>` to create. The stream is read sequentially; it is rewound only
         when the server lost bytes before the current chunk, which needs `seek()`.
         """
@@ -126,13 +127,13 @@ class ResumableUpload:
             raise GeminiInputError("mime_type is required for an upload, e.g. 'application/pdf'.")
         if name is not None and not name.startswith("files/"):
             name = f"files/{name}"
-        label = label or display_name or name or "stream"
+        source_name = source_name or display_name or name or "stream"
         self.stats = UploadStats()
         started = time.monotonic()
         own_http = self._http is None
         http = self._http or httpx.Client(timeout=self._timeout, headers={"user-agent": _USER_AGENT})
         try:
-            session = _Session(self, http, label, size)
+            session = _Session(self, http, source_name, size)
             file = session.run(stream, mime_type=mime_type, display_name=display_name, name=name)
         finally:
             self.stats.seconds = time.monotonic() - started
@@ -141,7 +142,7 @@ class ResumableUpload:
         stats = self.stats
         log.info(
             "Uploaded %s as %s: %.1f MiB in %.1f s (%.1f MiB/s); %d retries, %.1f MiB re-sent.",
-            label,
+            source_name,
             file.name,
             size / MiB,
             stats.seconds,
@@ -155,16 +156,16 @@ class ResumableUpload:
 class _Session:
     """One upload session: the start request, the chunk loop and its recovery."""
 
-    def __init__(self, owner: ResumableUpload, http: httpx.Client, label: str, size: int) -> None:
+    def __init__(self, owner: ResumableUpload, http: httpx.Client, source_name: str, size: int) -> None:
         self.owner = owner
         self.retry = owner._retry
         self.stats = owner.stats
         self.http = http
-        self.label = label
+        self.source_name = source_name
         self.size = size
         self.url = ""
         self.high_water = 0  # end of the furthest byte range ever sent
-        self.progress = _Progress(label, size)
+        self.progress = _Progress(source_name, size)
 
     # -- protocol ---------------------------------------------------------------------------
 
@@ -177,7 +178,7 @@ class _Session:
             chunk_size = max(granularity, chunk_size - chunk_size % granularity)
         log.info(
             "Uploading %s (%.1f MiB, %s) in chunks of %.1f MiB.",
-            self.label,
+            self.source_name,
             self.size / MiB,
             mime_type,
             chunk_size / MiB,
@@ -197,13 +198,13 @@ class _Session:
             chunk = _read_exact(stream, want)
             if len(chunk) < want:
                 raise GeminiInputError(
-                    f"{self.label}: the stream ended after {offset + len(chunk)} bytes but size={self.size} "
-                    "was announced; pass the stream's real size."
+                    f"{self.source_name}: the stream ended after {offset + len(chunk)} bytes but "
+                    f"size={self.size} was announced; pass the stream's real size."
                 )
             last = offset + want >= self.size
             if last and _read_exact(stream, 1):
                 raise GeminiInputError(
-                    f"{self.label}: the stream holds more than the announced size={self.size} bytes; "
+                    f"{self.source_name}: the stream holds more than the announced size={self.size} bytes; "
                     "pass the stream's real size."
                 )
             try:
@@ -212,7 +213,7 @@ class _Session:
                 rewinds += 1
                 if origin is None or rewinds >= self.retry.attempts:
                     raise ResumableUploadError(
-                        f"{self.label}: the server lost bytes before offset {offset} (it has "
+                        f"{self.source_name}: the server lost bytes before offset {offset} (it has "
                         f"{rewind.offset}) and the stream cannot seek back (or it happened {rewinds} times); "
                         "upload again."
                     ) from None
@@ -259,7 +260,7 @@ class _Session:
         url = response.headers.get("x-goog-upload-url")
         if not url:
             raise ResumableUploadError(
-                f"{self.label}: the upload start reply has no x-goog-upload-url header; is base_url a "
+                f"{self.source_name}: the upload start reply has no x-goog-upload-url header; is base_url a "
                 "Gemini API endpoint?"
             )
         self.url = url
@@ -291,7 +292,7 @@ class _Session:
                     received = _int_header(response, "x-goog-upload-size-received")
                     if last:
                         raise ResumableUploadError(
-                            f"{self.label}: all {self.size} bytes were sent but the server did not "
+                            f"{self.source_name}: all {self.size} bytes were sent but the server did not "
                             "finalize the upload."
                         )
                     if received is None or received == end:
@@ -320,7 +321,8 @@ class _Session:
                 raise _Rewind(committed)
             if committed > end:
                 raise ResumableUploadError(
-                    f"{self.label}: the server reports {committed} bytes received, beyond the {end} sent."
+                    f"{self.source_name}: the server reports {committed} bytes received, beyond the {end} "
+                    "sent."
                 )
             if committed > pos:
                 failures = 0  # progress was made: the failure budget starts again
@@ -348,7 +350,7 @@ class _Session:
                 return received, None
             if response.status_code != 200 and not self.retry.is_retryable_status(response.status_code):
                 raise ResumableUploadError(
-                    f"{self.label}: the upload session is gone (query answered HTTP "
+                    f"{self.source_name}: the upload session is gone (query answered HTTP "
                     f"{response.status_code}, status {status or 'none'}); upload the file again."
                 )
             failures = self.backoff(failures, f"query got HTTP {response.status_code}", response)
@@ -358,7 +360,7 @@ class _Session:
         try:
             self.post(self.url, {"X-Goog-Upload-Command": "cancel"}, b"", chunk=True, timeout=5.0)
         except Exception as exc:  # the caller is already raising the real error
-            log.debug("Cancelling the upload session of %s failed: %s", self.label, type(exc).__name__)
+            log.debug("Cancelling the upload session of %s failed: %s", self.source_name, type(exc).__name__)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -375,7 +377,7 @@ class _Session:
             headers = {**headers, "X-Server-Timeout": self.owner._server_timeout}
         # The body goes in as a one-shot iterator: httpx keeps a Request (and bytes content) inside a
         # Request/Response reference cycle that only the garbage collector frees, which held every
-        # sent chunk alive (~90 MiB peak for a 96 MiB upload); an exhausted generator holds nothing.
+        # sent chunk alive until a collection; an exhausted generator holds nothing.
         headers = {**headers, "Content-Length": str(len(body))}
         request = self.http.build_request(
             "POST", url, headers=headers, content=_once(body), timeout=timeout or self.owner._timeout
@@ -398,7 +400,7 @@ class _Session:
         """Count a failure, give up when the budget is spent, else sleep; returns the new count."""
         failures += 1
         if failures >= self.retry.attempts:
-            message = f"{self.label}: giving up after {failures} attempts: {reason}."
+            message = f"{self.source_name}: giving up after {failures} attempts: {reason}."
             if isinstance(problem, httpx.Response) and problem.status_code != 200:
                 self.raise_api_error(problem, prefix=message)
             raise ResumableUploadError(message) from (problem if isinstance(problem, Exception) else None)
@@ -407,7 +409,7 @@ class _Session:
         self.stats.retries += 1
         log.warning(
             "Upload of %s: %s; retry %d of %d in %.1f s.",
-            self.label,
+            self.source_name,
             reason,
             failures,
             self.retry.attempts - 1,
@@ -419,7 +421,7 @@ class _Session:
     def final_file(self, response: httpx.Response, *, pos_ok: bool, via_query: bool = False) -> types.File:
         if not pos_ok:
             raise ResumableUploadError(
-                f"{self.label}: the server finalized the upload before all {self.size} bytes were sent."
+                f"{self.source_name}: the server finalized the upload before all {self.size} bytes were sent."
             )
         try:
             payload = response.json()["file"]
@@ -427,11 +429,11 @@ class _Session:
         except (ValueError, KeyError, TypeError) as err:
             if via_query:  # the finalize reply was lost and the server does not repeat it
                 raise ResumableUploadError(
-                    f"{self.label}: the server completed the upload but its reply was lost; look the file "
-                    "up by its name or display name before uploading it again."
+                    f"{self.source_name}: the server completed the upload but its reply was lost; look the "
+                    "file up by its name or display name before uploading it again."
                 ) from None
             raise ResumableUploadError(
-                f"{self.label}: the final upload reply is not a {{'file': {{...}}}} resource ({err})."
+                f"{self.source_name}: the final upload reply is not a {{'file': {{...}}}} resource ({err})."
             ) from None
 
     def raise_api_error(self, response: httpx.Response, prefix: str | None = None) -> None:
@@ -451,8 +453,8 @@ class _Session:
 class _Progress:
     """Logs percent, MiB and MiB/s every ~10 % or ~5 s."""
 
-    def __init__(self, label: str, size: int) -> None:
-        self.label = label
+    def __init__(self, source_name: str, size: int) -> None:
+        self.source_name = source_name
         self.size = size
         self.started = self.last_time = time.monotonic()
         self.last_fraction = 0.0
@@ -469,7 +471,7 @@ class _Progress:
         self.last_fraction, self.last_time = fraction, now
         log.info(
             "Uploading %s: %3.0f%% (%.1f of %.1f MiB) at %.1f MiB/s.",
-            self.label,
+            self.source_name,
             fraction * 100,
             done / MiB,
             self.size / MiB,
@@ -511,7 +513,7 @@ def _tell(stream: BinaryStream) -> int | None:
 
 def _storage_quota_full(response: httpx.Response) -> bool:
     """A 429 for the project's file storage quota: waiting seconds frees no space, so it is not retried."""
-    return response.status_code == 429 and "file_storage_bytes" in response.text
+    return is_quota_full(response.status_code, response.text)
 
 
 def _int_header(response: httpx.Response, name: str) -> int | None:

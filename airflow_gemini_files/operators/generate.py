@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
-from airflow_gemini_files.exceptions import GeminiFileNotUsableError, GeminiFilesError, GeminiInputError
-from airflow_gemini_files.hooks.gemini import GeminiHook
-from airflow_gemini_files.operators._context import files_label, set_map_index_label
-from airflow_gemini_files.operators._fanout import fan_out
-from airflow_gemini_files.operators._inputs import check_max_concurrency, coerce_files, is_many
+from airflow_gemini_files.exceptions import GeminiFileGoneError, GeminiFilesError, GeminiInputError
+from airflow_gemini_files.hooks import policy
+from airflow_gemini_files.hooks.policy import FileVerdict
+from airflow_gemini_files.naming import printable, prompt_label
+from airflow_gemini_files.operators.base import (
+    GeminiBaseOperator,
+    is_many,
+    map_index_label,
+    set_map_index_label,
+)
 from airflow_gemini_files.refs import GeminiFileRef
 
 if TYPE_CHECKING:
@@ -28,9 +28,6 @@ USAGE_XCOM_KEY = "usage"
 ERRORS_XCOM_KEY = "errors"
 """XCom key of the per-file errors of a ``per_file`` run: ``[{"file", "display_name", "error"}]``."""
 
-EXPIRY_MARGIN = timedelta(minutes=1)
-"""A file this close to its expiration time is refused: it could vanish while the model reads it."""
-
 _JSON_MIME_TYPE = "application/json"
 
 
@@ -38,43 +35,26 @@ def _is_model_class(value: Any) -> bool:
     return isinstance(value, type) and hasattr(value, "model_validate_json")
 
 
-def file_problem(ref: GeminiFileRef) -> str | None:
-    """Why ``ref`` (freshly fetched) cannot go into a prompt, with the fix; None when it can."""
-    if ref.state == "FAILED":
-        return (
-            f"{ref.name} ({ref.label}) FAILED processing: {ref.error or 'no reason given'}. "
-            "Upload a valid copy of the document."
-        )
-    if ref.is_expired(margin=EXPIRY_MARGIN):
-        return (
-            f"{ref.name} ({ref.label}) expired at {ref.expiration_time}: Gemini deletes files 48 hours after "
-            "upload. Upload or register it again."
-        )
-    if ref.state != "ACTIVE":
-        return (
-            f"{ref.name} ({ref.label}) is {ref.state or 'in an unknown state'}, not ACTIVE: wait for it with "
-            "GeminiFileActiveSensor before generating."
-        )
-    return None
-
-
-class GeminiGenerateContentOperator(BaseOperator):
+class GeminiGenerateContentOperator(GeminiBaseOperator):
     """
     Ask a Gemini model about files; return the text, or the parsed JSON when a schema or JSON is asked for.
 
     The prompt comes first, then the files in the order given, each preceded by a text part
     ``<<<File: display name>>>`` so the model can tell them apart (``label_files=False`` turns it off).
-    Before the model is called every file is fetched again: files that are not ACTIVE, have FAILED or have
-    expired are refused with an error naming them.
+    Before the model is called every file is fetched again: files that are not ACTIVE, have FAILED, have
+    expired (or will within a minute) or are gone are refused with an error naming them, the error every
+    other task gives for the same file (see :mod:`airflow_gemini_files.hooks.policy`). A file listed
+    twice is sent once.
 
     With ``response_schema`` (a JSON schema dict, or a pydantic model class) the model is asked for JSON,
     and the reply is parsed and validated; a pydantic reply is returned as a plain dict. Token usage goes to
     the XCom key ``usage``.
 
     With a list of files and ``per_file=True`` the prompt is sent once per file (``max_concurrency`` calls at
-    once) and the result is a list aligned with the files. Each file's failure is collected rather than
-    hiding the others: the errors go to XCom key ``errors``, and with ``fail_on_error`` (the default) the task
-    fails once all calls have finished; with ``fail_on_error=False`` it succeeds and failed entries are None.
+    once) and the result is a list aligned with the (distinct) files. Each file's failure is collected rather
+    than hiding the others: the errors go to XCom key ``errors``, and with ``fail_on_error`` (the default) the
+    task fails once all calls have finished; with ``fail_on_error=False`` it succeeds and failed entries are
+    None.
 
     Mapped over files (``.partial(...).expand(files=sensor.output)``) each task instance is labelled with its
     document's display name (the ``gemini_file_label`` context variable, used as ``map_index_template``
@@ -93,7 +73,6 @@ class GeminiGenerateContentOperator(BaseOperator):
     :param fail_on_error: With ``per_file``, fail the task if any file's call failed (after all have run);
         False returns None for those files instead. A single call always fails on error.
     :param max_concurrency: Calls in flight at once (``per_file``) and parallel file refreshes.
-    :param gemini_conn_id: Airflow connection of type ``gemini``.
     """
 
     template_fields: Sequence[str] = (
@@ -119,8 +98,6 @@ class GeminiGenerateContentOperator(BaseOperator):
         label_files: bool = True,
         per_file: bool = False,
         fail_on_error: bool = True,
-        max_concurrency: int = 8,
-        gemini_conn_id: str = GeminiHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -140,15 +117,6 @@ class GeminiGenerateContentOperator(BaseOperator):
         self.label_files = label_files
         self.per_file = per_file
         self.fail_on_error = fail_on_error
-        self.max_concurrency = check_max_concurrency(max_concurrency, task_id=self.task_id)
-        self.gemini_conn_id = gemini_conn_id
-
-    @cached_property
-    def hook(self) -> GeminiHook:
-        """The hook, built from ``gemini_conn_id``."""
-        hook = GeminiHook(gemini_conn_id=self.gemini_conn_id)
-        hook.get_conn()  # read the connection once, not in every worker thread
-        return hook
 
     # Inputs ---------------------------------------------------------------------------------------
     def _check_arguments(self) -> None:
@@ -168,32 +136,22 @@ class GeminiGenerateContentOperator(BaseOperator):
                 "GenerateContentConfig fields, e.g. {'temperature': 0.2}."
             )
 
-    def _refresh(self, refs: list[GeminiFileRef]) -> list[GeminiFileRef | str]:
-        """Fetch each file again; return the fresh ref, or a string saying why it cannot be used."""
-        outcomes = fan_out(
-            self.hook.get_file,
-            refs,
-            max_concurrency=self.max_concurrency,
-            log=self.log,
-            action="file checks",
-            log_progress=False,
-        )
-        fresh: list[GeminiFileRef | str] = []
+    def _refresh(self, refs: list[GeminiFileRef]) -> list[GeminiFileRef | GeminiFilesError]:
+        """Fetch each file again; the fresh ref, or the error saying why it cannot be sent to the model."""
+        outcomes = self.fan_out(self.hook.get_file, refs, action="file checks", log_progress=False)
+        fresh: list[GeminiFileRef | GeminiFilesError] = []
         for outcome in outcomes:
-            ref = outcome.item
+            ref, error = outcome.item, outcome.error
             if outcome.ok and outcome.value is not None:
                 value = outcome.value
-                if value.source_uri is None and ref.source_uri is not None:
-                    value = dataclasses.replace(value, source_uri=ref.source_uri)
-                fresh.append(file_problem(value) or value)
-            elif isinstance(outcome.error, GeminiFileNotUsableError):
-                fresh.append(f"{ref.name} ({ref.label}) cannot be used: {outcome.error}")
-            elif outcome.error is not None and (
-                isinstance(outcome.error, GeminiInputError) or not self.per_file
-            ):
-                raise outcome.error  # a bad key or connection fails every file alike
+                verdict = policy.file_verdict(value, margin=policy.USE_EXPIRY_MARGIN)
+                fresh.append(value if verdict is FileVerdict.USABLE else policy.verdict_error(value, verdict))
+            elif isinstance(error, GeminiFileGoneError):
+                fresh.append(policy.gone_error(ref))
+            elif error is not None and (isinstance(error, GeminiInputError) or not self.per_file):
+                raise error  # a bad key or connection fails every file alike
             else:
-                fresh.append(f"Could not fetch {ref.name} ({ref.label}): {outcome.error}")
+                fresh.append(GeminiFilesError(f"Could not fetch {policy.describe(ref)}: {printable(error)}"))
         return fresh
 
     # The call -------------------------------------------------------------------------------------
@@ -213,7 +171,7 @@ class GeminiGenerateContentOperator(BaseOperator):
         contents: list[Any] = [self.prompt]
         for ref in refs:
             if self.label_files:
-                contents.append(f"<<<File: {ref.label}>>>")
+                contents.append(f"<<<File: {prompt_label(ref.label)}>>>")
             contents.append(ref.to_part())
         return contents
 
@@ -259,7 +217,7 @@ class GeminiGenerateContentOperator(BaseOperator):
         many = is_many(self.files)
         if self.files is None and self.per_file:
             raise GeminiInputError(f"Task {self.task_id!r}: per_file=True needs files (got None).")
-        refs = coerce_files(self.files, param="files", task_id=self.task_id, allow_empty=True)
+        refs = self.file_refs(self.files, allow_empty=True)
         if many and not refs:
             if not self.per_file:
                 raise GeminiInputError(
@@ -270,16 +228,14 @@ class GeminiGenerateContentOperator(BaseOperator):
             context["ti"].xcom_push(key=USAGE_XCOM_KEY, value={"calls": 0})
             context["ti"].xcom_push(key=ERRORS_XCOM_KEY, value=[])
             return []
-        set_map_index_label(context, files_label(refs) if refs else "prompt only")
+        set_map_index_label(context, map_index_label(refs) if refs else "prompt only")
         fresh = self._refresh(refs)
-        problems = [item for item in fresh if isinstance(item, str)]
+        problems = [item for item in fresh if isinstance(item, GeminiFilesError)]
         usable = [item for item in fresh if isinstance(item, GeminiFileRef)]
         if usable:
-            set_map_index_label(context, files_label(usable))
+            set_map_index_label(context, map_index_label(usable))
         if problems and (self.fail_on_error or not self.per_file):
-            raise GeminiFileNotUsableError(
-                f"{len(problems)} of {len(refs)} file(s) cannot be sent to the model: " + " ".join(problems)
-            )
+            raise policy.first_error(problems)
 
         if not self.per_file:
             self.log.info("Asking %s about %d file(s).", self.model, len(usable))
@@ -294,13 +250,7 @@ class GeminiGenerateContentOperator(BaseOperator):
             len(refs),
             self.max_concurrency,
         )
-        outcomes = fan_out(
-            lambda ref: self._generate([ref]),
-            usable,
-            max_concurrency=self.max_concurrency,
-            log=self.log,
-            action="generate calls",
-        )
+        outcomes = self.fan_out(lambda ref: self._generate([ref]), usable, action="generate calls")
         by_name = {outcome.item.name: outcome for outcome in outcomes}
         results: list[Any] = []
         errors: list[dict[str, str]] = []
@@ -312,9 +262,11 @@ class GeminiGenerateContentOperator(BaseOperator):
                 results.append(value)
                 usages.append(usage)
                 continue
-            message = item if isinstance(item, str) else str(outcome.error if outcome else "not run")
+            message = (
+                str(item) if isinstance(item, GeminiFilesError) else str(outcome.error if outcome else "")
+            )
             label = item.label if isinstance(item, GeminiFileRef) else ref.label
-            errors.append({"file": ref.name, "display_name": label, "error": message})
+            errors.append({"file": ref.name, "display_name": label, "error": printable(message)})
             results.append(None)
         total = _sum_usage(usages)
         context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=total)

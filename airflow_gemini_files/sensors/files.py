@@ -6,42 +6,53 @@ import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_gemini_files.exceptions import (
-    GeminiFileFailedError,
-    GeminiFileNotUsableError,
-    GeminiFilesError,
-)
+from airflow_gemini_files.exceptions import GeminiFilesError, GeminiWaitTimeoutError
+from airflow_gemini_files.hooks import policy
 from airflow_gemini_files.hooks.gemini import GeminiHook
-from airflow_gemini_files.operators._context import files_label, set_map_index_label
-from airflow_gemini_files.operators._fanout import fan_out
-from airflow_gemini_files.operators._inputs import check_max_concurrency, coerce_files, dedupe, is_many
+from airflow_gemini_files.hooks.policy import ActiveWait
+from airflow_gemini_files.operators.base import (
+    GeminiTaskMixin,
+    check_max_concurrency,
+    is_many,
+    map_index_label,
+    set_map_index_label,
+)
 from airflow_gemini_files.refs import GeminiFileRef
-from airflow_gemini_files.triggers.files import GeminiFileActiveTrigger, is_permanent
+from airflow_gemini_files.triggers.files import GeminiFileActiveTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+RETRY_CHECK_WAIT = 10.0
+"""In reschedule mode, seconds at most between the repeated checks of one try after a failed check."""
 
-class GeminiFileActiveSensor(BaseSensorOperator):
+
+class GeminiFileActiveSensor(GeminiTaskMixin, BaseSensorOperator):
     """
     Wait until every file is ACTIVE; return the refreshed GeminiFileRef (a list for a list) as XCom.
 
-    A FAILED file fails the task with Gemini's error message for it; a file that disappears or expires while
-    waiting fails it too. Progress ("3 of 10 file(s) ACTIVE, 7 still PROCESSING") is logged on every poke.
+    How the wait ends is decided once, in :class:`~airflow_gemini_files.hooks.policy.ActiveWait`, for every
+    mode alike and for ``GeminiHook.wait_for_active``: a FAILED file fails the task with Gemini's message
+    (no retries); a file that is deleted or expires while waiting fails it too (no retries: it will not
+    come back); an error no poll can fix (a rejected API key) fails it at once; transient errors (network,
+    5xx after the hook's own retries) count as "not yet" until
+    :data:`~airflow_gemini_files.hooks.policy.MAX_CONSECUTIVE_POLL_FAILURES` checks in a row failed; and
+    the timeout raises :class:`~airflow_gemini_files.exceptions.GeminiWaitTimeoutError` (an
+    ``AirflowSensorTimeout``) naming the files. Progress ("3 of 10 file(s) ACTIVE, 7 still PROCESSING") is
+    logged on every check. A file listed twice is waited for once.
 
-    Modes: ``mode="poke"`` (holds a worker slot), ``mode="reschedule"``, or ``deferrable=True``: after one
-    immediate check the wait moves to :class:`~airflow_gemini_files.triggers.files.GeminiFileActiveTrigger`
-    in the triggerer (no worker slot held), with a wall-clock deadline ``timeout`` seconds away that
-    survives triggerer restarts. ``deferrable`` defaults to ``[operators] default_deferrable``.
-
-    In poke and reschedule modes a transient error while checking (network, 5xx after the hook's own
-    retries) counts as "not yet"; :attr:`MAX_CONSECUTIVE_ERRORS` in a row fail the task.
+    Modes: ``mode="poke"`` (holds a worker slot), ``mode="reschedule"`` (each check is a new try of the
+    task, so a failed check is repeated within the try, at most every :data:`RETRY_CHECK_WAIT` seconds,
+    until it succeeds or the tolerance is spent), or ``deferrable=True``: after one check the wait moves
+    to :class:`~airflow_gemini_files.triggers.files.GeminiFileActiveTrigger` in the triggerer (no worker
+    slot held), whose first poll comes one ``poke_interval`` after that check, and whose wall-clock
+    deadline ``timeout`` seconds away survives triggerer restarts. ``deferrable`` defaults to
+    ``[operators] default_deferrable``.
 
     Mapped over files, each instance is labelled with its file's display name (context variable
     ``gemini_file_label``, the default ``map_index_template`` when the DAG sets none).
@@ -51,14 +62,12 @@ class GeminiFileActiveSensor(BaseSensorOperator):
     :param gemini_conn_id: Airflow connection of type ``gemini``.
     :param deferrable: Wait in the triggerer instead of a worker.
     :param poke_interval: Seconds between checks (the trigger backs off from it while nothing changes).
-    :param timeout: Seconds to wait before failing with AirflowSensorTimeout.
+    :param timeout: Seconds to wait before failing with GeminiWaitTimeoutError.
     :param max_concurrency: File checks in flight at once.
     """
 
     template_fields: Sequence[str] = ("files", "gemini_conn_id")
     ui_color = "#e6f4ea"
-
-    MAX_CONSECUTIVE_ERRORS: int = 5
 
     def __init__(
         self,
@@ -76,20 +85,11 @@ class GeminiFileActiveSensor(BaseSensorOperator):
         self.gemini_conn_id = gemini_conn_id
         self.deferrable = deferrable
         self.max_concurrency = check_max_concurrency(max_concurrency, task_id=self.task_id)
-        self._active: dict[str, GeminiFileRef] = {}
-        self._consecutive_errors = 0
-
-    @cached_property
-    def hook(self) -> GeminiHook:
-        """The hook, built from ``gemini_conn_id``."""
-        hook = GeminiHook(gemini_conn_id=self.gemini_conn_id)
-        hook.get_conn()  # read the connection once, not in every worker thread
-        return hook
+        self._wait: ActiveWait | None = None
+        self._last_check: float | None = None
 
     def _refs(self) -> list[GeminiFileRef]:
-        return dedupe(
-            coerce_files(self.files, param="files", task_id=self.task_id, allow_empty=self.files is not None)
-        )
+        return self.file_refs(self.files, allow_empty=self.files is not None)
 
     def _result(self, refs: list[GeminiFileRef], fresh: Mapping[str, GeminiFileRef]) -> Any:
         """Fresh refs in input order, keeping each input's ``source_uri``; one ref for one input."""
@@ -101,102 +101,63 @@ class GeminiFileActiveSensor(BaseSensorOperator):
             merged.append(new)
         return merged if is_many(self.files) else merged[0]
 
+    def _check(self, wait: ActiveWait) -> bool:
+        """One check of every pending file, recorded in ``wait`` (which raises what ends the wait)."""
+        pending = wait.pending
+        outcomes = self.fan_out(self.hook.get_file, pending, action="file checks", log_progress=False)
+        self._last_check = time.time()
+        answers: dict[str, GeminiFileRef | BaseException] = {}
+        for outcome in outcomes:
+            answer = outcome.value if outcome.ok else outcome.error
+            if answer is not None:
+                answers[outcome.item.name] = answer
+        return wait.record(answers)
+
     def poke(self, context: Context) -> PokeReturnValue:
         refs = self._refs()
         if not refs:
             self.log.info("No files to wait for (an empty list).")
             return PokeReturnValue(is_done=True, xcom_value=[])
-        set_map_index_label(context, files_label(refs))
-        pending = [ref for ref in refs if ref.name not in self._active]
-        outcomes = fan_out(
-            self.hook.get_file,
-            pending,
-            max_concurrency=self.max_concurrency,
-            log=self.log,
-            action="file checks",
-            log_progress=False,
-        )
-        errors: list[BaseException] = []
-        latest: dict[str, GeminiFileRef] = dict(self._active)
-        for outcome in outcomes:
-            ref = outcome.item
-            if isinstance(outcome.error, GeminiFileNotUsableError):
-                raise GeminiFileNotUsableError(
-                    f"{ref.name} ({ref.label}) is gone (deleted or expired) while waiting for it to become "
-                    f"ACTIVE: {outcome.error}. Upload or register it again.",
-                    file_name=ref.name,
-                ) from outcome.error
-            if outcome.error is not None:
-                if is_permanent(outcome.error):
-                    raise outcome.error
-                errors.append(outcome.error)
-                continue
-            fresh = outcome.value
-            assert fresh is not None
-            if fresh.state == "FAILED":
-                raise GeminiFileFailedError(
-                    f"Gemini could not process {fresh.name} ({fresh.label}): "
-                    f"{fresh.error or 'no reason given'}",
-                    file_name=fresh.name,
-                    error=fresh.error,
-                )
-            if fresh.is_expired():
-                raise GeminiFileNotUsableError(
-                    f"{fresh.name} ({fresh.label}) expired at {fresh.expiration_time} before turning ACTIVE. "
-                    "Upload or register it again.",
-                    file_name=fresh.name,
-                )
-            latest[fresh.name] = fresh
-            if fresh.is_active:
-                self._active[fresh.name] = fresh
-        if errors:
-            self._consecutive_errors += 1
-            self.log.warning(
-                "%d of %d file checks failed (%d consecutive): %s",
-                len(errors),
-                len(pending),
-                self._consecutive_errors,
-                errors[0],
-            )
-            if self._consecutive_errors >= self.MAX_CONSECUTIVE_ERRORS:
-                raise GeminiFilesError(
-                    f"Gave up after {self._consecutive_errors} consecutive failed checks: {errors[0]}"
-                ) from errors[0]
-        else:
-            self._consecutive_errors = 0
-        set_map_index_label(context, files_label([latest.get(ref.name, ref) for ref in refs]))
-        done = sum(ref.name in self._active for ref in refs)
-        self.log.info("%d of %d file(s) ACTIVE, %d still PROCESSING.", done, len(refs), len(refs) - done)
-        if done < len(refs):
+        set_map_index_label(context, map_index_label(refs))
+        if self._wait is None:  # kept between pokes in poke mode; each reschedule starts a new one
+            self._wait = ActiveWait(refs)
+        wait = self._wait
+        self._check(wait)
+        while self.reschedule and wait.failures and not wait.done:
+            time.sleep(min(self.poke_interval, RETRY_CHECK_WAIT))  # nothing survives a reschedule to count
+            self._check(wait)
+        set_map_index_label(context, map_index_label([wait.latest[ref.name] for ref in refs]))
+        self.log.info("%s.", wait.progress())
+        if not wait.done:
             return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=self._result(refs, self._active))
+        return PokeReturnValue(is_done=True, xcom_value=self._result(refs, wait.active))
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             try:
                 return super().execute(context)
-            except AirflowSensorTimeout as timeout:  # Airflow's message names neither the files nor a fix
-                waiting = [ref.name for ref in self._refs() if ref.name not in self._active]
-                raise AirflowSensorTimeout(
-                    f"{timeout} Not ACTIVE yet: {', '.join(waiting)[:1000]}. Raise the sensor's timeout "
-                    "(videos and large PDFs can take minutes to process), or check the files' state with "
-                    "GeminiHook.get_file."
-                ) from timeout
+            except AirflowSensorTimeout as timeout:
+                if isinstance(timeout, GeminiWaitTimeoutError) or self._wait is None:
+                    raise
+                raise self._wait.timeout_error(self.timeout) from timeout
         first = self.poke(context)
         if first.is_done:
             return first.xcom_value
-        pending = [ref.name for ref in self._refs()]
+        assert self._wait is not None
+        pending = self._wait.pending
         self.log.info("Deferring: the triggerer waits up to %ss for %d file(s).", self.timeout, len(pending))
         self.defer(
             trigger=GeminiFileActiveTrigger(
-                file_names=pending,
+                file_names=[ref.name for ref in pending],
                 gemini_conn_id=self.gemini_conn_id,
                 poll_interval=self.poke_interval,
                 end_time=time.time() + self.timeout,
+                labels={ref.name: ref.label for ref in pending if ref.label != ref.name},
+                last_check=self._last_check,
             ),
             method_name="execute_complete",
             # A backstop only: the trigger's own deadline fires first with a clear message.
-            timeout=timedelta(seconds=self.timeout + GeminiFileActiveTrigger.MAX_POLL_INTERVAL + 60),
+            timeout=timedelta(seconds=self.timeout + policy.MAX_POLL_INTERVAL + 60),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
@@ -204,21 +165,19 @@ class GeminiFileActiveSensor(BaseSensorOperator):
         if not isinstance(event, Mapping) or "status" not in event:
             raise GeminiFilesError(f"GeminiFileActiveTrigger sent an unexpected event: {event!r}")
         refs = self._refs()
-        set_map_index_label(context, files_label(refs))
-        status, message = event["status"], str(event.get("message", ""))
+        set_map_index_label(context, map_index_label(refs))
+        status = event["status"]
         if status == "success":
             fresh = {ref.name: ref for ref in GeminiFileRef.coerce_many(event.get("files") or [])}
             missing = [ref.name for ref in refs if ref.name not in fresh]
             if missing:
                 raise GeminiFilesError(f"GeminiFileActiveTrigger reported success without {missing}.")
-            self.log.info("%s", message)
-            set_map_index_label(context, files_label([fresh[ref.name] for ref in refs]))
+            self.log.info("%s", event.get("message", ""))
+            set_map_index_label(context, map_index_label([fresh[ref.name] for ref in refs]))
             return self._result(refs, fresh)
-        if status == "failed":
-            raise GeminiFileFailedError(message, file_name=event.get("file_name"), error=event.get("error"))
         if status == "timeout":
-            raise AirflowSensorTimeout(
-                f"Sensor timed out after {self.timeout}s: {message}. Raise the sensor's timeout (videos and "
-                "large PDFs can take minutes to process), or check the files' state with GeminiHook.get_file."
-            )
-        raise GeminiFilesError(message)
+            pending = GeminiFileRef.coerce_many(event.get("pending") or [])
+            raise policy.timeout_error(pending, total=len(refs), timeout=self.timeout)
+        if status == "error" and isinstance(event.get("error"), Mapping):
+            raise policy.error_from_event(event["error"])
+        raise GeminiFilesError(f"GeminiFileActiveTrigger sent an unexpected event: {event!r}")

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.emulator_only
 
 
 def _sha(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+    return base64.b64encode(hashlib.sha256(data).hexdigest().encode()).decode()  # as the live API
 
 
 @pytest.mark.parametrize("api_version", ["v1", "v1beta"])

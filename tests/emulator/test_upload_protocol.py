@@ -62,7 +62,7 @@ def test_chunks_need_no_api_key_and_finalize_returns_the_file(gemini_emulator: G
     file = final.json()["file"]
     assert file["sizeBytes"] == str(len(data))
     assert file["displayName"] == "raw"
-    assert file["sha256Hash"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert file["sha256Hash"] == base64.b64encode(hashlib.sha256(data).hexdigest().encode()).decode()
 
 
 def test_wrong_offset_is_refused_and_query_reports_committed_bytes(gemini_emulator: GeminiEmulator) -> None:
@@ -191,7 +191,7 @@ def test_dropped_connection_mid_chunk_then_resume_from_query(gemini_emulator: Ge
     final = _chunk(url, data, committed, "upload, finalize")
     assert final.status_code == 200
     assert gemini_emulator.stats()["requests"]["upload_chunk"] == 3
-    expected = base64.b64encode(hashlib.sha256(data + data).digest()).decode()
+    expected = base64.b64encode(hashlib.sha256(data + data).hexdigest().encode()).decode()
     assert final.json()["file"]["sha256Hash"] == expected
 
 

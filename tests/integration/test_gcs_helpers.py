@@ -1,4 +1,4 @@
-"""GCS helpers with the real google-cloud-storage client against the GCS emulator (and a 403 server)."""
+"""The hook's GCS side: the real google-cloud-storage client against the GCS emulator and a 403 server."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from airflow_gemini_files import gcs
 from airflow_gemini_files.exceptions import GeminiInputError
+from airflow_gemini_files.hooks import gcs
+from airflow_gemini_files.hooks.gemini import GeminiHook
 
 
 @pytest.fixture
@@ -32,10 +33,11 @@ def bucket(gcs_emulator) -> Iterator[storage.Bucket]:
     bkt.delete()
 
 
-def test_storage_client_is_anonymous_on_the_emulator_and_lists_by_prefix(bucket):
-    client = gcs.storage_client()
-    assert isinstance(client._credentials, AnonymousCredentials)
-    assert gcs.list_objects("gcs-helper-tests", "incoming/2026-11-22/", client=client) == [
+def test_the_hook_lists_by_prefix_with_one_anonymous_storage_client(bucket):
+    hook = GeminiHook()  # the gcs_emulator fixture defines the anonymous google_cloud_default
+    assert isinstance(hook.storage_client._credentials, AnonymousCredentials)
+    assert hook.storage_client is hook.storage_client
+    assert hook.list_gcs_objects("gcs-helper-tests", "incoming/2026-11-22/") == [
         "gs://gcs-helper-tests/incoming/2026-11-22/b.pdf",
         "gs://gcs-helper-tests/incoming/2026-11-22/c.png",
         "gs://gcs-helper-tests/incoming/2026-11-22/nested/d.pdf",
@@ -43,11 +45,12 @@ def test_storage_client_is_anonymous_on_the_emulator_and_lists_by_prefix(bucket)
 
 
 def test_match_glob_uses_gcs_semantics(bucket):
-    assert gcs.list_objects("gcs-helper-tests", "incoming/", "incoming/*/*.pdf") == [
+    hook = GeminiHook()
+    assert hook.list_gcs_objects("gcs-helper-tests", "incoming/", "incoming/*/*.pdf") == [
         "gs://gcs-helper-tests/incoming/2026-11-21/a.pdf",
         "gs://gcs-helper-tests/incoming/2026-11-22/b.pdf",
     ]
-    assert gcs.list_objects("gcs-helper-tests", match_glob="**.pdf") == [
+    assert hook.list_gcs_objects("gcs-helper-tests", match_glob="**.pdf") == [
         "gs://gcs-helper-tests/archive/old.pdf",
         "gs://gcs-helper-tests/incoming/2026-11-21/a.pdf",
         "gs://gcs-helper-tests/incoming/2026-11-22/b.pdf",
@@ -56,35 +59,35 @@ def test_match_glob_uses_gcs_semantics(bucket):
 
 
 def test_empty_prefix_match_is_an_empty_list(bucket):
-    assert gcs.list_objects("gcs-helper-tests", "nothing-here/") == []
+    assert GeminiHook().list_gcs_objects("gcs-helper-tests", "nothing-here/") == []
 
 
 def test_listing_a_missing_bucket_names_it(bucket):
     with pytest.raises(GeminiInputError, match="'no-such-bucket' does not exist"):
-        gcs.list_objects("no-such-bucket", "x/")
+        GeminiHook().list_gcs_objects("no-such-bucket", "x/")
 
 
 def test_bucket_given_as_uri_is_refused_with_the_fix():
     with pytest.raises(GeminiInputError, match="bare name"):
-        gcs.list_objects("gs://gcs-helper-tests/incoming")
+        GeminiHook().list_gcs_objects("gs://gcs-helper-tests/incoming")
 
 
 def test_get_blob_loads_size_and_content_type(bucket):
     bucket.blob("typed.csv").upload_from_string(b"a,b\n1,2\n", content_type="text/csv")
-    blob = gcs.get_blob("gs://gcs-helper-tests/typed.csv", gcs.storage_client())
+    blob = gcs.get_blob(GeminiHook().storage_client, "gs://gcs-helper-tests/typed.csv")
     assert blob.size == 8
     assert blob.content_type == "text/csv"
     assert gcs.read_head(blob, 3) == b"a,b"
 
 
 def test_missing_object_and_missing_bucket_are_told_apart(bucket):
-    client = gcs.storage_client()
+    client = GeminiHook().storage_client
     with pytest.raises(GeminiInputError, match=r"object 'incoming/zzz\.pdf' does not exist in bucket"):
-        gcs.get_blob("gs://gcs-helper-tests/incoming/zzz.pdf", client)
+        gcs.get_blob(client, "gs://gcs-helper-tests/incoming/zzz.pdf")
     with pytest.raises(
         GeminiInputError, match=r"bucket 'other-bucket' in 'gs://other-bucket/a\.pdf' does not exist"
     ):
-        gcs.get_blob("gs://other-bucket/a.pdf", client)
+        gcs.get_blob(client, "gs://other-bucket/a.pdf")
 
 
 @pytest.fixture
@@ -100,11 +103,11 @@ def test_permission_denied_reading_says_which_role_is_missing(forbidden_client):
     with pytest.raises(
         GeminiInputError, match=r"Permission denied reading gs://locked/a\.pdf.*Storage Object Viewer"
     ):
-        gcs.get_blob("gs://locked/a.pdf", forbidden_client)
+        gcs.get_blob(forbidden_client, "gs://locked/a.pdf")
 
 
 def test_permission_denied_listing_says_which_role_is_missing(forbidden_client):
     with pytest.raises(
         GeminiInputError, match=r"Permission denied listing gs://locked/in/.*storage\.objects\.list"
     ):
-        gcs.list_objects("locked", "in/", client=forbidden_client)
+        gcs.list_objects(forbidden_client, "locked", "in/")

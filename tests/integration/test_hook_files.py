@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import logging
@@ -12,6 +13,7 @@ from importlib import resources
 import pytest
 
 from airflow_gemini_files.exceptions import (
+    GeminiFileExistsError,
     GeminiFileFailedError,
     GeminiFileNotUsableError,
     GeminiFilesError,
@@ -88,16 +90,63 @@ def test_upload_with_chosen_name_display_name_and_mime_type(hook, gemini_emulato
     assert ref.mime_type == "text/plain"
 
 
-def test_upload_same_name_twice_is_refused_unless_exists_ok_reuses_it(hook, gemini_emulator):
+def test_a_taken_name_is_refused_unless_on_exists_says_otherwise(hook, gemini_emulator):
     first = hook.upload_file(sample("orders_2026-11.csv"), name="orders-2026-11")
-    with pytest.raises(GeminiInputError, match=r"files/orders-2026-11 already exists.*exists_ok=True"):
+    with pytest.raises(
+        GeminiFileExistsError, match=r"files/orders-2026-11 already exists.*on_exists='reuse'"
+    ) as e:
         hook.upload_file(sample("orders_2026-11.csv"), name="orders-2026-11")
-    uploads_before = gemini_emulator.stats()["requests"]["upload_start"]
-    again = hook.upload_file(sample("orders_2026-11.csv"), name="files/orders-2026-11", exists_ok=True)
+    assert e.value.file_name == "files/orders-2026-11"
+    assert isinstance(e.value, GeminiInputError), "not retried"
+    chunks_before = gemini_emulator.stats()["requests"]["upload_chunk"]
+    again = hook.upload_file(sample("orders_2026-11.csv"), name="files/orders-2026-11", on_exists="reuse")
     assert again.name == first.name
     assert again.source_uri == sample("orders_2026-11.csv")
-    assert gemini_emulator.stats()["requests"]["upload_start"] == uploads_before  # no bytes sent again
+    assert gemini_emulator.stats()["requests"]["upload_chunk"] == chunks_before  # no byte sent again
     assert len(gemini_emulator.files()) == 1
+
+
+def test_reuse_takes_only_a_file_that_holds_the_same_bytes(hook, gemini_emulator, tmp_path, caplog):
+    """The source was fixed after the first upload: the stale file is replaced, and the log says why."""
+    path = tmp_path / "report.txt"
+    path.write_text("first draft\n")
+    first = hook.upload_file(str(path), name="report-1")
+    path.write_text("fixed draft\n")  # same size, other bytes
+    caplog.set_level(logging.INFO)
+    again = hook.upload_file(str(path), name="report-1", on_exists="reuse")
+    assert again.name == first.name
+    assert again.sha256_hex == hashlib.sha256(b"fixed draft\n").hexdigest() != first.sha256_hex
+    assert "its content differs from the source" in caplog.text
+    assert [f["name"] for f in gemini_emulator.files()] == ["files/report-1"]
+
+
+def test_reuse_never_takes_a_foreign_file_of_another_size(hook, gemini_emulator, tmp_path):
+    hook.upload_file(io.BytesIO(b"someone else's file"), mime_type="text/plain", name="taken-1")
+    path = tmp_path / "mine.txt"
+    path.write_text("my document, longer than the other one\n")
+    mine = hook.upload_file(str(path), name="taken-1", on_exists="reuse")
+    assert mine.size_bytes == path.stat().st_size
+    assert gemini_emulator.stats()["requests"]["delete"] == 1
+
+
+def test_replace_uploads_again_whatever_the_existing_file_holds(hook, gemini_emulator):
+    hook.upload_file(io.BytesIO(b"same"), mime_type="text/plain", name="same-1")
+    hook.upload_file(io.BytesIO(b"same"), mime_type="text/plain", name="same-1", on_exists="replace")
+    requests = gemini_emulator.stats()["requests"]
+    assert (requests["delete"], len(gemini_emulator.files())) == (1, 1)
+
+
+def test_reuse_of_a_stream_hashes_it_and_starts_again_from_its_beginning(hook, gemini_emulator):
+    data = b"%PDF-1.4 stream" + bytes(range(256)) * 10
+    hook.upload_file(io.BytesIO(b"%PDF-1.4 other"), mime_type="application/pdf", name="stream-1")
+    ref = hook.upload_file(io.BytesIO(data), mime_type="application/pdf", name="stream-1", on_exists="reuse")
+    assert ref.sha256_hex == hashlib.sha256(data).hexdigest()
+    assert ref.size_bytes == len(data)
+
+
+def test_on_exists_must_be_one_of_the_three(hook):
+    with pytest.raises(GeminiInputError, match=r"on_exists='keep' must be one of 'fail', 'reuse', 'replace'"):
+        hook.upload_file(sample("orders_2026-11.csv"), name="x", on_exists="keep")  # type: ignore[arg-type]
 
 
 def test_upload_binary_stream_needs_mime_type_and_measures_a_seekable_stream(hook):
@@ -139,7 +188,7 @@ def test_missing_local_path_names_the_path_and_sends_nothing(hook, gemini_emulat
 
 
 def test_directory_is_refused_with_the_fix(hook, gemini_emulator, tmp_path):
-    with pytest.raises(GeminiInputError, match=r"is a directory.*glob"):
+    with pytest.raises(GeminiInputError, match=r"not a regular file \(a directory\?\).*glob"):
         hook.upload_file(str(tmp_path))
     _assert_nothing_sent(gemini_emulator)
 
@@ -442,7 +491,7 @@ def test_gcs_uri_mangled_by_pathlib_is_explained(hook, gemini_emulator):
     _assert_nothing_sent(gemini_emulator)
 
 
-def test_wait_for_active_rides_out_network_errors_until_its_deadline(monkeypatch, caplog):
+def test_wait_for_active_rides_out_network_errors_then_names_the_url(monkeypatch, caplog):
     conn = {
         "conn_type": "gemini",
         "password": "k",
@@ -451,8 +500,12 @@ def test_wait_for_active_rides_out_network_errors_until_its_deadline(monkeypatch
     monkeypatch.setenv("AIRFLOW_CONN_GEMINI_UNREACHABLE", json.dumps(conn))
     hook = GeminiHook(gemini_conn_id="gemini_unreachable")
     caplog.set_level(logging.WARNING)
-    with pytest.raises(GeminiWaitTimeoutError, match="files/abc"):
+    with pytest.raises(GeminiFilesError) as error:
         hook.wait_for_active(
-            GeminiFileRef(name="files/abc", state="PROCESSING"), timeout=0.5, poll_interval=0.1
+            GeminiFileRef(name="files/abc", state="PROCESSING"), timeout=600, poll_interval=0.01
         )
-    assert "Network error polling files/abc" in caplog.text
+    message = str(error.value)
+    assert "Gave up waiting for files/abc after 5 polls in a row could not check them" in message
+    assert "Cannot reach the Gemini API at http://127.0.0.1:9 (connection 'gemini_unreachable')" in message
+    assert "Check the connection's base_url extra" in message
+    assert caplog.text.count("Could not check 1 file(s)") == 5

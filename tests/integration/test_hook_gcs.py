@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import logging
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from importlib import resources
 
 import pytest
+from doubles import service_account_key
 from google.cloud import storage
 
 from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
@@ -98,8 +100,9 @@ def test_missing_object_fails_and_leaves_nothing_behind(hook, bucket, gemini_emu
 def test_register_without_any_credentials_says_how_to_provide_them(
     hook, bucket, gemini_emulator, monkeypatch, tmp_path
 ):
-    monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+    monkeypatch.delenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT")  # the emulator alone gives no credentials
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
     with pytest.raises(GeminiInputError, match="gcp_conn_id"):
         hook.register_gcs_files(uris(ALL[0]))
     assert gemini_emulator.stats()["requests"]["register"] == 0
@@ -132,27 +135,6 @@ class _TokenEndpoint(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _fake_service_account_key(token_uri: str) -> dict[str, str]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    pem = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        .private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        .decode()
-    )
-    return {
-        "type": "service_account",
-        "project_id": "hook-gcs-tests",
-        "private_key_id": "k1",
-        "private_key": pem,
-        "client_email": "airflow@hook-gcs-tests.iam.gserviceaccount.com",
-        "token_uri": token_uri,
-    }
-
-
 @pytest.fixture
 def token_endpoint() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TokenEndpoint)
@@ -167,7 +149,7 @@ def token_endpoint() -> Iterator[str]:
 def test_register_with_a_service_account_key_from_a_connection(
     gemini_connection, bucket, gemini_emulator, token_endpoint, monkeypatch, caplog, capsys
 ):
-    key = _fake_service_account_key(token_endpoint)
+    key = service_account_key(token_endpoint)
     monkeypatch.setenv(
         "AIRFLOW_CONN_GCP_DOCS",
         json.dumps({"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": json.dumps(key)}}),
@@ -277,11 +259,36 @@ def test_bad_gcs_sources_are_named_and_nothing_is_uploaded(hook, bucket, gemini_
     assert gemini_emulator.stats()["requests"]["upload_start"] == 0
 
 
-def test_empty_gcs_object_is_refused(hook, bucket, gemini_emulator):
+def test_an_empty_gcs_object_is_refused_by_upload_and_register_alike(hook, bucket, gemini_emulator):
     bucket.blob("empty.pdf").upload_from_string(b"")
-    with pytest.raises(GeminiInputError, match="is empty"):
-        hook.upload_file(f"gs://{BUCKET}/empty.pdf")
+    uri = f"gs://{BUCKET}/empty.pdf"
+    with pytest.raises(GeminiInputError) as uploading:
+        hook.upload_file(uri)
     assert gemini_emulator.stats()["requests"]["upload_start"] == 0
+    with pytest.raises(GeminiInputError) as registering:
+        hook.register_gcs_files([*uris(ALL[0]), uri])
+    for error in (uploading.value, registering.value):
+        assert f"'{uri}' is empty (0 bytes): Gemini cannot use an empty file" in str(error)
+    assert gemini_emulator.files() == [], "the batch with the empty object was rolled back"
+
+
+SPECIAL_NAMES = ("a#b.pdf", "a?b.pdf", "a%2Fb.pdf", "a b.pdf", "dir/ü.pdf", "x+y.pdf", "c&d=e.pdf")
+
+
+@pytest.mark.parametrize("name", SPECIAL_NAMES)
+def test_object_names_with_url_syntax_stream_their_own_bytes(hook, bucket, gemini_emulator, name):
+    """Names with #, ?, %2F, spaces, + or non-ASCII are percent-encoded in the media URL."""
+    data = b"%PDF-1.4 " + name.encode() + b" " + bytes(range(256)) * 40
+    bucket.blob(f"special/{name}").upload_from_string(data, content_type="application/pdf")
+    for decoy in ("a", "a%2Fb.pdf", "a/b.pdf"):  # where a wrongly encoded URL would point
+        if decoy != name:
+            bucket.blob(f"special/{decoy}").upload_from_string(
+                b"%PDF-1.4 decoy", content_type="application/pdf"
+            )
+    ref = hook.upload_file(f"gs://{BUCKET}/special/{name}")
+    assert ref.size_bytes == len(data)
+    assert ref.sha256_hex == hashlib.sha256(data).hexdigest()
+    assert ref.display_name == name.rsplit("/", 1)[-1]
 
 
 def test_gcs_object_of_unknown_type_asks_for_mime_type(hook, bucket, gemini_emulator):
@@ -310,7 +317,7 @@ def test_concurrent_gcs_uploads_share_one_hook_without_exhausting_connections(
 def test_register_when_the_key_cannot_be_exchanged_for_a_token(
     gemini_connection, bucket, gemini_emulator, monkeypatch
 ):
-    key = _fake_service_account_key("http://127.0.0.1:9/token")  # nothing listens there
+    key = service_account_key("http://127.0.0.1:9/token")  # nothing listens there
     monkeypatch.setenv(
         "AIRFLOW_CONN_GCP_DEAD",
         json.dumps({"conn_type": "google_cloud_platform", "extra": {"keyfile_dict": key}}),

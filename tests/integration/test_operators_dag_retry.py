@@ -88,6 +88,7 @@ def test_retry_after_successful_upload_reuses_the_files(gemini_connection, gemin
     assert str(run.state) == "success", states
     assert upload_tries == 2, "the upload task really failed once and was retried"
     stats = gemini_emulator.stats()["requests"]
-    assert stats["upload_start"] == len(DOCS), "the retry uploaded nothing again"
+    assert stats["upload_start"] == 2 * len(DOCS), "the retry asked for the same names (409: taken)"
+    assert stats["upload_chunk"] == len(DOCS), "the retry sent no byte again: the files held the same bytes"
     assert stats["delete"] == len(DOCS), "cleanup found exactly the files of the one upload"
     assert gemini_emulator.files() == []

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
+from doubles import context as ctx
 from google.cloud import storage
 
 from airflow_gemini_files.exceptions import (
@@ -29,27 +30,6 @@ from airflow_gemini_files.sensors.files import GeminiFileActiveSensor
 SAMPLES = resources.files("airflow_gemini_files.samples")
 DOCS = ("invoice_northwind_2026-11.pdf", "revenue_chart_q3.png", "meeting_notes_de.md")
 BUCKET = "ops-docs"
-
-
-class TI:
-    """The task-instance surface operators use: identity, map index, XCom push."""
-
-    def __init__(
-        self, task_id: str = "task", run_id: str = "manual__1", map_index: int = -1, try_number: int = 1
-    ) -> None:
-        self.try_number = try_number
-        self.dag_id = "nightly"
-        self.task_id = task_id
-        self.run_id = run_id
-        self.map_index = map_index
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-def ctx(**kwargs: Any) -> dict[str, Any]:
-    return {"ti": TI(**kwargs)}
 
 
 @pytest.fixture
@@ -190,7 +170,7 @@ def test_failed_processing_fails_sensor_and_trigger_with_geminis_message(
         file_names=[refs[1].name], gemini_conn_id=gemini_connection, poll_interval=0.1, end_time=2e9
     )
     event = run_trigger(trigger)
-    assert event["status"] == "failed"
+    assert event["status"] == "error"
     with pytest.raises(GeminiFileFailedError, match="Image is corrupt"):
         sensor.execute_complete(ctx(), event)
 
@@ -255,10 +235,10 @@ def test_unknown_model_per_file_collects_errors_and_fails_at_the_end(
 
 def test_retried_upload_reuses_files_instead_of_duplicating(gemini_connection, gemini_emulator, paths):
     first = GeminiUploadFileOperator(task_id="upload", source=paths).execute(ctx())
-    starts = gemini_emulator.stats()["requests"]["upload_start"]
+    chunks = gemini_emulator.stats()["requests"]["upload_chunk"]
     again = GeminiUploadFileOperator(task_id="upload", source=paths).execute(ctx(try_number=2))
     assert [ref.name for ref in again] == [ref.name for ref in first]
-    assert gemini_emulator.stats()["requests"]["upload_start"] == starts, "the retry sent no bytes"
+    assert gemini_emulator.stats()["requests"]["upload_chunk"] == chunks, "the retry sent no bytes"
     assert len(gemini_emulator.files()) == 3
 
 
@@ -323,7 +303,7 @@ def test_refs_from_an_xcom_of_dicts_work_end_to_end(gemini_connection, gemini_em
 def test_bad_sources_name_the_value_and_leave_nothing(
     gemini_connection, gemini_emulator, bucket, paths, source, display_name, match
 ):
-    sources = [paths[0], paths[0] if source == "LOCAL" else source]
+    sources = [paths[0], paths[1] if source == "LOCAL" else source]
     names = None if display_name is None else ["fine.pdf", display_name]
     with pytest.raises(GeminiInputError, match=match):
         GeminiUploadFileOperator(

@@ -37,7 +37,8 @@ def uploader(emu: GeminiEmulator, *, key: str | None = None, retry: RetryPolicy 
 
 
 def sha256_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+    """``sha256Hash`` as the live Files API reports it: base64 of the hex digest's text."""
+    return base64.b64encode(hashlib.sha256(data).hexdigest().encode()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_non_seekable_pipe_survives_a_dropped_chunk(
 ) -> None:
     gemini_emulator.inject_faults("upload_chunk", drop_mid_chunk=2)
     upload = uploader(gemini_emulator)
-    file = upload.upload(pipe, size=len(data), mime_type="text/plain", label="pipe")
+    file = upload.upload(pipe, size=len(data), mime_type="text/plain", source_name="pipe")
     assert file.sha256_hash == sha256_b64(data)
     assert upload.stats.bytes_resent <= 2 * CHUNK
 
@@ -201,7 +202,7 @@ def test_persistent_503_gives_up_with_a_clear_error_and_leaves_no_file(
     retry = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02, jitter=0)
     with pytest.raises(errors.ServerError, match=r"report\.pdf: giving up after 3 attempts") as info:
         uploader(gemini_emulator, retry=retry).upload(
-            io.BytesIO(data), size=len(data), mime_type="application/pdf", label="report.pdf"
+            io.BytesIO(data), size=len(data), mime_type="application/pdf", source_name="report.pdf"
         )
     assert info.value.code == 503
     assert gemini_emulator.files() == []

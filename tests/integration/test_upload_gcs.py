@@ -13,9 +13,9 @@ import pytest
 from google.api_core import exceptions as api_exceptions
 
 from airflow_gemini_files.emulator import GeminiEmulator
+from airflow_gemini_files.hooks.gcs import GcsReadAhead
 from airflow_gemini_files.hooks.retry import RetryPolicy
 from airflow_gemini_files.hooks.upload import ResumableUpload
-from airflow_gemini_files.streams import GcsReadAhead
 
 CHUNK = 256 * 1024
 FAST = RetryPolicy(attempts=4, initial_delay=0.01, max_delay=0.05, jitter=0.01)
@@ -74,8 +74,8 @@ def test_gcs_object_streams_into_gemini_whole(
     )
     gemini_emulator.inject_faults("upload_chunk", sequence=[0, 503], drop_mid_chunk=0)
     with GcsReadAhead(blob, chunk_size=CHUNK) as reader:
-        file = upload.upload(reader, size=reader.size, mime_type="text/plain", label="gs://docs/in")
-    assert file.sha256_hash == base64.b64encode(hashlib.sha256(data).digest()).decode()
+        file = upload.upload(reader, size=reader.size, mime_type="text/plain", source_name="gs://docs/in")
+    assert file.sha256_hash == base64.b64encode(hashlib.sha256(data).hexdigest().encode()).decode()
     assert file.size_bytes == len(data)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from dag_runs import DagRunResult as DagRun
 from google.cloud import storage
 from google.genai import errors
 
@@ -26,7 +27,7 @@ from airflow_gemini_files.hooks import upload as upload_module
 from airflow_gemini_files.hooks.gemini import GeminiHook
 from airflow_gemini_files.hooks.upload import ResumableUpload, UploadStats
 
-from .conftest import DagRun, set_connection
+from .conftest import set_connection
 
 MiB = 1024 * 1024
 CHUNK = 256 * 1024  # the emulator's chunk granularity: a 1.05 MiB document takes 5 chunks
@@ -55,9 +56,9 @@ def upload_stats(monkeypatch: pytest.MonkeyPatch) -> list[UploadStats]:
 
 
 @pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Uploads (and GCS read-ahead) use 256 KiB chunks, so a 1 MiB document has several."""
-    monkeypatch.setattr(upload_module, "DEFAULT_CHUNK_SIZE", CHUNK)
+def small_chunks(gemini_emulator: GeminiEmulator, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Uploads and GCS read-ahead use 256 KiB chunks (a connection extra): a 1 MiB document has several."""
+    set_connection(monkeypatch, gemini_emulator, upload_chunk_size=CHUNK)
     return CHUNK
 
 
@@ -167,8 +168,11 @@ class _CutChunks:
         owner = self
 
         def send_chunk(self: Any, chunk: bytes, chunk_offset: int, *, last: bool) -> Any:
-            if owner.when(self.label, chunk_offset) and (self.label, chunk_offset) not in owner.cut:
-                owner.cut.append((self.label, chunk_offset))
+            if (
+                owner.when(self.source_name, chunk_offset)
+                and (self.source_name, chunk_offset) not in owner.cut
+            ):
+                owner.cut.append((self.source_name, chunk_offset))
                 plan = owner.emulator.faults._plans.get("upload_chunk")
                 owner.emulator.inject_faults(
                     "upload_chunk",

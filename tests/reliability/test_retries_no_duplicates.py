@@ -1,32 +1,37 @@
-"""Retries without duplicates: a task retried after it already created files leaves no second copy.
+"""Retries without duplicates, never the wrong bytes, never another deployment's files.
 
-Design under test (``operators/_context.py``): every upload gets a deterministic file id,
-``af<12 hex of sha256(dag_id, run_id)>-<25 hex of sha256(task_id, map_index, list position, source)>``.
-The try number is not part of it, so attempt 2 computes the id attempt 1 used: it reuses that file when it
-is still usable, replaces it when it FAILED or expired, and uploads it when attempt 1 died before the
+Design under test (``airflow_gemini_files/naming.py``): every upload gets a deterministic file id,
+``af<12 hex of sha256(scope, dag_id, run_id)>-<25 hex of sha256(task_id, map_index, source)>``, where the
+scope is the configured deployment id or else the DAG run's start time. The try number is not part of it,
+so attempt 2 computes the id attempt 1 used: it reuses that file only when it is usable and holds the
+source's bytes (size and SHA-256), replaces it otherwise, and uploads it when attempt 1 died before the
 upload finished. The run-wide prefix lets ``GeminiDeleteFilesOperator(delete_run_uploads=True)`` list and
-delete every upload of the run even when no XCom was ever written. The emulator's file count proves it.
+delete every upload of the run even when no XCom was ever written, and nothing of another deployment's
+run with the same run id. The emulator's file count proves it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from dag_runs import DagRunResult as DagRun
+from doubles import context
 
 from airflow_gemini_files.emulator import GeminiEmulator
 from airflow_gemini_files.hooks.gemini import GeminiHook
+from airflow_gemini_files.naming import context_run_prefix, upload_file_id
 from airflow_gemini_files.operators import files as files_module
-from airflow_gemini_files.operators._context import run_file_prefix
 from airflow_gemini_files.operators.files import GeminiDeleteFilesOperator, GeminiUploadFileOperator
 from airflow_gemini_files.refs import GeminiFileRef
-
-from .conftest import DagRun, context
 
 RUN = "scheduled__2026-11-21T00:00:00+00:00"
 
@@ -58,8 +63,8 @@ def test_a_retry_after_a_successful_upload_reuses_the_files(
     assert [ref.source_uri for ref in second] == documents
     stats = gemini_emulator.stats()
     assert stats["files"] == len(documents)  # not 6
-    assert stats["requests"]["upload_start"] == len(documents)  # the retry sent no byte
-    prefix = run_file_prefix("nightly", RUN)
+    assert stats["requests"]["upload_chunk"] == len(documents)  # the retry sent no byte
+    prefix = context_run_prefix(context())
     assert all(ref.file_id.startswith(f"{prefix}-") for ref in second)
 
 
@@ -141,10 +146,8 @@ def test_a_retry_after_the_worker_died_mid_upload_uploads_again(
 
 
 def _planned_names(sources: list[str], **ti: Any) -> list[str]:
-    from airflow_gemini_files.operators._context import upload_file_id
-
     ctx = context(**ti)
-    return [f"files/{upload_file_id(ctx, position, source)}" for position, source in enumerate(sources)]
+    return [f"files/{upload_file_id(ctx, source)}" for source in sources]
 
 
 def test_cleanup_finds_every_upload_of_the_run_even_without_an_xcom(
@@ -159,7 +162,7 @@ def test_cleanup_finds_every_upload_of_the_run_even_without_an_xcom(
         raise SystemExit("worker killed (SIGKILL) after uploading")
 
     with monkeypatch.context() as patched:
-        patched.setattr(files_module, "files_label", killed)
+        patched.setattr(files_module, "map_index_label", killed)
         for index, path in enumerate(documents):
             with pytest.raises(SystemExit):
                 _upload(path, task_id="upload_documents", map_index=index)
@@ -234,3 +237,98 @@ def test_the_nightly_dag_cleans_up_an_upload_whose_task_died_before_its_xcom(
     assert gemini_emulator.files() == []
     results = sorted(blob.name for blob in client.list_blobs(bucket.name, prefix="out/"))
     assert results == ["out/_manifest.json", "out/doc-0.txt.json", "out/doc-1.txt.json", "out/doc-3.txt.json"]
+
+
+# ---- issue 10, item 1: never the wrong bytes --------------------------------------------------------
+def test_a_retry_after_the_source_was_fixed_uploads_the_new_bytes(
+    gemini_emulator: GeminiEmulator,
+    fast_connection: str,
+    documents: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The user fixes an input file and clears the task: Gemini must get the fixed content, not the old."""
+    caplog.set_level(logging.INFO)
+    [first] = _upload(documents[:1], try_number=1)
+    fixed = Path(documents[0]).read_text().replace("content", "CONTENT")  # same size, other bytes
+    Path(documents[0]).write_text(fixed)
+
+    [second] = _upload(documents[:1], try_number=2)
+
+    assert second.name == first.name
+    assert second.sha256_hex == hashlib.sha256(fixed.encode()).hexdigest() != first.sha256_hex
+    assert "its content differs from the source" in caplog.text
+    [stored] = gemini_emulator.files()
+    assert stored["sha256Hash"] == second.sha256_hash
+
+
+def test_a_foreign_file_under_the_predicted_name_is_never_returned_as_the_upload(
+    gemini_emulator: GeminiEmulator, fast_connection: str, documents: list[str]
+) -> None:
+    """Someone else made a file under the predicted name (409 on a first try): it is replaced, not reused."""
+    [planned] = _planned_names(documents[:1])
+    GeminiHook().upload_file(io.BytesIO(b"someone else's bytes"), mime_type="text/plain", name=planned)
+
+    [ref] = _upload(documents[:1])
+
+    assert ref.name == planned
+    assert ref.sha256_hex == hashlib.sha256(Path(documents[0]).read_bytes()).hexdigest()
+    assert ref.size_bytes == Path(documents[0]).stat().st_size
+
+
+def test_a_retry_of_a_gcs_upload_reuses_only_an_unchanged_object(
+    gemini_emulator: GeminiEmulator, fast_connection: str, gcs_emulator: Any
+) -> None:
+    bucket = gcs_emulator.client().create_bucket(f"reliability-reuse-{time.monotonic_ns()}")
+    blob = bucket.blob("incoming/report.txt")
+    blob.upload_from_string(b"quarterly report v1\n" * 100, content_type="text/plain")
+    uri = f"gs://{bucket.name}/incoming/report.txt"
+    first = _upload(uri, try_number=1)
+    chunks = gemini_emulator.stats()["requests"]["upload_chunk"]
+    assert _upload(uri, try_number=2).name == first.name
+    assert gemini_emulator.stats()["requests"]["upload_chunk"] == chunks, "unchanged: reused, no byte sent"
+
+    blob.upload_from_string(b"quarterly report v2\n" * 100, content_type="text/plain")  # a new generation
+    third = _upload(uri, try_number=3)
+
+    assert third.sha256_hex == hashlib.sha256(b"quarterly report v2\n" * 100).hexdigest()
+    assert len(gemini_emulator.files()) == 1
+
+
+# ---- issue 10, item 2: cleanup scoped to one deployment ------------------------------------------
+STAGING = datetime(2026, 11, 22, 0, 0, 2, 81234, tzinfo=UTC)
+PRODUCTION = datetime(2026, 11, 22, 0, 0, 1, 5507, tzinfo=UTC)
+
+
+def test_two_deployments_sharing_a_key_and_a_run_id_never_touch_each_others_files(
+    gemini_emulator: GeminiEmulator, fast_connection: str, documents: list[str]
+) -> None:
+    """Staging and production run the same DAG with the same scheduled run id and the same API key."""
+    staging = _upload(documents, run_started=STAGING)
+    production = _upload(documents, run_started=PRODUCTION)
+    assert {ref.name for ref in staging}.isdisjoint(ref.name for ref in production)
+
+    again = _upload(documents, run_started=STAGING, try_number=2)  # a staging retry finds its own files
+    assert [ref.name for ref in again] == [ref.name for ref in staging]
+
+    deleted = GeminiDeleteFilesOperator(
+        task_id="delete_gemini_files", files=None, delete_run_uploads=True
+    ).execute(context(task_id="delete_gemini_files", run_started=STAGING))
+
+    assert sorted(deleted) == sorted(ref.name for ref in staging)
+    assert sorted(f["name"] for f in gemini_emulator.files()) == sorted(ref.name for ref in production)
+
+
+def test_a_configured_deployment_id_scopes_the_names_instead_of_the_run_start(
+    gemini_emulator: GeminiEmulator,
+    fast_connection: str,
+    documents: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIRFLOW__GEMINI_FILES__DEPLOYMENT_ID", "production")
+    first = _upload(documents[:1], run_started=PRODUCTION)
+    # The run was cleared after it finished: it restarts later, in the same deployment.
+    restarted = _upload(documents[:1], run_started=STAGING, try_number=2)
+    assert restarted[0].name == first[0].name
+    assert gemini_emulator.stats()["files"] == 1
+    monkeypatch.setenv("AIRFLOW__GEMINI_FILES__DEPLOYMENT_ID", "staging")
+    assert _upload(documents[:1], run_started=PRODUCTION)[0].name != first[0].name

@@ -8,10 +8,13 @@ import pytest
 from airflow.sdk import Connection
 
 from airflow_gemini_files.exceptions import GeminiInputError
+from airflow_gemini_files.get_provider_info import get_provider_info
 from airflow_gemini_files.hooks.gemini import (
+    CONNECTION_EXTRAS,
+    DEFAULT_API_VERSION,
+    DEFAULT_BASE_URL,
     GeminiConnectionSettings,
     GeminiHook,
-    validate_display_name,
     validate_file_name,
 )
 
@@ -46,13 +49,43 @@ def test_extras_become_sdk_http_options_with_timeout_in_milliseconds_and_retries
     assert {429, 503} <= set(options.retry_options.http_status_codes or [])
 
 
-def test_defaults_leave_the_sdk_defaults_in_place():
-    options = GeminiConnectionSettings.from_connection(conn()).http_options()
-    assert options.base_url is None
-    assert options.api_version is None
+def test_defaults_are_the_gemini_api_and_the_sdks_default_version():
+    settings = GeminiConnectionSettings.from_connection(conn())
+    options = settings.http_options()
+    assert options.base_url == DEFAULT_BASE_URL == "https://generativelanguage.googleapis.com/"
+    assert options.api_version == DEFAULT_API_VERSION == "v1"
     assert options.timeout is None
     assert options.retry_options is not None
     assert options.retry_options.attempts == 5
+    assert settings.upload_chunk_size == 8 * 1024 * 1024
+
+
+def test_the_sdk_client_and_the_uploader_take_the_version_from_the_connection():
+    settings = GeminiConnectionSettings.from_connection(conn({"api_version": "v1beta"}))
+    hook = GeminiHook(gemini_conn_id="gemini_unit")
+    hook.__dict__["settings"] = settings
+    assert hook.client._api_client._http_options.api_version == "v1beta"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("262144", 262144), (1048576, 1048576), (None, 8 * 1024 * 1024)]
+)
+def test_upload_chunk_size_is_a_connection_extra(value, expected):
+    assert (
+        GeminiConnectionSettings.from_connection(conn({"upload_chunk_size": value})).upload_chunk_size
+        == expected
+    )
+
+
+@pytest.mark.parametrize("value", [0, -262144, 1000, "big", 262144.5, True])
+def test_upload_chunk_size_must_be_a_multiple_of_256_kib(value):
+    with pytest.raises(GeminiInputError, match=r"upload_chunk_size=.*multiple of 262144 bytes"):
+        GeminiConnectionSettings.from_connection(conn({"upload_chunk_size": value}))
+
+
+def test_the_connection_form_lists_every_extra_the_hook_understands():
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    assert set(fields) == CONNECTION_EXTRAS
 
 
 def test_api_key_never_shows_in_the_settings_repr():
@@ -101,7 +134,6 @@ def test_client_is_built_once_per_hook_from_the_environment_connection(monkeypat
     hook = GeminiHook(gemini_conn_id="gemini_env")
     assert hook.client is hook.client
     assert hook.get_conn() is hook.client
-    assert hook.async_client is hook.client.aio
     assert hook.client._api_client._http_options.base_url == "http://127.0.0.1:9"
     assert not hook.client.vertexai
 
@@ -133,9 +165,20 @@ def test_invalid_file_names_are_refused_with_the_rule(name):
         validate_file_name(name)
 
 
-def test_display_name_limit_is_512_characters():
-    assert validate_display_name("x" * 512) == "x" * 512
-    with pytest.raises(GeminiInputError, match=r"513 characters.*at most 512"):
-        validate_display_name("x" * 513)
-    with pytest.raises(GeminiInputError, match="non-empty"):
-        validate_display_name("  ")
+def test_a_file_name_that_is_not_a_string_is_refused_naming_it():
+    with pytest.raises(GeminiInputError, match=r"123 \(a int\) is not a Gemini file name"):
+        validate_file_name(123)  # type: ignore[arg-type]
+
+
+def test_the_async_client_reads_the_connection_without_a_blocking_call(monkeypatch):
+    import asyncio
+
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_ASYNC", json.dumps({"conn_type": "gemini", "password": KEY}))
+    hook = GeminiHook(gemini_conn_id="gemini_async")
+
+    def blocking(*args, **kwargs):
+        raise AssertionError("the trigger's event loop must not read the connection with a blocking call")
+
+    monkeypatch.setattr(hook, "get_connection", blocking)
+    client = asyncio.run(hook.aget_client())
+    assert client is hook.client.aio

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.genai import types
 
-from airflow_gemini_files.refs import GeminiFileRef, normalize_file_name
+from airflow_gemini_files.refs import XCOM_FORMAT_VERSION, GeminiFileRef, normalize_file_name, sha256_hex
 
 CREATED = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
 
@@ -137,3 +140,183 @@ def test_label_prefers_display_name_then_source():
     assert full_ref().label == "report.pdf"
     assert GeminiFileRef(name="files/x", source_uri="gs://b/o.pdf").label == "gs://b/o.pdf"
     assert GeminiFileRef(name="files/x").label == "files/x"
+
+
+# Exact behaviour of the decisions (these pin what mutation testing found unpinned) ---------------------
+def exactly(message: str) -> str:
+    """A ``match`` pattern for this message and nothing else."""
+    return f"^{re.escape(message)}$"
+
+
+def test_a_name_that_is_not_a_string_is_a_type_error_naming_it():
+    message = "123 (a int) is not a Gemini file name: expected a string like 'files/report-2026-11-22'."
+    with pytest.raises(TypeError, match=exactly(message)):
+        normalize_file_name(123)  # type: ignore[arg-type]
+
+
+RULE = (
+    "is not a valid Gemini file name: expected 'files/<id>' where <id> has 1 to 40 lowercase letters, "
+    "digits or dashes and does not start or end with a dash (for example 'files/report-2026-11-22')."
+)
+HINT = (
+    " It looks like a local path or GCS object: upload it first (GeminiUploadFileOperator, or "
+    "GeminiRegisterGcsFilesOperator for gs:// objects) and pass that task's output."
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("/data/in/report.pdf", True),
+        ("./report", True),
+        ("~draft", True),
+        ("gs://bucket/report.pdf", True),
+        ("files/a/b", True),
+        ("scans\\page1", True),
+        ("report.pdf", True),
+        ("SCAN.PDF", True),
+        ("files/contract.docx", True),
+        ("files/Report", False),
+        ("Invoice_2026", False),
+        ("files/Not A Name", False),
+        ("-abc", False),
+    ],
+)
+def test_a_path_where_a_file_is_expected_says_upload_it_first(value, hint):
+    with pytest.raises(ValueError, match=exactly(f"{value!r} {RULE}" + (HINT if hint else ""))):
+        normalize_file_name(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            base64.b64encode(hashlib.sha256(b"x").hexdigest().encode()).decode(),
+            hashlib.sha256(b"x").hexdigest(),
+        ),
+        (
+            base64.b64encode(hashlib.sha256(b"x").hexdigest().upper().encode()).decode(),
+            hashlib.sha256(b"x").hexdigest(),
+        ),
+        (base64.b64encode(hashlib.sha256(b"x").digest()).decode(), hashlib.sha256(b"x").hexdigest()),
+        (None, None),
+        ("", None),
+        ("not base64!", None),
+        ("$" + base64.b64encode(hashlib.sha256(b"x").hexdigest().encode()).decode(), None),
+        (base64.b64encode(b"\xff" * 64).decode(), None),
+        (base64.b64encode(b"z" * 64).decode(), None),
+        (base64.b64encode(b"a" * 16).decode(), None),
+    ],
+)
+def test_sha256_hex_reads_the_live_apis_form_and_the_raw_digest(value, expected):
+    assert sha256_hex(value) == expected
+    assert GeminiFileRef(name="files/a", sha256_hash=value).sha256_hex == expected
+
+
+def test_times_are_parsed_and_made_aware():
+    ref = GeminiFileRef(name="files/a", create_time="", expiration_time=datetime(2026, 1, 2, 3, 4))
+    assert ref.create_time is None
+    assert ref.expiration_time == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    assert GeminiFileRef(name="files/a", create_time="2026-11-22T01:00:00Z").create_time == CREATED
+    paris = GeminiFileRef(name="files/a", create_time="2026-11-22T02:00:00+01:00").create_time
+    assert paris == CREATED
+    assert paris is not None
+    assert paris.utcoffset() == timedelta(hours=1), "an aware time keeps its offset"
+    with pytest.raises(
+        ValueError, match=exactly("12 is not a timestamp: expected an ISO 8601 string or a datetime.")
+    ):
+        GeminiFileRef(name="files/a", create_time=12)
+
+
+def test_the_constructor_normalizes_the_name():
+    assert GeminiFileRef(name=" abc ").name == "files/abc"
+
+
+def test_with_state_sets_state_and_error():
+    failed = full_ref().with_state("FAILED", "bad pdf")
+    assert (failed.state, failed.error, failed.name) == ("FAILED", "bad pdf", "files/abc-123")
+    assert failed.with_state("ACTIVE").error is None
+
+
+def test_to_part_needs_both_uri_and_mime_type():
+    message = (
+        "files/x has no uri or MIME type in this reference, so it cannot become a prompt part: refresh it "
+        "first with GeminiHook.get_file()."
+    )
+    for bare in (
+        GeminiFileRef(name="files/x", uri="https://e/files/x"),
+        GeminiFileRef(name="files/x", mime_type="a/b"),
+    ):
+        with pytest.raises(ValueError, match=exactly(message)):
+            bare.to_part()
+
+
+def test_to_dict_writes_times_as_iso_strings_and_keeps_none():
+    data = full_ref().to_dict()
+    assert data["create_time"] == "2026-11-22T01:00:00+00:00"
+    assert data["expiration_time"] == "2026-11-24T01:00:00+00:00"
+    bare = GeminiFileRef(name="files/x").to_dict()
+    assert (bare["create_time"], bare["expiration_time"]) == (None, None)
+
+
+def test_from_file_keeps_every_field():
+    file = types.File(
+        name="files/abc-123",
+        uri="https://generativelanguage.googleapis.com/v1beta/files/abc-123",
+        mime_type="application/pdf",
+        display_name="report.pdf",
+        size_bytes=1234,
+        sha256_hash="q83vEjRWeJA=",
+        state=types.FileState.FAILED,
+        source=types.FileSource.REGISTERED,
+        create_time=CREATED,
+        expiration_time=CREATED + timedelta(hours=48),
+        error=types.FileStatus(message="bad pdf", code=3),
+    )
+    assert GeminiFileRef.from_file(file, source_uri="gs://docs/incoming/report.pdf") == full_ref().with_state(
+        "FAILED", "bad pdf"
+    )
+    assert GeminiFileRef.from_file(types.File(name="files/a")).error is None
+    with pytest.raises(ValueError, match=exactly("The Gemini API returned a file without a name.")):
+        GeminiFileRef.from_file(types.File())
+
+
+def test_from_dict_without_a_name_and_an_error_without_a_message():
+    message = (
+        "Cannot make a GeminiFileRef from {'display_name': 'x'}: it has no 'name' (expected at least "
+        "{'name': 'files/<id>'})."
+    )
+    with pytest.raises(ValueError, match=exactly(message)):
+        GeminiFileRef.from_dict({"display_name": "x"})
+    assert GeminiFileRef.from_dict({"name": "files/a", "error": {"code": 3}}).error == "{'code': 3}"
+
+
+def test_coerce_refuses_other_objects_naming_them():
+    from types import SimpleNamespace
+
+    message = (
+        "Cannot use namespace(mime_type='x') (a SimpleNamespace) as a Gemini file: pass a GeminiFileRef, a "
+        "dict with a 'name', or a 'files/<id>' string (for example the XCom of an upload, register or sensor "
+        "task)."
+    )
+    with pytest.raises(TypeError, match=exactly(message)):
+        GeminiFileRef.coerce(SimpleNamespace(mime_type="x"))
+    none = "No Gemini files given (got None): pass a GeminiFileRef, a list, or names."
+    with pytest.raises(ValueError, match=exactly(none)):
+        GeminiFileRef.coerce_many(None)
+
+
+def test_coerce_many_takes_sdk_files_in_a_list():
+    file = types.File(name="files/abc", mime_type="image/png")
+    assert [ref.name for ref in GeminiFileRef.coerce_many([file, file])] == ["files/abc", "files/abc"]
+
+
+def test_the_xcom_format_version_is_not_the_package_version():
+    import airflow_gemini_files
+
+    assert GeminiFileRef.__version__ == XCOM_FORMAT_VERSION == 1
+    assert airflow_gemini_files.__version__ != GeminiFileRef.__version__
+
+
+def test_label_escapes_control_characters():
+    assert GeminiFileRef(name="files/x", display_name="a\nb\x1b[0m").label == "a\\nb\\x1b[0m"

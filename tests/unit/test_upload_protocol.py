@@ -199,7 +199,7 @@ def test_retryable_statuses_back_off_then_succeed_and_honour_retry_after(caplog)
     data = payload(2500)
     upload = server.uploader()
     with caplog.at_level(logging.WARNING, logger="airflow_gemini_files.hooks.upload"):
-        upload.upload(io.BytesIO(data), size=2500, mime_type="text/plain", label="doc.txt")
+        upload.upload(io.BytesIO(data), size=2500, mime_type="text/plain", source_name="doc.txt")
     assert bytes(server.data) == data
     assert upload.stats.retries == 2
     assert "doc.txt" in caplog.text
@@ -284,7 +284,7 @@ def test_persistent_503_gives_up_after_the_policy_attempts() -> None:
     server.before = always_busy
     with pytest.raises(errors.ServerError, match="giving up after 4 attempts"):
         server.uploader().upload(
-            io.BytesIO(payload(2500)), size=2500, mime_type="text/plain", label="big.bin"
+            io.BytesIO(payload(2500)), size=2500, mime_type="text/plain", source_name="big.bin"
         )
 
 
@@ -311,7 +311,7 @@ def test_progress_is_logged_in_percent_and_mib(caplog) -> None:
     server = FakeScotty()
     with caplog.at_level(logging.INFO, logger="airflow_gemini_files.hooks.upload"):
         server.uploader(chunk_size=100).upload(
-            io.BytesIO(payload(1000)), size=1000, mime_type="text/plain", label="a.txt"
+            io.BytesIO(payload(1000)), size=1000, mime_type="text/plain", source_name="a.txt"
         )
     lines = [r.getMessage() for r in caplog.records if "%" in r.getMessage()]
     assert 5 <= len(lines) <= 10

@@ -1,4 +1,11 @@
-"""An in-memory stand-in for GeminiHook, for unit tests of operator logic alone (no HTTP at all)."""
+"""Test doubles shared by every test directory: one task instance, one fake hook, one service-account key.
+
+- :class:`FakeTI` / :func:`context`: the task-instance surface the operators use (identity, try number,
+  map index, XCom push) and a context with a DAG run that has a start time (the naming scope).
+- :class:`FakeGeminiHook`: an in-memory GeminiHook for unit tests of operator logic alone (no HTTP at
+  all); the ``fake_hook`` fixture (tests/conftest.py) puts it where operators, sensor and trigger look.
+- :func:`service_account_key`: a freshly generated service-account key JSON.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +16,37 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from google.genai import types
 
-from airflow_gemini_files.exceptions import GeminiFileNotUsableError, GeminiInputError
+from airflow_gemini_files.exceptions import GeminiFileExistsError, GeminiFileGoneError
 from airflow_gemini_files.refs import GeminiFileRef
+
+RUN_ID = "scheduled__2026-11-21T00:00:00+00:00"
+RUN_STARTED = datetime(2026, 11, 22, 0, 0, 1, 123456, tzinfo=UTC)
 
 
 class FakeTI:
-    """Just enough of a RuntimeTaskInstance: identity, map index and an XCom dict."""
+    """Just enough of a RuntimeTaskInstance: identity, try number, map index and an XCom dict."""
 
     def __init__(
-        self, *, task_id: str = "task", map_index: int = -1, run_id: str = "run-1", try_number: int = 1
+        self,
+        *,
+        dag_id: str = "nightly",
+        run_id: str = RUN_ID,
+        task_id: str = "task",
+        map_index: int = -1,
+        try_number: int = 1,
+        first_reschedule: datetime | None = None,
     ) -> None:
-        self.try_number = try_number
-        self.dag_id = "dag"
-        self.task_id = task_id
+        self.dag_id = dag_id
         self.run_id = run_id
+        self.task_id = task_id
         self.map_index = map_index
+        self.try_number = try_number
+        self.first_reschedule = first_reschedule
         self.xcom: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
@@ -36,13 +55,47 @@ class FakeTI:
     def xcom_pull(self, task_ids: str | None = None, key: str = "return_value", **_: Any) -> Any:
         return self.xcom.get(f"{task_ids}:{key}", self.xcom.get(key))
 
-    def get_first_reschedule_date(self, context: Any) -> None:
-        return None
+    def get_first_reschedule_date(self, context: Any) -> datetime | None:
+        return self.first_reschedule
 
 
-def context(**ti_kwargs: Any) -> dict[str, Any]:
-    """A task context holding a FakeTI."""
-    return {"ti": FakeTI(**ti_kwargs)}
+def context(*, run_started: datetime | None = RUN_STARTED, **ti: Any) -> dict[str, Any]:
+    """A task context: a :class:`FakeTI` (``ti`` keyword arguments), a DAG run started at ``run_started``."""
+    task_instance = FakeTI(**ti)
+    dag_run = SimpleNamespace(
+        dag_id=task_instance.dag_id, run_id=task_instance.run_id, start_date=run_started
+    )
+    return {
+        "ti": task_instance,
+        "task_instance": task_instance,
+        "dag_run": dag_run,
+        "run_id": task_instance.run_id,
+    }
+
+
+def service_account_key(
+    token_uri: str = "https://oauth2.googleapis.com/token", project: str = "nightly-docs"
+) -> dict[str, str]:
+    """A new service-account key (a real RSA key) whose token endpoint is ``token_uri``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
+    return {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": f"airflow@{project}.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
 
 
 class FakeGeminiHook:
@@ -74,7 +127,10 @@ class FakeGeminiHook:
         self.configs: list[Any] = []
         self.reply: Callable[[list[Any]], str] = lambda contents: "summary"
         self.upload_names: list[str | None] = []
+        self.on_exists: list[str] = []
         self.register_batches: list[list[str]] = []
+        self.gcs_objects: list[str] = []
+        self.listed: list[tuple[str, str | None, str | None]] = []
 
     def _count(self, what: str) -> None:
         with self.lock:
@@ -107,19 +163,26 @@ class FakeGeminiHook:
         mime_type: str | None = None,
         display_name: str | None = None,
         name: str | None = None,
+        on_exists: str = "fail",
     ) -> GeminiFileRef:
         self._count("upload")
         with self.lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.upload_names.append(name)
+            self.on_exists.append(on_exists)
         try:
             if str(source) in self.fail_sources:
                 time.sleep(self.fail_delay)
                 raise self.fail_sources[str(source)]
             time.sleep(self.upload_delay)
             if name is not None and name in self.files:
-                raise GeminiInputError(f"A Gemini file named {name} already exists.")
+                existing = self.files[name]
+                if on_exists == "fail":
+                    raise GeminiFileExistsError(f"A Gemini file named {name} already exists.", file_name=name)
+                if on_exists == "reuse" and existing.state != "FAILED":
+                    return dataclasses.replace(existing, source_uri=str(source))
+                del self.files[name]
             file_name = name or f"files/up-{next(self.ids)}"
             ref = self.add(
                 file_name if file_name.startswith("files/") else f"files/{file_name}",
@@ -156,7 +219,7 @@ class FakeGeminiHook:
             if self.get_errors:
                 raise self.get_errors.pop(0)
             if name not in self.files:
-                raise GeminiFileNotUsableError(f"Gemini file {name} does not exist.", file_name=name)
+                raise GeminiFileGoneError(f"Gemini file {name} does not exist.", file_name=name)
             script = self.states.get(name)
             if script:
                 state = script.pop(0) if len(script) > 1 else script[0]
@@ -167,9 +230,26 @@ class FakeGeminiHook:
     async def aget_file(self, file: Any) -> GeminiFileRef:
         return self.get_file(file)
 
+    def list_gcs_objects(
+        self, bucket: str, prefix: str | None = None, match_glob: str | None = None
+    ) -> list[str]:
+        self._count("list_gcs")
+        self.listed.append((bucket, prefix, match_glob))
+        return list(self.gcs_objects)
+
     def list_files(self, page_size: int = 100) -> Iterator[GeminiFileRef]:
         self._count("list")
         yield from list(self.files.values())
+
+    def delete_files_quietly(self, files: Sequence[Any]) -> list[str]:
+        deleted = []
+        for file in files:
+            try:
+                if self.delete_file(file):
+                    deleted.append(GeminiFileRef.coerce(file).name)
+            except Exception:
+                pass
+        return deleted
 
     def delete_file(self, file: Any) -> bool:
         self._count("delete")

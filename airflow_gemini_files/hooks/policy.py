@@ -1,0 +1,477 @@
+"""The provider's shared decisions: is a file usable, is an error worth another try, when a wait gives up.
+
+Every caller asks this module (the hook's ``wait_for_active`` and uploads, the sensor in poke and
+reschedule mode, the trigger of a deferred sensor, the generate operator), so the same situation ends the
+same way, with the same exception and message, wherever it happens:
+
+- :func:`file_verdict` reads a file's state (the SDK's ``FileState``) and expiry: usable, pending, failed,
+  expired; a fetch that finds no file is *gone*. :func:`verdict_error` gives each its one message.
+- :func:`classify_api_error`, :func:`is_transient` and :func:`is_permanent` sort errors: a rejected key,
+  a file that is gone, a full storage quota, a refused request, or a transient failure worth another try.
+- :class:`ActiveWait` is one wait for ACTIVE files: it takes each poll's answers, keeps what is known
+  between polls, and raises the error that ends the wait (a FAILED, expired or vanished file, an error no
+  poll can fix, or :data:`MAX_CONSECUTIVE_POLL_FAILURES` failed polls in a row).
+- :func:`reuse_refusal` decides whether an existing file may stand in for an upload: only when it is
+  usable and provably holds the source's bytes (same size and SHA-256).
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import requests
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from google.genai import errors, types
+
+from airflow_gemini_files.exceptions import (
+    GeminiConnectionError,
+    GeminiFileExistsError,
+    GeminiFileFailedError,
+    GeminiFileGoneError,
+    GeminiFileNotUsableError,
+    GeminiFilesError,
+    GeminiInputError,
+    GeminiWaitTimeoutError,
+)
+from airflow_gemini_files.naming import printable
+from airflow_gemini_files.refs import GeminiFileRef
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP statuses worth another try: the set the google-genai SDK retries."""
+
+MAX_CONSECUTIVE_POLL_FAILURES = 5
+"""A wait for ACTIVE gives up after this many polls in a row in which a file could not be checked."""
+
+MAX_POLL_INTERVAL = 60.0
+"""Seconds between polls at most, however long nothing changes."""
+
+POLL_BACKOFF = 1.5
+"""While nothing changes, each poll waits this much longer than the one before."""
+
+USE_EXPIRY_MARGIN = timedelta(minutes=1)
+"""A file this close to its expiration time is not sent to a model: it could vanish while it reads it."""
+
+REUSE_EXPIRY_MARGIN = timedelta(hours=1)
+"""A file this close to its expiration time is uploaded again rather than reused by a retry."""
+
+MAX_FILE_BYTES = 2 * 1024**3
+"""The Files API's limit per file (2 GB); larger sources are refused before any byte is sent."""
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [
+        httpx.TransportError,  # connect, read, write, protocol errors and timeouts
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+        ConnectionError,
+        TimeoutError,
+    ]
+    try:  # google-genai talks through httpx2 (a fork with its own exception classes) when present
+        import httpx2
+
+        found.append(httpx2.TransportError)
+    except ImportError:  # pragma: no cover - depends on the SDK's optional transport
+        pass
+    return tuple(found)
+
+
+NETWORK_ERRORS: tuple[type[BaseException], ...] = _network_errors()
+"""Connection-level failures (refused, reset, dropped mid-body, timed out) from every client we use."""
+
+
+# Files ---------------------------------------------------------------------------------------------
+class FileVerdict(enum.Enum):
+    """What a file's state means for whoever wants to use it."""
+
+    USABLE = "usable"
+    PENDING = "pending"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    GONE = "gone"
+
+
+def file_verdict(
+    ref: GeminiFileRef, *, now: datetime | None = None, margin: timedelta = timedelta(0)
+) -> FileVerdict:
+    """Usable (ACTIVE), pending (still processing), failed, or expired (within ``margin``) of a fresh ref.
+
+    A file that a fetch did not find is :attr:`FileVerdict.GONE`; that is known from the fetch, not the ref.
+    """
+    if ref.state == types.FileState.FAILED.value:
+        return FileVerdict.FAILED
+    if ref.is_expired(now=now, margin=margin):
+        return FileVerdict.EXPIRED
+    if ref.state == types.FileState.ACTIVE.value:
+        return FileVerdict.USABLE
+    return FileVerdict.PENDING
+
+
+def describe(ref: GeminiFileRef) -> str:
+    """``files/<id> (label)``, or only the name when that is all a ref knows."""
+    return ref.name if ref.label == ref.name else f"{ref.name} ({ref.label})"
+
+
+def verdict_error(ref: GeminiFileRef, verdict: FileVerdict) -> GeminiFileNotUsableError:
+    """The one error (type and message) for a file that cannot be used, whoever finds out."""
+    who = describe(ref)
+    if verdict is FileVerdict.FAILED:
+        reason = printable(ref.error).rstrip(". ") if ref.error else "Gemini gave no reason"
+        return GeminiFileFailedError(
+            f"{who} FAILED processing: {reason}. Check that it is a valid {ref.mime_type or 'document'}, "
+            "then upload a valid copy of the document.",
+            file_name=ref.name,
+            error=ref.error,
+        )
+    if verdict is FileVerdict.EXPIRED:
+        when = "expired at" if ref.is_expired() else "expires at"
+        soon = "" if ref.is_expired() else ", too soon to use it"
+        return GeminiFileGoneError(
+            f"{who} {when} {ref.expiration_time}{soon}: Gemini deletes files 48 hours after they are "
+            "created. Upload or register the source again.",
+            file_name=ref.name,
+        )
+    if verdict is FileVerdict.GONE:
+        return GeminiFileGoneError(
+            f"{who} does not exist: it was deleted, expired (files live 48 hours) or belongs to another "
+            "project. Upload or register the source again.",
+            file_name=ref.name,
+        )
+    if verdict is FileVerdict.PENDING:
+        return GeminiFileNotUsableError(
+            f"{who} is {ref.state or 'in an unknown state'}, not ACTIVE: wait for it with "
+            "GeminiFileActiveSensor (or GeminiHook.wait_for_active) before using it.",
+            file_name=ref.name,
+        )
+    raise ValueError(f"{who} is usable; there is no error to raise.")
+
+
+def gone_error(file: GeminiFileRef | str) -> GeminiFileGoneError:
+    """:func:`verdict_error` for a file a fetch did not find."""
+    ref = file if isinstance(file, GeminiFileRef) else GeminiFileRef(name=file)
+    error = verdict_error(ref, FileVerdict.GONE)
+    assert isinstance(error, GeminiFileGoneError)
+    return error
+
+
+def first_error(problems: Sequence[GeminiFilesError]) -> GeminiFilesError:
+    """One error for several files that cannot be used: the first no retry can fix, naming the others.
+
+    With one problem, that error itself: the same type and message any other task gives for that file.
+    """
+    if not problems:
+        raise ValueError("no problems to report")
+    ordered = sorted(problems, key=lambda error: not isinstance(error, AirflowFailException))
+    first = ordered[0]
+    if len(ordered) == 1:
+        return first
+    combined = copy.copy(first)
+    others = " ".join(str(error) for error in ordered[1:])
+    combined.args = (f"{len(ordered)} files cannot be used. {first} Also: {others}",)
+    return combined
+
+
+def check_source_size(size: int | None, source: str) -> None:
+    """Refuse a source Gemini cannot take: empty, or over 2 GiB (``source`` names it in the error)."""
+    if size == 0:
+        raise GeminiInputError(
+            f"{printable(source)!r} is empty (0 bytes): Gemini cannot use an empty file. Check that "
+            "whatever writes it finished, or leave it out of the upload or register call."
+        )
+    if size is not None and size > MAX_FILE_BYTES:
+        raise GeminiInputError(
+            f"{printable(source)!r} is {size / 1024**3:.2f} GiB; the Files API takes at most 2 GiB per "
+            "file. Split or compress it before uploading."
+        )
+
+
+def reuse_refusal(
+    existing: GeminiFileRef, *, size: int, source_sha256: Callable[[], str | None]
+) -> str | None:
+    """
+    Why ``existing`` must not stand in for an upload of ``size`` bytes, or None when it may.
+
+    It may only when it is usable or still processing, not about to expire, and provably holds the same
+    bytes: the same size and the same SHA-256 (``source_sha256`` hashes the source only when needed and
+    returns None when it cannot read it twice).
+    """
+    verdict = file_verdict(existing, margin=REUSE_EXPIRY_MARGIN)
+    if verdict is FileVerdict.FAILED:
+        return f"it FAILED processing ({printable(existing.error or 'no reason given')})"
+    if verdict is FileVerdict.EXPIRED:
+        return f"it expires at {existing.expiration_time}, within {REUSE_EXPIRY_MARGIN}"
+    if existing.size_bytes is not None and existing.size_bytes != size:
+        return f"it holds {existing.size_bytes} bytes and the source {size}"
+    stored = existing.sha256_hex
+    if stored is None:
+        return "Gemini reports no SHA-256 for it, so its content cannot be compared with the source"
+    ours = source_sha256()
+    if ours is None:
+        return (
+            "the source cannot be read twice (a stream that cannot seek), so its content cannot be compared"
+        )
+    if ours != stored:
+        return f"its content differs from the source (SHA-256 {stored[:12]}... against {ours[:12]}...)"
+    return None
+
+
+# Errors --------------------------------------------------------------------------------------------
+class ApiProblem(enum.Enum):
+    """What an error answer of the Gemini API means for the caller."""
+
+    BAD_KEY = "bad_key"  # the API key was rejected: fix the connection
+    FILE_GONE = "file_gone"  # the file does not exist (the live API answers 403, not 404)
+    MODEL_NOT_FOUND = "model_not_found"
+    QUOTA_FULL = (
+        "quota_full"  # the project's 20 GB of file storage are used up: waiting seconds frees nothing
+    )
+    NOT_ACTIVE = "not_active"  # a file in the request is not ACTIVE yet
+    NAME_TAKEN = "name_taken"  # 409: a file with the requested name exists
+    REFUSED = "refused"  # any other 4xx: the request itself is wrong
+    TRANSIENT = "transient"  # 408, 429, 5xx: another try may work
+    OTHER = "other"
+
+
+def is_quota_full(code: int | None, text: str) -> bool:
+    """A 429 for the project's file storage quota (``file_storage_bytes``), which no quick retry frees."""
+    return code == 429 and "file_storage_bytes" in text
+
+
+def is_bad_key(code: int | None, text: str, details: str = "") -> bool:
+    """An answer that rejects the API key (400 API_KEY_INVALID, 401, or 403 naming the key)."""
+    return code == 401 or (code in (400, 403) and ("api key" in text.lower() or "API_KEY" in details))
+
+
+def classify_api_error(
+    err: errors.APIError, *, about_file: bool = False, about_model: bool = False
+) -> ApiProblem:
+    """Sort an SDK error answer; ``about_file`` / ``about_model`` say what the request named."""
+    code = err.code
+    message = str(err.message or "")
+    if is_bad_key(code, message, str(err.details or "")):
+        return ApiProblem.BAD_KEY
+    if code in (403, 404) and (about_file or "access the File" in message):
+        return ApiProblem.FILE_GONE
+    if code == 404 and about_model:
+        return ApiProblem.MODEL_NOT_FOUND
+    if is_quota_full(code, message):
+        return ApiProblem.QUOTA_FULL
+    if code == 400 and err.status == "FAILED_PRECONDITION":
+        return ApiProblem.NOT_ACTIVE
+    if code == 409:
+        return ApiProblem.NAME_TAKEN
+    if code in RETRYABLE_STATUSES:
+        return ApiProblem.TRANSIENT
+    if 400 <= code < 500:
+        return ApiProblem.REFUSED
+    return ApiProblem.OTHER
+
+
+def is_network_error(error: BaseException) -> bool:
+    """A connection-level failure: refused, reset, dropped mid-body or timed out."""
+    return isinstance(error, NETWORK_ERRORS)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying the same call again soon may work: 408/429/5xx answers and network failures."""
+    if isinstance(error, GeminiFilesError):
+        return isinstance(error, GeminiConnectionError)
+    if isinstance(error, errors.APIError):
+        return error.code in RETRYABLE_STATUSES and not is_quota_full(error.code, str(error.message or ""))
+    code = _google_status(error)
+    if code is not None:
+        return code in RETRYABLE_STATUSES
+    return is_network_error(error)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether no retry can help: bad input, a FAILED or vanished file, a rejected key or request."""
+    if isinstance(error, AirflowFailException | AirflowNotFoundException):
+        return True
+    code = error.code if isinstance(error, errors.APIError) else _google_status(error)
+    return code is not None and 400 <= code < 500 and code not in RETRYABLE_STATUSES
+
+
+def _google_status(error: BaseException) -> int | None:
+    """The HTTP status of a google-cloud (api_core) or google-resumable-media error, if it is one."""
+    from google.api_core import exceptions as api_exceptions
+
+    if isinstance(error, api_exceptions.GoogleAPICallError):
+        return int(error.code) if error.code is not None else None
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(status, int) and type(error).__name__ == "InvalidResponse":
+        return status
+    return None
+
+
+# Waiting for ACTIVE --------------------------------------------------------------------------------
+class PollSchedule:
+    """How long to wait before each poll: ``first`` seconds, 1.5x longer while nothing changes (up to
+    ``cap``, at least ``first``), and ``first`` again after a poll that saw progress."""
+
+    def __init__(self, first: float, *, cap: float = MAX_POLL_INTERVAL) -> None:
+        self.first = first
+        self.cap = max(cap, first)
+        self.current = first
+
+    def next(self, progressed: bool) -> float:
+        """The wait before the next poll, given whether the last poll saw a file turn ACTIVE."""
+        if progressed:
+            self.current = self.first
+        wait = self.current
+        self.current = min(self.current * POLL_BACKOFF, self.cap)
+        return wait
+
+
+class ActiveWait:
+    """
+    One wait until files are ACTIVE: what is known between polls, and the decision after each poll.
+
+    Give :meth:`record` each poll's answers (a fresh ref, or the exception its fetch raised, by file
+    name). It keeps the latest state of every file and raises the error that ends the wait; transient
+    errors are tolerated until :data:`MAX_CONSECUTIVE_POLL_FAILURES` polls in a row had one.
+    """
+
+    def __init__(self, files: Sequence[GeminiFileRef], *, max_failures: int = MAX_CONSECUTIVE_POLL_FAILURES):
+        first: dict[str, GeminiFileRef] = {}
+        for ref in files:
+            first.setdefault(ref.name, ref)
+        self.files = list(first.values())
+        self.latest: dict[str, GeminiFileRef] = dict(first)
+        self.active: dict[str, GeminiFileRef] = {}
+        self.failures = 0
+        self.max_failures = max_failures
+
+    @property
+    def pending(self) -> list[GeminiFileRef]:
+        """The latest ref of every file not ACTIVE yet, in input order."""
+        return [self.latest[ref.name] for ref in self.files if ref.name not in self.active]
+
+    @property
+    def done(self) -> bool:
+        """Whether every file is ACTIVE."""
+        return len(self.active) == len(self.files)
+
+    def record(self, answers: Mapping[str, GeminiFileRef | BaseException]) -> bool:
+        """Take one poll's answers; True when a file turned ACTIVE. Raises the error that ends the wait."""
+        failed: list[BaseException] = []
+        progressed = False
+        for ref in self.pending:
+            if ref.name not in answers:
+                continue
+            answer = answers[ref.name]
+            if isinstance(answer, BaseException):
+                if isinstance(answer, GeminiFileGoneError):
+                    raise gone_error(ref) from answer
+                if is_permanent(answer):
+                    raise answer
+                failed.append(answer)
+                continue
+            fresh = answer if answer.source_uri or not ref.source_uri else _with_source(answer, ref)
+            self.latest[ref.name] = fresh
+            verdict = file_verdict(fresh)
+            if verdict is FileVerdict.USABLE:
+                self.active[ref.name] = fresh
+                progressed = True
+            elif verdict is not FileVerdict.PENDING:
+                raise verdict_error(fresh, verdict)
+        if not failed:
+            self.failures = 0
+            return progressed
+        self.failures += 1
+        log.warning(
+            "Could not check %d file(s) (%d poll(s) in a row failed; giving up after %d): %s",
+            len(failed),
+            self.failures,
+            self.max_failures,
+            printable(failed[0]),
+        )
+        if self.failures >= self.max_failures:
+            names = ", ".join(describe(ref) for ref in self.pending[:5])
+            raise GeminiFilesError(
+                f"Gave up waiting for {names} after {self.failures} polls in a row could not check them; "
+                f"the last error: {printable(failed[0])[:500]}. Check the network and the Gemini API's "
+                "status, then retry the task."
+            ) from failed[0]
+        return progressed
+
+    def result(self) -> list[GeminiFileRef]:
+        """The ACTIVE refs, in input order (call when :attr:`done`)."""
+        return [self.active[ref.name] for ref in self.files]
+
+    def progress(self) -> str:
+        """``"2 of 3 file(s) ACTIVE, 1 still PROCESSING"``."""
+        pending = len(self.files) - len(self.active)
+        return f"{len(self.active)} of {len(self.files)} file(s) ACTIVE, {pending} still PROCESSING"
+
+    def timeout_error(self, timeout: float) -> GeminiWaitTimeoutError:
+        """The error for a deadline that passed with files still pending (see :func:`timeout_error`)."""
+        return timeout_error(self.pending, total=len(self.files), timeout=timeout)
+
+
+def _with_source(fresh: GeminiFileRef, known: GeminiFileRef) -> GeminiFileRef:
+    import dataclasses
+
+    return dataclasses.replace(fresh, source_uri=known.source_uri)
+
+
+def timeout_error(pending: Sequence[GeminiFileRef], *, total: int, timeout: float) -> GeminiWaitTimeoutError:
+    """The one message for a wait whose ``timeout`` (seconds) passed with ``pending`` files not ACTIVE."""
+    names = ", ".join(describe(ref) for ref in pending[:5])
+    more = f" and {len(pending) - 5} more" if len(pending) > 5 else ""
+    return GeminiWaitTimeoutError(
+        f"{len(pending)} of {total} Gemini file(s) still not ACTIVE after the timeout of {timeout:g} s: "
+        f"{names}{more}. Raise the timeout (videos and large PDFs can take minutes to process), or check "
+        "the files' state with GeminiHook.get_file.",
+        pending=[ref.name for ref in pending],
+    )
+
+
+# Errors through a trigger event ---------------------------------------------------------------------
+_EVENT_KINDS: tuple[tuple[str, type[GeminiFilesError]], ...] = (
+    ("failed", GeminiFileFailedError),
+    ("gone", GeminiFileGoneError),
+    ("exists", GeminiFileExistsError),
+    ("input", GeminiInputError),
+    ("timeout", GeminiWaitTimeoutError),
+    ("not_usable", GeminiFileNotUsableError),
+    ("connection", GeminiConnectionError),
+    ("error", GeminiFilesError),
+)
+
+
+def error_to_event(error: BaseException) -> dict[str, Any]:
+    """A primitive dict (for a TriggerEvent) from which :func:`error_from_event` rebuilds the same error."""
+    kind = next((kind for kind, cls in _EVENT_KINDS if isinstance(error, cls)), "error")
+    message = str(error) if isinstance(error, GeminiFilesError) else f"{type(error).__name__}: {error}"
+    return {
+        "kind": kind,
+        "message": message,
+        "file_name": getattr(error, "file_name", None),
+        "error": getattr(error, "error", None) if isinstance(error, GeminiFileFailedError) else None,
+        "pending": list(getattr(error, "pending", None) or []),
+    }
+
+
+def error_from_event(payload: Mapping[str, Any]) -> GeminiFilesError:
+    """The error :func:`error_to_event` described: same type, same message."""
+    kinds = dict(_EVENT_KINDS)
+    cls = kinds.get(str(payload.get("kind")), GeminiFilesError)
+    message = str(payload.get("message") or "no message")
+    if cls is GeminiFileFailedError:
+        return GeminiFileFailedError(message, file_name=payload.get("file_name"), error=payload.get("error"))
+    if issubclass(cls, GeminiFileNotUsableError):
+        return cls(message, file_name=payload.get("file_name"))
+    if cls is GeminiFileExistsError:
+        return GeminiFileExistsError(message, file_name=payload.get("file_name"))
+    if cls is GeminiWaitTimeoutError:
+        return GeminiWaitTimeoutError(message, pending=list(payload.get("pending") or []))
+    return cls(message)
