@@ -1,4 +1,8 @@
-"""Suite-wide set-up: a throw-away AIRFLOW_HOME per session, and shared test endpoints."""
+"""Suite-wide set-up: a throw-away AIRFLOW_HOME per session, the emulator fixtures, shared test endpoints.
+
+The first lines are the README's ``conftest.py`` for testing your own DAGs, except the DAGs folder: the
+DAG tests here configure a bundle per run (``tests/dags/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,22 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
+from importlib.metadata import version
 
 import pytest
 
-# Must happen before anything imports airflow: its configuration is read at import time.
-_AIRFLOW_HOME = tempfile.mkdtemp(prefix="gemini-files-airflow-")
-os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+# Before anything imports Airflow: it reads its configuration once, at import time.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="gemini-files-airflow-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# GeminiFileRef allow-lists itself for XCom on Task SDK 1.3+ (Airflow 3.3); Airflow 3.2 needs the config
+# line the README gives. Only there, so that on 3.3 the suite checks the self-allow-listing.
+if tuple(int(part) for part in version("apache-airflow-task-sdk").split(".")[:2]) < (1, 3):
+    os.environ.setdefault(
+        "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES", "airflow.* airflow_gemini_files.refs.GeminiFileRef"
+    )
+
+pytest_plugins = ["airflow_gemini_files.testing"]
 
 
 class _ForbiddenStorage(http.server.BaseHTTPRequestHandler):

@@ -1,8 +1,9 @@
 """Run the example DAGs for real (``dag.test()`` on the parsed files) against the local emulators.
 
 The metadata DB (SQLite in the session's AIRFLOW_HOME, see tests/conftest.py) is migrated once per
-session. Each run parses the DAG file from ``dags/`` through a DAG bundle of its own, so the DAG that
-runs is the serialized one Airflow would schedule, with the same XCom serde, mapping and triggers.
+session. Each run parses the DAG file from ``airflow_gemini_files/example_dags/`` through a DAG bundle
+of its own, so the DAG that runs is the serialized one Airflow would schedule, with the same XCom
+serde, mapping and triggers.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from airflow_gemini_files.example_dags import FOLDER as DAGS_FOLDER
+
 REPO = Path(__file__).resolve().parents[2]
-DAGS_FOLDER = REPO / "dags"
 BUNDLE = "example-dags"
 FIRST_LOGICAL_DATE = datetime(2026, 11, 2, tzinfo=UTC)  # after every example DAG's start_date
 

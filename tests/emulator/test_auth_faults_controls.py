@@ -15,7 +15,8 @@ from google import genai
 from google.genai import errors, types
 
 from airflow_gemini_files.emulator import GeminiEmulator
-from tests.emulator.conftest import make_client
+
+from .conftest import make_client
 
 http = httpx.Client(timeout=30)
 

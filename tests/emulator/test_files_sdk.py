@@ -12,7 +12,8 @@ from google import genai
 from google.genai import errors
 
 from airflow_gemini_files.emulator import GeminiEmulator
-from tests.emulator.conftest import make_client
+
+from .conftest import make_client
 
 
 def _sha(data: bytes) -> str:

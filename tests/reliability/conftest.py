@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from airflow_gemini_files.emulator import GeminiEmulator
+from airflow_gemini_files.example_dags import FOLDER as EXAMPLE_DAGS_FOLDER
 
 REPO = Path(__file__).resolve().parents[2]
-DAGS_FOLDER = REPO / "dags"
+DAGS_FOLDER = EXAMPLE_DAGS_FOLDER
 BUNDLE = "reliability-dags"
 FAST_RETRIES = {"retry_attempts": 8, "retry_initial_delay": 0.01, "retry_max_delay": 0.05}
 """Connection extras: as many attempts as a nightly run needs to ride out 15 % faults, tiny waits."""
@@ -100,7 +101,7 @@ class DagRun:
 
 @pytest.fixture
 def run_dag(airflow_db: None, monkeypatch: pytest.MonkeyPatch) -> Callable[..., DagRun]:
-    """``run_dag(dag_id, conf)``: parse ``dags/`` as a DAG bundle and ``dag.test()`` one run, retries off."""
+    """``run_dag(dag_id, conf)``: parse the example DAGs as a bundle, ``dag.test()`` one run, retries off."""
     bundles = [
         {
             "name": BUNDLE,
