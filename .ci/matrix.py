@@ -122,7 +122,7 @@ def run(env: Env, command: list[str], **kwargs: object) -> subprocess.CompletedP
 
 
 def build_env(env: Env, wheel: Path, venv: Path) -> Path:
-    uv = os.environ.get("UV", "uv").split()
+    uv = os.environ.get("CI_UV", "uv").split()
     python = find_python(env.python)
     run(env, [*uv, "venv", "-q", "--python", python, str(venv)])
     interpreter = venv / "bin" / "python"
