@@ -3,8 +3,9 @@
 
 ``python3 .ci/matrix.py ENV [ENV ...] --wheel dist/<wheel>`` (``--list`` shows the envs). Each env is a
 uv virtualenv outside the repository with the wheel, its ``testing`` and ``demo`` extras, the ``test``
-dependency group and the env's pins; then the repository's unit, emulator, integration and DAG tests
-run against the installed wheel (the system tests and the full demo run only in the main env).
+dependency group and the env's pins; then the repository's unit, emulator and integration tests, the
+DAG-file checks and a share of the whole-DAG runs run against the installed wheel (the system tests,
+the rest of the DAG runs and the demo run in the locked env and in .ci/package_check).
 
 Old Airflow releases are installed as their users install them, with the dependency versions of their
 release date (Airflow publishes constraint files for that; uv's ``--exclude-newer`` gives the same
@@ -39,7 +40,9 @@ class Env:
     as_of: str | None = None
     exempt: tuple[str, ...] = ()
     """Packages resolved without the ``as_of`` cutoff (released after it, or test tools)."""
-    pytest_args: tuple[str, ...] = field(default=())
+    dag_runs: tuple[str, ...] = field(default=())
+    """The DAG tests that run whole DAGs here (Airflow 3.2's ``dag.test()`` spends seconds per task, so
+    the envs share them out; the locked env runs them all)."""
 
 
 ENVS = {
@@ -57,6 +60,11 @@ ENVS = {
             ),
             as_of="2026-04-10T00:00:00Z",  # Airflow 3.2.0 was released on 2026-04-07
             exempt=("gcp-storage-emulator",),
+            dag_runs=(
+                "tests/dags/test_nightly_document_analysis.py::test_every_document_is_analysed_stored_and_cleaned_up[register]",
+                "tests/dags/test_readme_dag.py::test_the_readme_minimal_dag_fails_its_run_when_a_document_fails_and_still_cleans_up",
+                "tests/dags/test_compare_images.py::test_a_failed_comparison_fails_the_run_and_still_deletes_the_upload",
+            ),
         ),
         Env(
             name="google-provider",
@@ -76,6 +84,11 @@ ENVS = {
                 "google-genai",
                 "google-auth",
             ),
+            dag_runs=(
+                "tests/dags/test_nightly_document_analysis.py::test_a_document_gemini_cannot_process_fails_alone",
+                "tests/dags/test_transcribe_audio.py::test_audio_is_transcribed_summarised_and_deleted_after_a_deferred_wait",
+                "tests/dags/test_readme_dag.py::test_the_readme_conftest_and_dag_tests_pass_in_a_fresh_project",
+            ),
         ),
     )
 }
@@ -84,7 +97,10 @@ TESTS = (
     "tests/unit",
     "tests/emulator",
     "tests/integration",
-    "tests/dags",
+    "tests/dags/test_dag_files.py",
+    "tests/dags/test_demo.py",  # its checks; the demo itself runs in .ci/package_check
+    "tests/dags/test_readme_dag.py::test_every_python_block_of_the_readme_is_one_these_tests_run",
+    "tests/dags/test_readme_dag.py::test_the_readme_emulator_controls_do_what_their_comments_say",
     "--deselect",
     "tests/dags/test_demo.py::test_demo_runs_the_nightly_dag_offline_and_prints_results_and_cleanup",
 )
@@ -166,7 +182,7 @@ def run_env(env: Env, wheel: Path) -> float:
         say(env, f"testing {where}")
         env_vars = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         command = [str(interpreter), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=5"]
-        command += [*TESTS, *env.pytest_args]
+        command += [*TESTS, *env.dag_runs]
         done = subprocess.run(command, cwd=REPO, env=env_vars, text=True)
         if done.returncode == 5:
             say(env, "pytest collected no tests: FAILED")
