@@ -54,9 +54,9 @@ ENVS = {
             python="3.11",
             pins=(
                 "apache-airflow==3.2.0",
-                "google-genai==1.57.0",
+                "google-genai==1.61.0",
                 "google-cloud-storage==3.0.0",
-                "google-auth==2.46.0",
+                "google-auth==2.47.0",
             ),
             as_of="2026-04-10T00:00:00Z",  # Airflow 3.2.0 was released on 2026-04-07
             exempt=("gcp-storage-emulator",),
