@@ -34,18 +34,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from airflow_gemini_files.example_dags import FOLDER as EXAMPLE_DAGS_FOLDER
 from airflow_gemini_files.samples import NIGHTLY_DOCUMENTS, sample_path
 
 if TYPE_CHECKING:
     from google.cloud import storage
 
     from airflow_gemini_files.emulator import GeminiEmulator
-    from airflow_gemini_files.testing import GcsEmulator
+    from airflow_gemini_files.gcs_emulator import GcsEmulator
 
 DAG_ID = "gemini_nightly_document_analysis"
 DEMO_API_KEY = "demo-offline-key"  # accepted by the local emulator only; a placeholder, not a secret
 DEFAULT_BUCKET = "demo-documents"
-REPO_DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags"
 SHOWN_STATES = ("deferred", "up_for_retry", "success", "failed", "skipped", "upstream_failed")
 _CHILD = "_airflow-child"  # argv[1] of the Airflow process this module starts for itself
 
@@ -134,9 +134,12 @@ def airflow_child(argv: Sequence[str]) -> int:
 def emulators() -> Iterator[tuple[GcsEmulator, GeminiEmulator]]:
     """Start the GCS emulator and the Gemini emulator (which reads registered objects from it)."""
     from airflow_gemini_files.emulator import GeminiEmulator
-    from airflow_gemini_files.testing import GcsEmulator
+    from airflow_gemini_files.gcs_emulator import GcsEmulator
 
-    gcs = GcsEmulator().start()
+    try:
+        gcs = GcsEmulator().start()
+    except RuntimeError as err:  # e.g. installed without the [demo] extra
+        raise DemoError(str(err)) from None
     try:
         with GeminiEmulator(api_key=DEMO_API_KEY, gcs_host=gcs.host) as gemini:
             yield gcs, gemini
@@ -301,8 +304,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dags-folder",
         type=Path,
-        default=REPO_DAGS_FOLDER,
-        help="folder holding gemini_nightly_document_analysis.py (default: the repository's dags/)",
+        default=EXAMPLE_DAGS_FOLDER,
+        help="folder holding gemini_nightly_document_analysis.py (default: the example DAGs shipped with "
+        "the provider)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the metadata DB and task logs afterwards")
     parser.add_argument(
@@ -375,8 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock = Clock()
     if not (args.dags_folder / f"{DAG_ID}.py").is_file():
         print(
-            f"gemini-files-demo: {args.dags_folder / f'{DAG_ID}.py'} not found. Run the demo from a clone of "
-            "the repository (uv run gemini-files-demo) or pass --dags-folder.",
+            f"gemini-files-demo: {args.dags_folder / f'{DAG_ID}.py'} not found. Pass --dags-folder with the "
+            f"folder that holds {DAG_ID}.py, or leave it out to run the shipped example "
+            f"({EXAMPLE_DAGS_FOLDER}).",
             file=sys.stderr,
         )
         return 2

@@ -1,10 +1,12 @@
 """Pytest fixtures for testing DAGs against the local Gemini and GCS emulators (a pytest plugin).
 
-Loaded automatically through the ``pytest11`` entry point once ``airflow-gemini-files`` is installed:
+Opt-in: install ``airflow-gemini-files[testing]`` and enable it with one line in your ``conftest.py``:
+``pytest_plugins = ["airflow_gemini_files.testing"]``.
 
-- ``gcs_emulator`` (session): gcp-storage-emulator in a subprocess on a free port, in memory;
-  sets ``STORAGE_EMULATOR_HOST`` and the anonymous GCP connection ``google_cloud_default``.
-  ``.host``, ``.client()`` (an anonymous ``storage.Client``), ``.reset()``.
+- ``gcs_emulator`` (session): a :class:`~airflow_gemini_files.gcs_emulator.GcsEmulator` (gcp-storage-emulator
+  in a subprocess on a free port, in memory); sets ``STORAGE_EMULATOR_HOST`` and the anonymous GCP
+  connection ``google_cloud_default``. ``.host``, ``.client()`` (an anonymous ``storage.Client``),
+  ``.reset()``.
 - ``gemini_emulator``: a :class:`~airflow_gemini_files.emulator.GeminiEmulator` with API key
   ``"test-api-key"``, one server per session, reset before each test.
 - ``gemini_connection``: sets ``AIRFLOW_CONN_GEMINI_DEFAULT`` to point at ``gemini_emulator`` and
@@ -16,92 +18,19 @@ test collection.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-if TYPE_CHECKING:
-    from google.cloud import storage
+from airflow_gemini_files.gcs_emulator import GcsEmulator
 
+if TYPE_CHECKING:
     from airflow_gemini_files.emulator import GeminiEmulator
 
 TEST_API_KEY = "test-api-key"
-GCS_PROJECT = "test"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class GcsEmulator:
-    """A running gcp-storage-emulator subprocess (in-memory storage)."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.host = f"http://127.0.0.1:{self.port}"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> GcsEmulator:
-        if importlib.util.find_spec("gcp_storage_emulator") is None:
-            raise RuntimeError(
-                "the gcs_emulator fixture needs the gcp-storage-emulator package (pip install it)"
-            )
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-             "--port", str(self.port), "--in-memory", "--quiet"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"gcp-storage-emulator exited with status {self._proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.host}/storage/v1/b?project={GCS_PROJECT}", timeout=2):
-                    return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"gcp-storage-emulator did not answer on {self.host}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-
-    def client(self) -> storage.Client:
-        """An anonymous ``google.cloud.storage.Client`` talking to this emulator."""
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        return storage.Client(
-            project=GCS_PROJECT,
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": self.host},
-        )
-
-    def reset(self) -> None:
-        """Delete every bucket and object."""
-        with urllib.request.urlopen(f"{self.host}/wipe", timeout=30):
-            pass
 
 
 def _anonymous_gcp_connection() -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""Suite-wide set-up: a throw-away AIRFLOW_HOME per session, the fake hook, real DAG runs, test endpoints.
+"""Suite-wide set-up: a throw-away AIRFLOW_HOME per session, the emulator fixtures, the fake hook, real DAG
+runs, shared test endpoints.
 
-Shared by every test directory (one copy each): ``fake_hook`` (operators, sensor and trigger get a
-:class:`doubles.FakeGeminiHook`), ``airflow_db`` and ``run_dag`` (one real ``dag.test()`` run of a DAG
-file), ``forbidden_gcs_url``. Test doubles (task instance, context, service-account key) are in
-``tests/doubles.py``.
+The first lines are the README's ``conftest.py`` for testing your own DAGs, except the DAGs folder: the
+DAG tests here configure a bundle per run (``tests/dag_runs.py``). Shared by every test directory (one
+copy each): ``fake_hook`` (operators, sensor and trigger get a :class:`doubles.FakeGeminiHook`),
+``airflow_db`` and ``run_dag`` (one real ``dag.test()`` run of a DAG file), ``forbidden_gcs_url``. Test
+doubles (task instance, context, service-account key) are in ``tests/doubles.py``.
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from typing import Any
 
 import pytest
 
-# Must happen before anything imports airflow: its configuration is read at import time.
-_AIRFLOW_HOME = tempfile.mkdtemp(prefix="gemini-files-airflow-")
-os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+# Before anything imports Airflow: it reads its configuration once, at import time.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="gemini-files-airflow-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# GeminiFileRef allow-lists itself for XCom on Task SDK 1.3+ (Airflow 3.3); Airflow 3.2 needs the config
+# line the README gives. Only there, so that on 3.3 the suite checks the self-allow-listing.
+if tuple(int(part) for part in version("apache-airflow-task-sdk").split(".")[:2]) < (1, 3):
+    os.environ.setdefault(
+        "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES", "airflow.* airflow_gemini_files.refs.GeminiFileRef"
+    )
+
+pytest_plugins = ["airflow_gemini_files.testing"]
 
 
 # ---- the fake hook ----------------------------------------------------------------------------------

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from airflow_gemini_files.example_dags import FOLDER as EXAMPLE_DAGS_FOLDER
+
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_DAGS_FOLDER = REPO / "dags"
-"""The example DAGs that ``run_dag`` runs by default."""
+"""The example DAGs that ``run_dag`` runs by default: the ones shipped in the package."""
 BUNDLE = "example-dags"
 FIRST_LOGICAL_DATE = datetime(2026, 11, 2, tzinfo=UTC)  # after every example DAG's start_date
 

@@ -21,3 +21,14 @@ def test_one_uploaded_and_one_inline_image_reach_the_model(
     assert requests["upload_start"] == 1  # only the first image went through the Files API
     assert requests["delete"] == 1
     assert gemini_emulator.files() == []
+
+
+def test_a_failed_comparison_fails_the_run_and_still_deletes_the_upload(
+    run_dag: Any, gemini_emulator: Any, gemini_connection: str
+) -> None:
+    run = run_dag("gemini_compare_images", conf={"model": "no-such-model"})
+
+    assert run.state == "failed"
+    assert run.tasks["compare"] == "failed"
+    assert run.tasks["delete_image"] == "success"
+    assert gemini_emulator.files() == []

@@ -60,7 +60,8 @@ def test_demo_without_the_dag_file_says_where_to_run_it(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert "Run the demo from a clone of the repository" in done.stderr
+    assert f"{tmp_path}/gemini_nightly_document_analysis.py not found" in done.stderr
+    assert "leave it out to run the shipped example" in done.stderr
 
 
 def test_demo_environment_never_inherits_airflow_settings_or_keys(

@@ -18,7 +18,8 @@ from google import genai
 from google.genai import errors, types
 
 from airflow_gemini_files.emulator import GeminiEmulator
-from tests.emulator.conftest import make_client
+
+from .conftest import make_client
 
 pytestmark = pytest.mark.emulator_only
 http = httpx.Client(timeout=30)

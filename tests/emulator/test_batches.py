@@ -16,7 +16,8 @@ from google.genai import errors, types
 
 from airflow_gemini_files.emulator import GeminiEmulator
 from airflow_gemini_files.testing import TEST_API_KEY
-from tests.emulator.conftest import make_client
+
+from .conftest import make_client
 
 MODEL = "gemini-2.5-flash"
 HOURS = 3600.0
@@ -52,9 +53,8 @@ def _raw(emu: GeminiEmulator, path: str) -> dict[str, Any]:
 
 
 def _result_lines(client: genai.Client, file_name: str) -> list[dict[str, Any]]:
-    out = io.BytesIO()
-    client.files.download(file=file_name, destination=out)
-    return [json.loads(line) for line in out.getvalue().splitlines()]
+    # Bytes back rather than destination=: google-genai < 2.21 (still supported) has no destination.
+    return [json.loads(line) for line in client.files.download(file=file_name).splitlines()]
 
 
 def _file_job(

@@ -7,7 +7,7 @@ import re
 import pytest
 from google.genai import errors
 
-from tests.emulator.conftest import Target
+from .conftest import Target
 
 MODEL = "gemini-2.5-flash"
 _NOT_FOUND = (

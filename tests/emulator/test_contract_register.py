@@ -16,7 +16,8 @@ from google.auth.credentials import Credentials as BaseCredentials
 from google.oauth2.credentials import Credentials
 
 from airflow_gemini_files.testing import GcsEmulator
-from tests.emulator.conftest import LIVE_GCS_URI_ENV, Target
+
+from .conftest import LIVE_GCS_URI_ENV, Target
 
 _BUCKETS = itertools.count()
 SCOPES = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.emulator.conftest import Target
+from .conftest import Target
 
 G = 256 * 1024
 

@@ -15,7 +15,8 @@ from google import genai
 from google.genai import errors
 
 from airflow_gemini_files.emulator import GeminiEmulator
-from tests.emulator.conftest import make_client
+
+from .conftest import make_client
 
 pytestmark = pytest.mark.emulator_only
 
@@ -127,8 +128,11 @@ def test_async_client_roundtrip(
 
 
 async def _async_errors(emu: GeminiEmulator, client: genai.Client) -> None:
+    # Keep the client referenced while its call runs: with aiohttp installed (the Google provider brings
+    # it), google-genai 2.x closes the shared session when a Client is garbage-collected.
+    wrong_key = make_client(emu, api_key="wrong")
     with pytest.raises(errors.ClientError) as info:
-        await make_client(emu, api_key="wrong").aio.files.get(name="files/abc")
+        await wrong_key.aio.files.get(name="files/abc")
     assert (info.value.code, info.value.status) == (400, "INVALID_ARGUMENT")
     emu.configure(processing_delay=30)
     file = await client.aio.files.upload(file=io.BytesIO(b"abc"), config={"mime_type": "text/plain"})

@@ -16,7 +16,8 @@ from google.oauth2.credentials import Credentials
 
 from airflow_gemini_files.emulator import GeminiEmulator
 from airflow_gemini_files.testing import GcsEmulator
-from tests.emulator.conftest import make_client
+
+from .conftest import make_client
 
 pytestmark = pytest.mark.emulator_only
 _BUCKETS = itertools.count()

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from airflow_gemini_files.emulator import GeminiEmulator
-from tests.emulator.test_generate import jpeg_bytes, png_bytes
+
+from .test_generate import jpeg_bytes, png_bytes
 
 SNIPPETS = Path(__file__).with_name("seed_snippets.txt")
 SEEDS = Path(__file__).resolve().parents[3] / "shared" / "seeds"

@@ -15,7 +15,8 @@ from google.genai import errors, types
 
 from airflow_gemini_files.emulator import GeminiEmulator
 from airflow_gemini_files.emulator.store import realistic_delay
-from tests.emulator.test_generate import mp4_bytes, png_bytes, wav_bytes
+
+from .test_generate import mp4_bytes, png_bytes, wav_bytes
 
 pytestmark = pytest.mark.emulator_only
 MiB = 1024 * 1024

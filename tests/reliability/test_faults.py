@@ -1,7 +1,7 @@
 """Faults: the hook rides out 503/429 and dropped connections, and the nightly DAG still finishes.
 
-The heavy test runs the real nightly DAG (``dags/gemini_nightly_document_analysis.py``, upload mode) over
-50 documents of 1 MiB (5 upload chunks each) while the Gemini emulator answers 10 % of every request with
+The heavy test runs the real nightly DAG (``example_dags/gemini_nightly_document_analysis.py``, upload mode)
+over 50 documents of 1 MiB (5 upload chunks each) while the Gemini emulator answers 10 % of every request with
 503 and 5 % with 429, and cuts connections half-way through upload chunks. It must end with a result for
 every document, nothing left in the Files API, and only failed chunks sent twice. Run it alone, with its
 figures::

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_gemini_files.demo import DAG_ID, REPO_DAGS_FOLDER, airflow_env
+from airflow_gemini_files.demo import DAG_ID, airflow_env
 from airflow_gemini_files.emulator import GeminiEmulator
-from airflow_gemini_files.testing import GcsEmulator
+from airflow_gemini_files.example_dags import FOLDER as EXAMPLE_DAGS_FOLDER
+from airflow_gemini_files.gcs_emulator import GcsEmulator
 
 from .airflow_services import AirflowServices, running
 from .fake_gcp import TokenEndpoint, private_key_fragments, service_account_key, token_endpoint
@@ -68,7 +69,7 @@ def deployment(gcs_emulator: GcsEmulator) -> Iterator[Deployment]:
             key = service_account_key(tokens.url)
             dags = home / "dags"
             dags.mkdir()
-            for dag_file in REPO_DAGS_FOLDER.glob("*.py"):
+            for dag_file in EXAMPLE_DAGS_FOLDER.glob("*.py"):
                 shutil.copy(dag_file, dags)
             env = airflow_env(home, dags, gemini_base_url=gemini.base_url, gcs_host=gcs_emulator.host)
             env["AIRFLOW_CONN_GEMINI_DEFAULT"] = json.dumps(

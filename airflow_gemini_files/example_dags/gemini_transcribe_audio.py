@@ -3,7 +3,8 @@ Transcribe a recording, then summarise the transcript: audio understanding throu
 
 Upload the audio (local path or ``gs://`` object, streamed), wait until Gemini has processed it
 (deferrable: audio can take a while), ask for a transcript, then ask (text only, no file) for a short
-summary with action items as JSON, and delete the file whatever happened.
+summary with action items as JSON, and delete the file whatever happened (a teardown task: a failed
+step still fails the run).
 Supported audio: WAV, MP3, AIFF, AAC, OGG Vorbis, FLAC.
 """
 
@@ -63,7 +64,9 @@ def gemini_transcribe_audio() -> None:
         "{{ ti.xcom_pull(task_ids='transcribe') }}",
         response_schema=SUMMARY_SCHEMA,
     )
-    transcript >> summary >> GeminiDeleteFilesOperator(task_id="delete_audio", files=upload.output)
+    # A teardown: the file is deleted whatever happened, and a failed step still fails the run.
+    cleanup = GeminiDeleteFilesOperator(task_id="delete_audio", files=upload.output)
+    transcript >> summary >> cleanup.as_teardown(setups=upload)
 
 
 gemini_transcribe_audio()

@@ -3,7 +3,8 @@ Compare two images: one through the Gemini Files API, one sent inline with the p
 
 The seeds' "prompting with multiple images" pattern: a large or reused image goes through the Files API
 (uploaded once, referenced by URI, deleted afterwards), a small one travels inline in the request
-(requests up to 20 MB in total). The model is asked what differs between them.
+(requests up to 20 MB in total). The model is asked what differs between them. The uploaded file is
+deleted by a teardown task, so it is deleted even when the comparison fails, and the run still fails.
 
 The defaults compare the two bar charts shipped with the provider (revenue Q3 and Q4); pass other
 local paths or ``gs://`` URIs (uploaded image only: the inline one is read from the worker's disk).
@@ -78,7 +79,10 @@ def gemini_compare_images() -> None:
         return response.text or ""
 
     answer = compare(active.output, "{{ params.inline_image }}", "{{ params.prompt }}", "{{ params.model }}")
-    answer >> GeminiDeleteFilesOperator(task_id="delete_image", files=upload.output)
+    # A teardown: it runs whatever happened to the tasks between, and the run's state stays theirs (a
+    # failed comparison fails the run).
+    cleanup = GeminiDeleteFilesOperator(task_id="delete_image", files=upload.output)
+    answer >> cleanup.as_teardown(setups=upload)
 
 
 gemini_compare_images()
