@@ -18,7 +18,6 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
-from google.genai import types
 
 from airflow_gemini_files.hooks.gemini import GeminiHook
 from airflow_gemini_files.operators.files import GeminiDeleteFilesOperator, GeminiUploadFileOperator
@@ -60,6 +59,8 @@ def gemini_compare_images() -> None:
     @task
     def compare(uploaded: Any, inline_image: str, prompt: str, model: str) -> str:
         """One generateContent call with the uploaded file and the inline image; return the answer."""
+        from google.genai import types  # in the task, not at the top: every parse of this file would load it
+
         path = Path(inline_image)
         data = path.read_bytes()
         if len(data) > MAX_INLINE_BYTES:

@@ -36,9 +36,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import google_crc32c
-from google.api_core import exceptions as api_exceptions
-
 from airflow_gemini_files.exceptions import GeminiInputError
 from airflow_gemini_files.gcs_uri import parse_gs_uri
 from airflow_gemini_files.hooks.policy import is_transient
@@ -285,6 +282,8 @@ def list_objects(
     Folder placeholders (names ending in ``/``) are skipped. A missing bucket or a refused listing
     raises :class:`GeminiInputError`.
     """
+    from google.api_core import exceptions as api_exceptions
+
     if not isinstance(bucket, str) or not bucket or "/" in bucket or bucket.startswith("gs:"):
         raise GeminiInputError(
             f"bucket {bucket!r} is not a bucket name: pass the bare name (e.g. 'my-bucket') and put any "
@@ -314,6 +313,8 @@ def list_objects(
 
 def get_blob(client: storage.Client, uri: str) -> storage.Blob:
     """The object at ``uri`` with its metadata loaded (size, content type, generation), or a clear error."""
+    from google.api_core import exceptions as api_exceptions
+
     bucket_name, name = parse_gs_uri(uri)
     try:
         blob = client.bucket(bucket_name).get_blob(name)
@@ -347,6 +348,8 @@ def read_range(blob: storage.Blob, start: int, end: int, *, timeout: float = 120
     One GET of :func:`media_url` through the client's authorized session, read in a single call rather
     than in the small pieces ``Blob.download_as_bytes`` feeds through Python.
     """
+    from google.api_core import exceptions as api_exceptions
+
     session = blob.client._http
     headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "gzip"}  # gzip: stored bytes as is
     with session.get(media_url(blob), headers=headers, stream=True, timeout=timeout) as response:
@@ -366,6 +369,8 @@ def read_range(blob: storage.Blob, start: int, end: int, *, timeout: float = 120
 
 def read_head(blob: storage.Blob, n: int) -> bytes:
     """The first ``n`` bytes of an object (one ranged read), for content sniffing."""
+    from google.api_core import exceptions as api_exceptions
+
     if not blob.size:
         return b""
     try:
@@ -382,6 +387,8 @@ def _forbidden(uri: str) -> GeminiInputError:
 
 
 def _missing(uri: str, bucket_name: str, name: str, client: storage.Client) -> GeminiInputError:
+    from google.api_core import exceptions as api_exceptions
+
     try:
         bucket_exists = client.bucket(bucket_name).exists()
     except api_exceptions.GoogleAPIError:
@@ -444,6 +451,8 @@ class GcsReadAhead(io.RawIOBase):
         self.retries = 0  # ranged reads tried again after a transient error
         self.wait_seconds = 0.0  # time the reader spent waiting for the fetcher
         # End-to-end check against the object's stored CRC32C (ranged reads carry no checksum).
+        import google_crc32c
+
         self._crc = google_crc32c.Checksum() if verify and blob.crc32c else None
         self._queue: queue.Queue[Any] = queue.Queue()
         self._slots = threading.Semaphore(depth)

@@ -12,11 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn
 
-import httpx
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
-from google import genai
-from google.genai import errors, types
 
 from airflow_gemini_files.exceptions import (
     GeminiConnectionError,
@@ -35,9 +32,12 @@ from airflow_gemini_files.naming import check_display_name, printable
 from airflow_gemini_files.refs import GeminiFileRef, normalize_file_name
 
 if TYPE_CHECKING:
+    import httpx
     from airflow.sdk import Connection
+    from google import genai
     from google.auth.credentials import Credentials
     from google.cloud import storage
+    from google.genai import errors, types
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ class GeminiConnectionSettings:
 
     def http_options(self) -> types.HttpOptions:
         """The SDK's HttpOptions: base URL, version, timeout (ms) and retries, all from the connection."""
+        from google.genai import types
+
         return types.HttpOptions(
             base_url=self.base_url,
             api_version=self.api_version,
@@ -241,6 +243,8 @@ class GeminiHook(BaseHook):
         return self._settings_from(conn)
 
     def _build_client(self, settings: GeminiConnectionSettings) -> genai.Client:
+        from google import genai
+
         return genai.Client(api_key=settings.api_key, vertexai=False, http_options=settings.http_options())
 
     @cached_property
@@ -301,6 +305,8 @@ class GeminiHook(BaseHook):
 
         With ``network``, a connection failure becomes a :class:`GeminiConnectionError` naming the URL.
         """
+        from google.genai import errors
+
         try:
             yield
         except errors.APIError as err:
@@ -465,6 +471,8 @@ class GeminiHook(BaseHook):
     @cached_property
     def _upload_http(self) -> httpx.Client:
         """One httpx client for every upload of this hook (not one per file)."""
+        import httpx
+
         return httpx.Client(headers={"user-agent": "airflow-gemini-files"})
 
     def _send(
@@ -704,6 +712,8 @@ class GeminiHook(BaseHook):
     # Connection test ---------------------------------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:
         """List one page of files; ``(False, reason)`` on a bad key or unreachable API (key never shown)."""
+        from google.genai import errors
+
         try:
             with self._api():
                 pager = self.client.files.list(config={"page_size": 1})
@@ -723,6 +733,8 @@ def _config_summary(config: Any) -> str:
     """The request values a refused generateContent most likely trips on, shortened, for the error."""
     if config is None:
         return ""
+    from google.genai import types
+
     values = (
         config.model_dump(exclude_none=True) if isinstance(config, types.GenerateContentConfig) else config
     )

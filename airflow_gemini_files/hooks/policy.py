@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import copy
 import enum
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import requests
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
-from google.genai import errors, types
 
 from airflow_gemini_files.exceptions import (
     GeminiConnectionError,
@@ -41,6 +39,9 @@ from airflow_gemini_files.exceptions import (
 )
 from airflow_gemini_files.naming import printable
 from airflow_gemini_files.refs import GeminiFileRef
+
+if TYPE_CHECKING:
+    from google.genai import errors
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,11 @@ MAX_FILE_BYTES = 2 * 1024**3
 """The Files API's limit per file (2 GB); larger sources are refused before any byte is sent."""
 
 
+@functools.cache
 def _network_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+    import requests
+
     found: list[type[BaseException]] = [
         httpx.TransportError,  # connect, read, write, protocol errors and timeouts
         requests.ConnectionError,
@@ -84,8 +89,16 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-NETWORK_ERRORS: tuple[type[BaseException], ...] = _network_errors()
-"""Connection-level failures (refused, reset, dropped mid-body, timed out) from every client we use."""
+if TYPE_CHECKING:
+    NETWORK_ERRORS: tuple[type[BaseException], ...]
+    """Connection-level failures (refused, reset, dropped mid-body, timed out) from every client we use."""
+
+
+def __getattr__(name: str) -> Any:
+    # NETWORK_ERRORS is built on first use: it imports the HTTP clients, which a DAG file's parse never needs.
+    if name == "NETWORK_ERRORS":
+        return _network_errors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Files ---------------------------------------------------------------------------------------------
@@ -106,6 +119,8 @@ def file_verdict(
 
     A file that a fetch did not find is :attr:`FileVerdict.GONE`; that is known from the fetch, not the ref.
     """
+    from google.genai import types
+
     if ref.state == types.FileState.FAILED.value:
         return FileVerdict.FAILED
     if ref.is_expired(now=now, margin=margin):
@@ -277,11 +292,13 @@ def classify_api_error(
 
 def is_network_error(error: BaseException) -> bool:
     """A connection-level failure: refused, reset, dropped mid-body or timed out."""
-    return isinstance(error, NETWORK_ERRORS)
+    return isinstance(error, _network_errors())
 
 
 def is_transient(error: BaseException) -> bool:
     """Whether trying the same call again soon may work: 408/429/5xx answers and network failures."""
+    from google.genai import errors
+
     if isinstance(error, GeminiFilesError):
         return isinstance(error, GeminiConnectionError)
     if isinstance(error, errors.APIError):
@@ -294,6 +311,8 @@ def is_transient(error: BaseException) -> bool:
 
 def is_permanent(error: BaseException) -> bool:
     """Whether no retry can help: bad input, a FAILED or vanished file, a rejected key or request."""
+    from google.genai import errors
+
     if isinstance(error, AirflowFailException | AirflowNotFoundException):
         return True
     code = error.code if isinstance(error, errors.APIError) else _google_status(error)

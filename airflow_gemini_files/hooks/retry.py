@@ -10,11 +10,12 @@ import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from google.genai import types
+from typing import TYPE_CHECKING, Any
 
 from airflow_gemini_files.hooks.policy import RETRYABLE_STATUSES, is_network_error
+
+if TYPE_CHECKING:
+    from google.genai import types
 
 _EXTRA_KEYS = {
     "retry_attempts": "attempts",
@@ -81,6 +82,8 @@ class RetryPolicy:
 
     def to_sdk(self) -> types.HttpRetryOptions:
         """The same policy as the SDK's `HttpRetryOptions` (for `genai.Client(http_options=...)`)."""
+        from google.genai import types
+
         return types.HttpRetryOptions(
             attempts=self.attempts,
             initial_delay=self.initial_delay,
