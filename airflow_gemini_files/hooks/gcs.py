@@ -66,6 +66,9 @@ ANONYMOUS_GCP_CONNECTION = {"conn_type": _GCP_CONN_TYPE, "extra": {"is_anonymous
 HTTP_POOL_SIZE = 64
 """Connections per host the storage client keeps open (one per concurrent ranged read, with headroom)."""
 
+READ_PIECE = 1024 * 1024
+"""Ranged reads come back as pieces of this size (never joined), which an upload sends on as they are."""
+
 _PROVIDER_ONLY_EXTRAS = (
     "key_secret_name",
     "impersonation_chain",
@@ -343,10 +346,16 @@ def media_url(blob: storage.Blob) -> str:
 
 
 def read_range(blob: storage.Blob, start: int, end: int, *, timeout: float = 120.0) -> bytes:
-    """Bytes ``start`` to ``end - 1`` of the stored object, as stored (no decompressive transcoding).
+    """Bytes ``start`` to ``end - 1`` of the stored object, as stored (no decompressive transcoding)."""
+    return b"".join(read_range_pieces(blob, start, end, timeout=timeout))
 
-    One GET of :func:`media_url` through the client's authorized session, read in a single call rather
-    than in the small pieces ``Blob.download_as_bytes`` feeds through Python.
+
+def read_range_pieces(blob: storage.Blob, start: int, end: int, *, timeout: float = 120.0) -> list[bytes]:
+    """Bytes ``start`` to ``end - 1`` of the stored object as stored, in pieces of :data:`READ_PIECE`.
+
+    One GET of :func:`media_url` through the client's authorized session, read in 1 MiB pieces rather
+    than in the small ones ``Blob.download_as_bytes`` feeds through Python; the pieces are not joined
+    (that would copy every byte once more).
     """
     from google.api_core import exceptions as api_exceptions
 
@@ -359,12 +368,12 @@ def read_range(blob: storage.Blob, start: int, end: int, *, timeout: float = 120
         parts = []
         wanted = end - start
         while wanted > 0:
-            part = response.raw.read(wanted, decode_content=False)
+            part = response.raw.read(min(wanted, READ_PIECE), decode_content=False)
             if not part:
                 break
             parts.append(part)
             wanted -= len(part)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return parts
 
 
 def read_head(blob: storage.Blob, n: int) -> bytes:
@@ -457,8 +466,8 @@ class GcsReadAhead(io.RawIOBase):
         self._queue: queue.Queue[Any] = queue.Queue()
         self._slots = threading.Semaphore(depth)
         self._stop = threading.Event()
-        self._chunk = b""  # the chunk being read, and the read position in it
-        self._at = 0
+        self._pieces: list[bytes] = []  # the chunk being read, as fetched, and the read position in it
+        self._index = self._at = 0
         self._position = 0
         self._done = False
         self._thread = threading.Thread(target=self._fetch_all, name="gcs-read-ahead", daemon=True)
@@ -476,20 +485,19 @@ class GcsReadAhead(io.RawIOBase):
         return self._position
 
     def read(self, size: int | None = -1) -> bytes:
-        """Up to `size` bytes (one chunk at most per call; all the rest when size < 0); b"" at the end."""
+        """Up to `size` bytes (one fetched piece at most per call; all the rest when size < 0); b"" at end."""
         if size is None or size < 0:
             return self.readall()
         if size == 0:
             return b""
-        if self._at >= len(self._chunk) and not self._next_chunk():
+        if self._index >= len(self._pieces) and not self._next_chunk():
             return b""
-        if self._at == 0 and size >= len(self._chunk):
-            out = self._chunk  # the fetched chunk itself, no copy
-        else:
-            out = self._chunk[self._at : self._at + size]
+        piece = self._pieces[self._index]
+        # The fetched piece itself when it fits (no copy), else a slice of it.
+        out = piece if self._at == 0 and size >= len(piece) else piece[self._at : self._at + size]
         self._at += len(out)
-        if self._at >= len(self._chunk):
-            self._chunk, self._at = b"", 0
+        if self._at >= len(piece):
+            self._index, self._at = self._index + 1, 0
         self._position += len(out)
         return out
 
@@ -510,7 +518,7 @@ class GcsReadAhead(io.RawIOBase):
         if not self.closed and hasattr(self, "_thread"):  # __init__ may have failed (e.g. no such object)
             self._stop.set()
             self._thread.join(timeout=self.timeout + 5)
-            self._chunk = b""
+            self._pieces = []
             while not self._queue.empty():
                 self._queue.get_nowait()
         super().close()
@@ -532,7 +540,7 @@ class GcsReadAhead(io.RawIOBase):
             self._done = True
             raise item.error
         self._slots.release()
-        self._chunk, self._at = item, 0
+        self._pieces, self._index, self._at = item, 0, 0
         return True
 
     # -- the fetcher thread --------------------------------------------------------------------
@@ -548,7 +556,8 @@ class GcsReadAhead(io.RawIOBase):
                 end = min(start + self.chunk_size, self.size)
                 data = self._fetch(start, end)
                 if self._crc is not None:
-                    self._crc.update(data)
+                    for piece in data:
+                        self._crc.update(piece)
                     if end == self.size:
                         self._check_crc32c()  # before the last chunk is handed over, so before finalize
                 self._queue.put(data)
@@ -568,10 +577,10 @@ class GcsReadAhead(io.RawIOBase):
                 "read was corrupted or the object changed. Try again."
             )
 
-    def _read_range(self, start: int, end: int) -> bytes:
-        return read_range(self.blob, start, end, timeout=self.timeout)
+    def _read_range(self, start: int, end: int) -> list[bytes]:
+        return read_range_pieces(self.blob, start, end, timeout=self.timeout)
 
-    def _fetch(self, start: int, end: int) -> bytes:
+    def _fetch(self, start: int, end: int) -> list[bytes]:
         failures = 0
         while True:
             try:
@@ -595,9 +604,10 @@ class GcsReadAhead(io.RawIOBase):
                 if self._stop.wait(wait):
                     raise
                 continue
-            if len(data) != end - start:
+            got = sum(len(piece) for piece in data)
+            if got != end - start:
                 raise OSError(
-                    f"{self._where()}: asked for bytes {start}-{end - 1}, got {len(data)} bytes; was the "
+                    f"{self._where()}: asked for bytes {start}-{end - 1}, got {got} bytes; was the "
                     "object changed while it was read?"
                 )
             return data
