@@ -132,7 +132,7 @@ class EmulatorProcess:
             f"{self.base_url}/_emulator/{action}",
             data=data,
             method=method,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "x-goog-api-key": API_KEY},  # controls need it too
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"{}")

@@ -292,7 +292,9 @@ def gemini_emulator(workdir: str, data_root: str) -> Iterator[tuple[str, int]]:
 
 
 def reset_gemini(url: str) -> None:
-    request = urllib.request.Request(f"{url}/_emulator/reset", data=b"{}", method="POST")
+    request = urllib.request.Request(
+        f"{url}/_emulator/reset", data=b"{}", method="POST", headers={"x-goog-api-key": API_KEY}
+    )
     with urllib.request.urlopen(request, timeout=60):
         pass
 
