@@ -161,7 +161,8 @@ def run(size: int, kill_at: int, runs: int, data_root: str) -> dict[str, Any]:
                     results[scenario].append(result)
                     print(
                         f"run {number + 1} {scenario:6s}: killed after "
-                        f"{killed['acknowledged'] / MiB:.0f} MiB acknowledged ({killed['sent'] / MiB:.0f} MiB sent); second attempt sent "
+                        f"{killed['acknowledged'] / MiB:.0f} MiB acknowledged "
+                        f"({killed['sent'] / MiB:.0f} MiB sent); second attempt sent "
                         f"{sent / MiB:.0f} MiB in {seconds:.2f} s; files afterwards: {len(files)} "
                         f"(load {load:.1f})",
                         flush=True,
