@@ -29,6 +29,7 @@ from airflow_gemini_files.operators._inputs import check_max_concurrency, coerce
 from airflow_gemini_files.refs import GeminiFileRef
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 DEFAULT_MAX_CONCURRENCY = 8
@@ -206,6 +207,7 @@ class GeminiUploadFileOperator(BaseOperator):
             raise
 
     def execute(self, context: Context) -> GeminiFileRef | list[GeminiFileRef]:
+        self._lineage_files: list[GeminiFileRef] = []
         sources, names, many = self._sources()
         set_map_index_label(context, _sources_label(sources, names))
         self._check_local_sources(sources)
@@ -234,7 +236,16 @@ class GeminiUploadFileOperator(BaseOperator):
             )
         set_map_index_label(context, files_label(uploaded))
         self.log.info("Uploaded %d file(s): %s.", len(uploaded), states_summary(uploaded))
+        self._lineage_files = uploaded
         return uploaded if many else uploaded[0]
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the sources in, the Gemini files out (none when a failed task rolled back)."""
+        from airflow_gemini_files import lineage
+
+        return lineage.transfer_lineage(
+            getattr(self, "_lineage_files", []), lineage.connection_base_url(self)
+        )
 
 
 class GeminiRegisterGcsFilesOperator(BaseOperator):
@@ -342,6 +353,7 @@ class GeminiRegisterGcsFilesOperator(BaseOperator):
         return uris
 
     def execute(self, context: Context) -> list[GeminiFileRef]:
+        self._lineage_files: list[GeminiFileRef] = []
         uris = self._resolve_uris()
         if not uris:
             where = f"gs://{self.bucket}/{self.prefix or ''}" + (
@@ -384,7 +396,16 @@ class GeminiRegisterGcsFilesOperator(BaseOperator):
             )
         set_map_index_label(context, files_label(registered))
         self.log.info("Registered %d file(s): %s.", len(registered), states_summary(registered))
+        self._lineage_files = registered
         return registered
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the ``gs://`` objects in, the Gemini files out (none after a rollback)."""
+        from airflow_gemini_files import lineage
+
+        return lineage.transfer_lineage(
+            getattr(self, "_lineage_files", []), lineage.connection_base_url(self)
+        )
 
 
 class GeminiDeleteFilesOperator(BaseOperator):
@@ -445,6 +466,7 @@ class GeminiDeleteFilesOperator(BaseOperator):
         return dedupe(refs)
 
     def execute(self, context: Context) -> list[str]:
+        self._lineage_deleted: list[GeminiFileRef] = []
         refs = self._targets(context)
         set_map_index_label(context, files_label(refs))
         if not refs:
@@ -460,6 +482,7 @@ class GeminiDeleteFilesOperator(BaseOperator):
                 deleted.append(outcome.item.name)
             elif outcome.ok:
                 self.log.info("%s (%s) was already gone.", outcome.item.name, outcome.item.label)
+        self._lineage_deleted = [outcome.item for outcome in outcomes if outcome.ok and outcome.value]
         if any(not outcome.ok for outcome in outcomes):
             raise _summarize_failures(
                 "deletes",
@@ -469,6 +492,14 @@ class GeminiDeleteFilesOperator(BaseOperator):
             )
         self.log.info("Deleted %d file(s).", len(deleted))
         return deleted
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the files this task deleted, as outputs with the lifecycle state change DROP."""
+        from airflow_gemini_files import lineage
+
+        return lineage.deletion_lineage(
+            getattr(self, "_lineage_deleted", []), lineage.connection_base_url(self)
+        )
 
 
 def _sources_label(sources: Sequence[str], names: Sequence[str | None]) -> str:

@@ -25,6 +25,7 @@ from airflow_gemini_files.refs import GeminiFileRef
 from airflow_gemini_files.triggers.files import GeminiFileActiveTrigger, is_permanent
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -222,3 +223,9 @@ class GeminiFileActiveSensor(BaseSensorOperator):
                 "large PDFs can take minutes to process), or check the files' state with GeminiHook.get_file."
             )
         raise GeminiFilesError(message)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the Gemini files the sensor waited for, as inputs."""
+        from airflow_gemini_files import lineage
+
+        return lineage.wait_lineage(self._refs(), lineage.connection_base_url(self))
