@@ -157,8 +157,8 @@ def _resolve(root: Mapping[str, Any], node: Mapping[str, Any], seen: frozenset[s
     """Follow ``$ref`` to ``#/$defs/...`` or ``#/definitions/...``; return the node and the refs followed."""
     while isinstance(node, Mapping) and isinstance(node.get("$ref"), str):
         ref = node["$ref"]
-        if ref in seen:
-            return {}, seen | {ref}
+        if ref in seen:  # recursive: stop here
+            return {}, seen
         seen = seen | {ref}
         target: Any = root
         for part in ref.removeprefix("#/").split("/"):
@@ -193,17 +193,16 @@ def _field(name: str, root: Mapping[str, Any], node: Any, seen: frozenset[str]) 
 
 
 def _types(root: Mapping[str, Any], node: Mapping[str, Any], seen: frozenset[str]) -> list[str]:
-    declared = node.get("type")
-    if isinstance(declared, str):
-        return [declared]
-    if isinstance(declared, list):
-        return [str(kind) for kind in declared]
-    types: list[str] = []
-    for option in node.get("anyOf") or node.get("oneOf") or []:
-        for kind in _types(root, _resolve(root, option, seen)[0], seen):
-            if kind not in types:
-                types.append(kind)
-    return types
+    """The node's ``type`` (a name or a list), else the types of its ``anyOf`` / ``oneOf`` options."""
+    options = node.get("anyOf") or node.get("oneOf") or []
+    nodes = [node] if "type" in node else [_resolve(root, option, seen)[0] for option in options]
+    kinds: list[str] = []
+    for option in nodes:
+        declared = option.get("type") if isinstance(option, Mapping) else None
+        for kind in declared if isinstance(declared, list) else [declared]:
+            if isinstance(kind, str) and kind not in kinds:
+                kinds.append(kind)
+    return kinds
 
 
 def connection_base_url(operator: Any) -> str | None:

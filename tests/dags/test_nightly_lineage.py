@@ -89,9 +89,9 @@ def only(items: list[Any]) -> Any:
 
 def test_no_asset_uri_handler_knows_gcs_or_gemini_here() -> None:
     """The situation of the issue: Airflow alone cannot turn gs:// or Gemini URIs into lineage."""
-    from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.plugins_manager import ProvidersManagerTaskRuntime  # what the listener asks
 
-    converters = ProvidersManager().asset_to_openlineage_converters
+    converters = ProvidersManagerTaskRuntime().asset_to_openlineage_converters
     assert "gs" not in converters
     assert "gemini" not in converters
 

@@ -120,7 +120,9 @@ def test_a_long_response_key_is_shortened_deterministically():
 
 
 def test_a_response_needs_files():
-    with pytest.raises(ValueError, match="no files"):
+    with pytest.raises(
+        ValueError, match=r"^A model response is named after the files it is about; got no files\.$"
+    ):
         lineage.response_dataset([], "gemini-2.5-flash")
 
 
@@ -136,8 +138,9 @@ def test_schema_fields_of_an_object_schema_with_nesting_enums_and_descriptions()
                 "items": {"type": "object", "properties": {"name": {"type": "string"}}},
             },
             "dates": {"type": "array", "items": {"type": "string"}, "description": "ISO dates."},
-            "score": {"type": ["number", "null"]},
-            "note": {"anyOf": [{"type": "string"}, {"type": "null"}, {"type": "string"}]},
+            "score": {"type": ["number", "null", "number"]},
+            "note": {"anyOf": [{"type": "string"}, {"type": "null"}, {"type": "string"}, "odd", {}]},
+            "either": {"oneOf": [{"type": ["integer", "null"]}, {"type": "string"}]},
             "free": {},
         },
     }
@@ -153,6 +156,7 @@ def test_schema_fields_of_an_object_schema_with_nesting_enums_and_descriptions()
         SchemaField("dates", "array", "ISO dates.", (SchemaField("_element", "string"),)),
         SchemaField("score", "number|null"),
         SchemaField("note", "string|null"),
+        SchemaField("either", "integer|null|string"),
         SchemaField("free"),
     )
 
@@ -193,6 +197,67 @@ def test_schema_fields_follow_refs_and_stop_at_recursion():
     )
 
 
+def test_schema_fields_follow_refs_at_every_level():
+    schema = {
+        "type": "array",  # not an object: one "value" field, whose items are a reference
+        "items": {"$ref": "#/$defs/Row"},
+        "$defs": {
+            "Row": {
+                "type": "object",
+                "properties": {
+                    "inner": {
+                        "type": "object",
+                        "properties": {
+                            "leaf": {"$ref": "#/$defs/Leaf"},
+                            "many": {"items": {"$ref": "#/$defs/Leaf"}},
+                        },
+                    },
+                    "maybe": {"anyOf": [{"$ref": "#/$defs/Leaf"}, {"type": "null"}]},
+                },
+            },
+            "Leaf": {"type": "string", "description": "A leaf."},
+        },
+    }
+    leaf = SchemaField("leaf", "string", "A leaf.")
+    row = (
+        SchemaField(
+            "inner",
+            "object",
+            None,
+            (leaf, SchemaField("many", None, None, (SchemaField("_element", "string", "A leaf."),))),
+        ),
+        SchemaField("maybe", "string|null"),
+    )
+    assert lineage.schema_fields(schema) == (
+        SchemaField("value", "array", None, (SchemaField("_element", "object", None, row),)),
+    )
+
+
+def test_schema_fields_of_a_reference_at_the_root():
+    schema = {
+        "$ref": "#/$defs/Doc",
+        "$defs": {"Doc": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+    }
+    assert lineage.schema_fields(schema) == (SchemaField("a", "integer"),)
+    assert lineage.schema_fields({"$ref": "#/$defs/Missing"}) == (SchemaField("value"),)
+    assert lineage.schema_fields({"$ref": "#/Missing"}) == (SchemaField("value"),)
+    through_a_string = {"$ref": "#/$defs/Doc/type/x", "$defs": {"Doc": {"type": "object"}}}
+    assert lineage.schema_fields(through_a_string) == (SchemaField("value"),)
+
+
+def test_schema_fields_of_a_recursive_pydantic_model():
+    class Node(BaseModel):
+        label: str
+        children: list[Node] = []
+
+    Node.model_rebuild()
+    assert Node.model_json_schema().get("$ref")  # pydantic puts a recursive model behind a root $ref
+    assert lineage.schema_fields(Node) == (
+        SchemaField("label", "string"),
+        SchemaField("children", "array", None, (SchemaField("_element"),)),
+    )
+
+
 def test_schema_fields_of_a_pydantic_model():
     class Entity(BaseModel):
         name: str
@@ -201,9 +266,10 @@ def test_schema_fields_of_a_pydantic_model():
         title: str
         entities: list[Entity]
         confidence: float | None = None
+        main: Entity | None = None
 
     fields = lineage.schema_fields(Analysis)
-    assert [field.name for field in fields] == ["title", "entities", "confidence"]
+    assert [field.name for field in fields] == ["title", "entities", "confidence", "main"]
     assert fields[1] == SchemaField(
         "entities",
         "array",
@@ -211,6 +277,7 @@ def test_schema_fields_of_a_pydantic_model():
         (SchemaField("_element", "object", None, (SchemaField("name", "string"),)),),
     )
     assert fields[2].type == "number|null"
+    assert fields[3].type == "object|null"
 
 
 def test_schema_fields_tolerate_odd_schemas():
@@ -297,7 +364,13 @@ def test_a_file_with_only_a_name_gets_the_connections_namespace_and_an_almost_em
 
 def test_generation_lineage_one_response_per_answered_call_with_schema_model_and_usage():
     a, b, c = registered("a", "gs://bkt/a"), registered("b", "gs://bkt/b"), registered("c", "gs://bkt/c")
-    schema = {"type": "object", "properties": {"title": {"type": "string", "description": "The title."}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "description": "The title."},
+            "who": {"type": "object", "properties": {"name": {"type": "string"}}},
+        },
+    }
     result = lineage.generation_lineage(
         files=[a, b, c],
         answered=[[a], [], [c], [a]],
@@ -311,7 +384,8 @@ def test_generation_lineage_one_response_per_answered_call_with_schema_model_and
         "models/gemini-2.5-flash/responses/c",
     ]
     assert as_json(result.outputs[0].facets["schema"])["fields"] == [
-        {"name": "title", "type": "string", "description": "The title.", "fields": []}
+        {"name": "title", "type": "string", "description": "The title.", "fields": []},
+        {"name": "who", "type": "object", "fields": [{"name": "name", "type": "string", "fields": []}]},
     ]
     job = as_json(result.job_facets["gemini"])
     assert (job["model"], job["method"]) == ("gemini-2.5-flash", "generateContent")
@@ -332,6 +406,22 @@ def test_generation_lineage_without_schema_usage_or_answers():
     assert as_json(result.job_facets["gemini"])["method"] == "batchGenerateContent"
     with_answer = lineage.generation_lineage(files=[], answered=[[registered("a", None)]], model="m")
     assert with_answer.outputs[0].facets == {}
+
+
+def test_builders_name_files_without_a_uri_in_the_connections_namespace():
+    bare = GeminiFileRef(name="files/z", source_uri="gs://bkt/z.pdf")
+    here = "gemini://127.0.0.1:8765"
+    transfer = lineage.transfer_lineage([bare], "http://127.0.0.1:8765")
+    assert names_of(transfer.outputs) == [(here, "files/z")]
+    generation = lineage.generation_lineage(
+        files=[bare], answered=[[bare]], model="m", base_url="http://127.0.0.1:8765"
+    )
+    assert names_of(generation.inputs) == [(here, "files/z")]
+    assert names_of(generation.outputs) == [(here, "models/m/responses/z")]
+
+
+def names_of(datasets: list[Any]) -> list[tuple[str, str]]:
+    return [(dataset.namespace, dataset.name) for dataset in datasets]
 
 
 def test_deletion_lineage_marks_each_deleted_file_dropped():
