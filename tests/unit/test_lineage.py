@@ -478,3 +478,29 @@ def test_importing_the_provider_does_not_import_openlineage():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ)
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_readme_snippet_reports_what_store_result_read_and_wrote():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Lineage (OpenLineage)") :]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None
+    task = SimpleNamespace(inlets=[], outlets=[])
+    namespace: dict[str, Any] = {
+        "get_current_context": lambda: {"task": task},
+        "GeminiFileRef": GeminiFileRef,
+        "file": ref("abc", "http://127.0.0.1:8765").to_dict(),
+        "model": "gemini-2.5-flash",
+        "bucket": "my-bucket",
+        "object_name": "results/2026-11-21/a.pdf.json",
+    }
+    exec(compile(match.group(1), "README.md", "exec"), namespace)
+    assert [(d.namespace, d.name) for d in task.inlets] == [
+        ("gemini://127.0.0.1:8765", "models/gemini-2.5-flash/responses/abc")
+    ]
+    assert [(d.namespace, d.name) for d in task.outlets] == [
+        ("gs://my-bucket", "results/2026-11-21/a.pdf.json")
+    ]
