@@ -174,3 +174,44 @@ def test_nightly_run_reports_each_document_from_gcs_object_to_result_object(
     raw = json.dumps(events)
     assert bucket in raw  # the search below looks at the whole events
     assert gemini_emulator.api_key not in raw
+
+
+def test_a_document_gemini_cannot_process_ends_at_its_failed_wait(
+    openlineage_events: Callable[[], list[Any]],
+    run_dag: Any,
+    gcs_emulator: Any,
+    gemini_emulator: Any,
+    gemini_connection: str,
+    bucket: str,
+) -> None:
+    seed_documents(gcs_emulator.client(), bucket, "incoming/today/")
+    gemini_emulator.fail_processing("revenue_chart_q3.png", "Corrupt image")
+    run = run_dag(DAG_ID, {"bucket": bucket, "prefix": "incoming/today/", "results_prefix": "results/today/"})
+    assert run.state == "failed"
+    events = openlineage_events()
+    register = only(completed(events, "register_documents"))
+    broken = only(
+        [
+            f
+            for f in register["outputs"]
+            if f["facets"]["gemini_file"]["displayName"] == "revenue_chart_q3.png"
+        ]
+    )
+    broken_id = (broken["namespace"], broken["name"])
+
+    # The sensor's FAIL event names the file it gave up on; no response or result exists for it.
+    failed_wait = only([e for e in events if e["eventType"] == "FAIL" and ids(e["inputs"]) == [broken_id]])
+    assert failed_wait["job"]["name"] == f"{DAG_ID}.per_document.wait_active"
+    assert broken_id not in [i for e in completed(events, "per_document.analyse") for i in ids(e["inputs"])]
+    assert len(completed(events, "per_document.store_result")) == 4
+    # The manifest task fails the run, and its FAIL event still shows what it read and wrote.
+    manifest = only(
+        [e for e in events if e["eventType"] == "FAIL" and e["job"]["name"] == f"{DAG_ID}.write_manifest"]
+    )
+    assert sorted(name for _, name in ids(manifest["inputs"])) == [
+        f"results/today/{d}.json" for d in DOCUMENTS if d != "revenue_chart_q3.png"
+    ]
+    assert ids(manifest["outputs"]) == [("gs://" + bucket, "results/today/_manifest.json")]
+    # Cleanup dropped every file, the broken one included.
+    dropped = ids(only(completed(events, "delete_gemini_files"))["outputs"])
+    assert sorted(dropped) == sorted(ids(register["outputs"]))
