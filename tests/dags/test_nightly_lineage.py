@@ -72,6 +72,28 @@ def openlineage_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
         _clear_openlineage_conf()
 
 
+@pytest.fixture
+def nightly(
+    openlineage_events: Callable[[], list[Any]],
+    run_dag: Any,
+    gcs_emulator: Any,
+    gemini_emulator: Any,
+    gemini_connection: str,
+    bucket: str,
+) -> Callable[..., tuple[Any, list[Any]]]:
+    """``nightly(mode, broken=None)``: seed the day's documents, run the DAG, return (run, events)."""
+
+    def run(mode: str = "register", broken: str | None = None) -> tuple[Any, list[Any]]:
+        seed_documents(gcs_emulator.client(), bucket, "incoming/today/")
+        if broken:
+            gemini_emulator.fail_processing(broken, "Corrupt image")
+        conf = {"bucket": bucket, "prefix": "incoming/today/", "results_prefix": "results/today/"}
+        result = run_dag(DAG_ID, {**conf, "mode": mode, "model": MODEL})
+        return result, openlineage_events()
+
+    return run
+
+
 def completed(events: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
     """The COMPLETE events of one task (one per map index)."""
     job = f"{DAG_ID}.{task}"
@@ -100,20 +122,10 @@ def test_no_asset_uri_handler_knows_gcs_or_gemini_here() -> None:
     ("mode", "ingest"), [("register", "register_documents"), ("upload", "upload_documents")]
 )
 def test_nightly_run_reports_each_document_from_gcs_object_to_result_object(
-    openlineage_events: Callable[[], list[Any]],
-    run_dag: Any,
-    gcs_emulator: Any,
-    gemini_emulator: Any,
-    gemini_connection: str,
-    bucket: str,
-    mode: str,
-    ingest: str,
+    nightly: Any, gcs_emulator: Any, gemini_emulator: Any, bucket: str, mode: str, ingest: str
 ) -> None:
-    conf = {"bucket": bucket, "prefix": "incoming/today/", "results_prefix": "results/today/", "mode": mode}
-    seed_documents(gcs_emulator.client(), bucket, "incoming/today/")
-    run = run_dag(DAG_ID, {**conf, "model": MODEL})
+    run, events = nightly(mode)
     assert run.state == "success", run.tasks
-    events = openlineage_events()
     gemini = f"gemini://{gemini_emulator.base_url.split('://', 1)[1].rstrip('/')}"
 
     # register: one task, every object in and every file out; upload: one task per document.
@@ -176,19 +188,9 @@ def test_nightly_run_reports_each_document_from_gcs_object_to_result_object(
     assert gemini_emulator.api_key not in raw
 
 
-def test_a_document_gemini_cannot_process_ends_at_its_failed_wait(
-    openlineage_events: Callable[[], list[Any]],
-    run_dag: Any,
-    gcs_emulator: Any,
-    gemini_emulator: Any,
-    gemini_connection: str,
-    bucket: str,
-) -> None:
-    seed_documents(gcs_emulator.client(), bucket, "incoming/today/")
-    gemini_emulator.fail_processing("revenue_chart_q3.png", "Corrupt image")
-    run = run_dag(DAG_ID, {"bucket": bucket, "prefix": "incoming/today/", "results_prefix": "results/today/"})
+def test_a_document_gemini_cannot_process_ends_at_its_failed_wait(nightly: Any, bucket: str) -> None:
+    run, events = nightly(broken="revenue_chart_q3.png")
     assert run.state == "failed"
-    events = openlineage_events()
     register = only(completed(events, "register_documents"))
     broken = only(
         [
