@@ -63,7 +63,9 @@ def gemini_transcribe_audio() -> None:
         "{{ ti.xcom_pull(task_ids='transcribe') }}",
         response_schema=SUMMARY_SCHEMA,
     )
-    transcript >> summary >> GeminiDeleteFilesOperator(task_id="delete_audio", files=upload.output)
+    # A teardown: it runs whatever happened before it, and the run's state is still theirs.
+    delete = GeminiDeleteFilesOperator(task_id="delete_audio", files=upload.output).as_teardown(setups=upload)
+    transcript >> summary >> delete
 
 
 gemini_transcribe_audio()

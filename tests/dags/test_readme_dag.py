@@ -56,6 +56,27 @@ def test_the_readme_minimal_dag_summarises_and_cleans_up(
     assert gemini_emulator.files() == []
 
 
+def test_the_readme_minimal_dag_fails_the_run_for_one_bad_contract_and_still_cleans_up(
+    run_dag: Any, gcs_emulator: Any, gemini_emulator: Any, gemini_connection: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "readme_dags"
+    folder.mkdir()
+    (folder / "summarise_contracts.py").write_text(readme_python_block("## A minimal DAG"), encoding="utf-8")
+    logical_date = next_logical_date()
+    bucket = fresh_bucket(gcs_emulator, "my-bucket")
+    for name in ("lease.pdf", "scan.pdf"):
+        blob = bucket.blob(f"contracts/{logical_date.date().isoformat()}/{name}")
+        blob.upload_from_filename(str(PDF), content_type="application/pdf")
+    gemini_emulator.fail_processing("scan.pdf", "The PDF is damaged.")
+
+    run = run_dag("summarise_contracts", dags_folder=folder, logical_date=logical_date)
+
+    assert run.state == "failed", run.tasks
+    assert run.tasks["wait_active"] == "failed"  # one sensor for all files: a FAILED file ends it
+    assert run.tasks["cleanup"] == "success"
+    assert gemini_emulator.files() == []
+
+
 def test_the_readme_dag_test_example_passes(
     airflow_db: None,
     gcs_emulator: Any,

@@ -39,3 +39,15 @@ def test_audio_is_transcribed_summarised_and_deleted_after_a_deferred_wait(
     assert set(summary) == {"summary", "speakers", "action_items"}
     assert run.xcom("summarise", key="usage")["total_token_count"] > 0
     assert gemini_emulator.files() == []
+
+
+def test_a_recording_gemini_cannot_process_fails_the_run_and_is_still_deleted(
+    run_dag: Any, gemini_emulator: Any, gemini_connection: str
+) -> None:
+    gemini_emulator.fail_processing("support_call_chime.wav", "Unsupported audio codec.")
+    run = run_dag("gemini_transcribe_audio")
+
+    assert run.state == "failed", run.tasks
+    assert run.tasks["wait_active"] == "failed"
+    assert run.tasks["delete_audio"] == "success"
+    assert gemini_emulator.files() == []
