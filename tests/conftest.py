@@ -26,6 +26,14 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 
 
+# ---- live contract mode -------------------------------------------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ``GEMINI_API_KEY`` the ``live`` runs are deselected: CI stays offline (see tests/live.py)."""
+    from live import deselect_live_without_key
+
+    deselect_live_without_key(config, items)
+
+
 # ---- the fake hook ----------------------------------------------------------------------------------
 @pytest.fixture
 def fake_hook(monkeypatch: pytest.MonkeyPatch) -> Any:
