@@ -449,27 +449,68 @@ def test_register_auth_refusals_are_told_apart(error, refusal):
         assert not policy.is_transient(error), "an authentication refusal is never retried"
 
 
+KEY_ONLY = (
+    "set the Gemini connection's extra register_auth to 'key_only' (the API key alone; Gemini then reads "
+    "the bucket as the API key's project: grant that project's Gemini API service agent 'Storage Object "
+    "Viewer' on the bucket)"
+)
+
+
 @pytest.mark.parametrize(
     ("refusal", "mode", "advice"),
     [
-        (policy.RegisterAuthRefusal.BOTH_CREDENTIALS, "key_and_bearer", "register_auth to 'key_only'"),
-        (policy.RegisterAuthRefusal.TOKEN_REFUSED, "key_only", "register_auth to 'key_and_bearer'"),
-        (policy.RegisterAuthRefusal.TOKEN_REFUSED, "key_and_bearer", "check the credentials of gcp_conn_id"),
-        (policy.RegisterAuthRefusal.SCOPE_INSUFFICIENT, "key_and_bearer", "cloud-platform' scope"),
-        (policy.RegisterAuthRefusal.SERVICE_ACCOUNT, "key_and_bearer", "register_auth to 'key_only'"),
+        (
+            policy.RegisterAuthRefusal.BOTH_CREDENTIALS,
+            "key_and_bearer",
+            f"Gemini wants one form of authentication here: {KEY_ONLY}.",
+        ),
+        (
+            policy.RegisterAuthRefusal.TOKEN_REFUSED,
+            "key_only",
+            "Gemini wants an OAuth token for files:register: set the Gemini connection's extra register_auth "
+            "to 'key_and_bearer' (the default: the API key plus the GCP identity of gcp_conn_id, which needs "
+            "'Storage Object Viewer' on the bucket).",
+        ),
+        (
+            policy.RegisterAuthRefusal.TOKEN_REFUSED,
+            "key_and_bearer",
+            "Gemini did not accept the GCP access token: check the credentials of gcp_conn_id (valid, with "
+            f"the cloud-platform scope), or {KEY_ONLY}.",
+        ),
+        (
+            policy.RegisterAuthRefusal.SCOPE_INSUFFICIENT,
+            "key_and_bearer",
+            "The GCP identity's token lacks a scope Gemini needs: use credentials with the "
+            "'https://www.googleapis.com/auth/cloud-platform' scope (a service-account key in gcp_conn_id, "
+            "or `gcloud auth application-default login --scopes=openid,"
+            f"https://www.googleapis.com/auth/cloud-platform`), or {KEY_ONLY}.",
+        ),
+        (
+            policy.RegisterAuthRefusal.SERVICE_ACCOUNT,
+            "key_and_bearer",
+            f"Gemini does not take a service account's token here: {KEY_ONLY}; or register with user "
+            "credentials.",
+        ),
     ],
 )
 def test_register_auth_advice_names_the_setting_to_try(refusal, mode, advice):
-    text = policy.register_auth_advice(refusal, mode)
-    assert advice in text
-    if "'key_only'" in text:
-        assert "Gemini API service agent 'Storage Object Viewer'" in text
+    assert policy.register_auth_advice(refusal, mode) == advice
 
 
 def test_error_reasons_reads_every_error_info():
     assert policy.error_reasons(OVERLOADED) == {"OVERLOADED_CREDENTIALS"}
+    retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}
+    mixed = api_error(429, "x", None, [retry_info, "text", {"reason": "RATE_LIMIT_EXCEEDED"}, {"reason": ""}])
+    assert policy.error_reasons(mixed) == {"RATE_LIMIT_EXCEEDED"}
+    unwrapped = errors.ClientError(401, {"code": 401, "details": [{"reason": "OVERLOADED_CREDENTIALS"}]})
+    assert policy.error_reasons(unwrapped) == {"OVERLOADED_CREDENTIALS"}
     assert policy.error_reasons(api_error(400, "x", None, "not a list")) == set()
     assert policy.error_reasons(errors.ClientError(400, ["not", "a", "dict"])) == set()
+
+
+def test_a_scope_refusal_is_known_by_its_reason_alone():
+    forbidden = api_error(403, "Forbidden", None, [{"reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT"}])
+    assert policy.register_auth_refusal(forbidden) is policy.RegisterAuthRefusal.SCOPE_INSUFFICIENT
 
 
 def test_is_quota_full_needs_429_and_the_storage_quota():
