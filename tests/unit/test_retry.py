@@ -231,3 +231,81 @@ def test_acall_with_retries_uses_the_async_sleep() -> None:
     with pytest.raises(errors.ClientError):
         asyncio.run(acall_with_retries(always_limited, policy=policy, what="test", sleep=sleep))
     assert waits == [4], "the second 4 s would pass the 5 s total"
+
+
+def test_the_details_of_the_error_come_before_its_response_body() -> None:
+    def body(delay: str) -> dict:
+        info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+        return {"error": {"code": 429, "details": [info]}}
+
+    assert server_delay(errors.ClientError(429, body("2.5s"), None)) == 2.5  # no response at all
+    assert server_delay(errors.ClientError(429, body("2s"), httpx.Response(429, json=body("5s")))) == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [({"nanos": 5e8}, 0.5), ({"seconds": 3}, 3), ({"seconds": "x"}, None), (7, None)]
+)
+def test_a_duration_object_may_leave_out_either_part(value, seconds) -> None:
+    info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": value}
+    assert retry_info_delay({"error": {"details": [info]}}) == seconds
+
+
+def test_the_total_wait_may_be_reached_exactly() -> None:
+    budget = RetryBudget(RetryPolicy(attempts=5, initial_delay=1, max_delay=1, max_total_wait=2, jitter=0))
+    assert [budget.next_wait(), budget.next_wait(), budget.next_wait()] == [1, 1, None]
+
+
+def test_each_retry_and_the_give_up_are_logged_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="airflow_gemini_files.hooks.retry")
+    policy = RetryPolicy(attempts=3, initial_delay=0.5, max_delay=1, jitter=0)
+    failures: list[Exception] = [
+        _rate_limited("2.5s"),
+        ConnectionResetError("reset by peer"),
+        _rate_limited(None),
+    ]
+
+    def call() -> None:
+        raise failures.pop(0)
+
+    with pytest.raises(errors.ClientError):
+        call_with_retries(call, policy=policy, what="files.get files/a", sleep=lambda seconds: None)
+    assert [record.getMessage() for record in caplog.records] == [
+        "files.get files/a failed (429 RESOURCE_EXHAUSTED); retry 1 of 2 in 2.5 s (the server asked for "
+        "2.5 s).",
+        "files.get files/a failed (ConnectionResetError: reset by peer); retry 2 of 2 in 1.0 s.",
+        "files.get files/a failed (429 RESOURCE_EXHAUSTED); giving up: all 3 attempts used.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attempts": True}, "retry attempts must be an integer >= 1 (1 = no retries), got True"),
+        ({"attempts": 0}, "retry attempts must be an integer >= 1 (1 = no retries), got 0"),
+        ({"jitter": True}, "retry jitter must be a number >= 0 (seconds), got True"),
+        ({"max_total_wait": -1}, "retry max_total_wait must be a number >= 0 (seconds), got -1"),
+        ({"exp_base": 0.5}, "retry exp_base must be >= 1 so delays never shrink, got 0.5"),
+        ({"initial_delay": 5, "max_delay": 2}, "retry max_delay (2) must be >= initial_delay (5)"),
+    ],
+)
+def test_a_policy_refuses_bad_values_naming_them(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=r"^retry ") as error:
+        RetryPolicy(**kwargs)
+    assert str(error.value) == message
+
+
+def test_a_constant_backoff_is_allowed_and_the_statuses_are_a_frozenset() -> None:
+    policy = RetryPolicy(exp_base=1, initial_delay=2, jitter=0, statuses=[503])  # type: ignore[arg-type]
+    assert list(policy.delays()) == [2, 2, 2, 2]
+    assert policy.statuses == frozenset({503})
+
+
+def test_bad_retry_extras_say_how_to_fix_them() -> None:
+    with pytest.raises(ValueError, match=r"^Invalid retry settings") as error:
+        RetryPolicy.from_connection_extra({"retry_attempts": 0})
+    assert str(error.value) == (
+        "Invalid retry settings in the Gemini connection extra (retry attempts must be an integer >= 1 (1 = "
+        "no retries), got 0). Fix the extra keys retry_attempts (integer >= 1), retry_initial_delay, "
+        "retry_max_delay and retry_max_total_wait (seconds >= 0, max >= initial), or remove them to use the "
+        "defaults (5, 1, 30, 180)."
+    )
