@@ -327,7 +327,9 @@ class GeminiHook(BaseHook):
         return self.gcp_access.register_credentials()
 
     # Retries -----------------------------------------------------------------------------------------
-    def call_with_retries(self, fn: Callable[..., T], /, *args: Any, what: str, **kwargs: Any) -> T:
+    def call_with_retries(
+        self, fn: Callable[..., T], /, *args: Any, what: str, idempotent: bool = True, **kwargs: Any
+    ) -> T:
         """
         ``fn(*args, **kwargs)``, an SDK call, retried as the connection's retry policy says.
 
@@ -335,19 +337,36 @@ class GeminiHook(BaseHook):
         (:func:`~airflow_gemini_files.hooks.policy.is_transient`). Each retry waits the backoff, or what
         the server asked for when that is longer (``RetryInfo.retryDelay``, else ``Retry-After``); the call
         gives up when its attempts are used or its waits would pass ``retry_max_total_wait`` (see
-        :mod:`airflow_gemini_files.hooks.retry`). The last error is raised as the SDK raised it: call it
-        inside ``self._api(...)`` to get this provider's errors. ``what`` names the call in the log.
+        :mod:`airflow_gemini_files.hooks.retry`). Pass ``idempotent=False`` for a call that creates
+        something (files:register, a batch job): it is then repeated only after a 429 or a connection
+        never opened, never after a 5xx or timeout that may have come after the work was done. The last
+        error is raised as the SDK raised it: call it inside ``self._api(...)`` to get this provider's
+        errors. ``what`` names the call in the log.
         """
         return call_with_retries(
-            lambda: fn(*args, **kwargs), policy=self.settings.retry, what=what, sleep=self.sleep
+            lambda: fn(*args, **kwargs),
+            policy=self.settings.retry,
+            what=what,
+            sleep=self.sleep,
+            idempotent=idempotent,
         )
 
     async def acall_with_retries(
-        self, fn: Callable[..., Awaitable[T]], /, *args: Any, what: str, **kwargs: Any
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        what: str,
+        idempotent: bool = True,
+        **kwargs: Any,
     ) -> T:
         """:meth:`call_with_retries` for the async client (``await self.aget_client()`` first)."""
         return await acall_with_retries(
-            lambda: fn(*args, **kwargs), policy=self.settings.retry, what=what, sleep=self.async_sleep
+            lambda: fn(*args, **kwargs),
+            policy=self.settings.retry,
+            what=what,
+            sleep=self.async_sleep,
+            idempotent=idempotent,
         )
 
     def paged_with_retries(
@@ -657,18 +676,26 @@ class GeminiHook(BaseHook):
             f" Gemini could not register {printable(shown)}: the objects must exist and {reader} needs "
             "'Storage Object Viewer' on the bucket."
         )
+        # Each registration creates files Gemini names (they last up to 30 days): not repeated after a
+        # failure that may have come after the work was done.
         what = f"files.register ({len(batch)} URIs)"
+        # A registration creates files Gemini names (kept up to 30 days): idempotent=False repeats it only
+        # after a failure that proves nothing happened.
         try:
             with self._api(refused=refused):
                 if credentials is None:
                     # The SDK's public register_files always adds a bearer token (google-genai 1.66 to
                     # 3.6); its _register_files sends the client's API key alone (python-genai #2535).
                     response = self.call_with_retries(
-                        self.client.files._register_files, uris=batch, what=what
+                        self.client.files._register_files, uris=batch, what=what, idempotent=False
                     )
                 else:
                     response = self.call_with_retries(
-                        self.client.files.register_files, auth=credentials, uris=batch, what=what
+                        self.client.files.register_files,
+                        auth=credentials,
+                        uris=batch,
+                        what=what,
+                        idempotent=False,
                     )
         except GoogleAuthError as err:
             raise GeminiInputError(

@@ -110,6 +110,21 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = _network_errors()
 """Connection-level failures (refused, reset, dropped mid-body, timed out) from every client we use."""
 
 
+def _connect_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError]
+    try:
+        import httpx2
+
+        found += [httpx2.ConnectError, httpx2.ConnectTimeout]
+    except ImportError:  # pragma: no cover - depends on the SDK's optional transport
+        pass
+    return tuple(found)
+
+
+CONNECT_ERRORS: tuple[type[BaseException], ...] = _connect_errors()
+"""Failures to open a connection at all: the request never reached the server."""
+
+
 # Files ---------------------------------------------------------------------------------------------
 class FileVerdict(enum.Enum):
     """What a file's state means for whoever wants to use it."""
@@ -407,6 +422,18 @@ def is_transient(error: BaseException) -> bool:
     if code is not None:
         return code in RETRYABLE_STATUSES
     return is_network_error(error)
+
+
+def was_not_processed(error: BaseException) -> bool:
+    """Whether a failed call certainly did nothing on the server, so repeating it cannot do it twice.
+
+    True for a rate-limit 429 (refused before any work) and a connection never opened. A 5xx, a timeout
+    or a connection cut after the request was sent may come after the work was done: a call that creates
+    something (a registration, a batch job) is not repeated after those.
+    """
+    if isinstance(error, errors.APIError):
+        return error.code == 429 and not is_quota_full(error.code, str(error.message or ""))
+    return isinstance(error, CONNECT_ERRORS)
 
 
 def is_permanent(error: BaseException) -> bool:

@@ -26,7 +26,12 @@ from typing import Any, TypeVar
 
 from google.genai import types
 
-from airflow_gemini_files.hooks.policy import RETRYABLE_STATUSES, is_network_error, is_transient
+from airflow_gemini_files.hooks.policy import (
+    RETRYABLE_STATUSES,
+    is_network_error,
+    is_transient,
+    was_not_processed,
+)
 from airflow_gemini_files.naming import printable
 
 log = logging.getLogger(__name__)
@@ -254,13 +259,16 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
 
 
 # One call, retried ---------------------------------------------------------------------------------------
-def _wait_after(error: Exception, budget: RetryBudget, what: str) -> float | None:
+def _wait_after(error: Exception, budget: RetryBudget, what: str, idempotent: bool) -> float | None:
     """The wait before retrying ``what`` after ``error``, or None (logged) when it must not be retried."""
     if not is_transient(error):
         return None
+    reason = _describe(error)
+    if not idempotent and not was_not_processed(error):
+        log.warning("%s failed (%s); not repeated: the call may have taken effect.", what, reason)
+        return None
     asked = server_delay(error)
     wait = budget.next_wait(asked)
-    reason = _describe(error)
     if wait is None:
         log.warning("%s failed (%s); giving up: %s.", what, reason, budget.refusal)
         return None
@@ -278,19 +286,27 @@ def _wait_after(error: Exception, budget: RetryBudget, what: str) -> float | Non
 
 
 def call_with_retries(
-    fn: Callable[[], T], *, policy: RetryPolicy, what: str, sleep: Callable[[float], Any] = time.sleep
+    fn: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    what: str,
+    sleep: Callable[[float], Any] = time.sleep,
+    idempotent: bool = True,
 ) -> T:
     """Call ``fn()``, retrying transient failures under ``policy``; the last error is raised as it came.
 
     Transient means :func:`~airflow_gemini_files.hooks.policy.is_transient` (408, 429 other than a full
-    storage quota, 5xx, dropped connections). ``what`` names the call in the log; ``sleep`` waits.
+    storage quota, 5xx, dropped connections). A call that creates something (``idempotent=False``) is
+    repeated only after failures that prove nothing happened
+    (:func:`~airflow_gemini_files.hooks.policy.was_not_processed`). ``what`` names the call in the log;
+    ``sleep`` waits.
     """
     budget = RetryBudget(policy)
     while True:
         try:
             return fn()
         except Exception as error:
-            wait = _wait_after(error, budget, what)
+            wait = _wait_after(error, budget, what, idempotent)
             if wait is None:
                 raise
         sleep(wait)
@@ -302,6 +318,7 @@ async def acall_with_retries(
     policy: RetryPolicy,
     what: str,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    idempotent: bool = True,
 ) -> T:
     """:func:`call_with_retries` for a coroutine function (the SDK's async client)."""
     budget = RetryBudget(policy)
@@ -309,7 +326,7 @@ async def acall_with_retries(
         try:
             return await fn()
         except Exception as error:
-            wait = _wait_after(error, budget, what)
+            wait = _wait_after(error, budget, what, idempotent)
             if wait is None:
                 raise
         await sleep(wait)

@@ -101,15 +101,23 @@ def test_upload_chunks_honour_retry_info_through_the_same_rule(monkeypatch, gemi
     assert waits == [1.5]
 
 
-def test_registration_is_retried_as_every_call(monkeypatch, gemini_emulator, gcs_emulator):
+def test_a_registration_is_repeated_only_after_a_failure_that_proves_nothing_happened(
+    monkeypatch, gemini_emulator, gcs_emulator
+):
     bucket = gcs_emulator.client().create_bucket("hook-retries")
     bucket.blob("a.pdf").upload_from_string(b"%PDF-1.4 a", content_type="application/pdf")
     hook, waits = retrying_hook(monkeypatch, gemini_emulator)
-    gemini_emulator.inject_faults("register", sequence=[503], retry_after=2)
+    gemini_emulator.inject_faults("register", sequence=[429], retry_delay=2)  # refused before any work
     refs = hook.register_gcs_files(["gs://hook-retries/a.pdf"])
     assert [ref.source for ref in refs] == ["REGISTERED"]
     assert waits == [2]
     assert gemini_emulator.stats()["requests"]["register"] == 2
+
+    gemini_emulator.inject_faults("register", sequence=[503])  # may have come after the registration
+    with pytest.raises(errors.ServerError):
+        hook.register_gcs_files(["gs://hook-retries/a.pdf"])
+    assert waits == [2]
+    assert gemini_emulator.stats()["requests"]["register"] == 3
 
 
 def test_the_async_client_waits_through_the_async_sleep(monkeypatch, gemini_emulator):

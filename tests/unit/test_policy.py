@@ -555,6 +555,27 @@ def test_transient_and_permanent_errors(error, transient, permanent):
     assert policy.is_permanent(error) is permanent
 
 
+@pytest.mark.parametrize(
+    ("error", "unprocessed"),
+    [
+        (api_error(429, "slow down"), True),
+        (api_error(429, "Quota exceeded for quota metric file_storage_bytes"), False),
+        (api_error(503, "overloaded"), False),
+        (api_error(500, "internal"), False),
+        (api_error(504, "deadline"), False),
+        (api_error(408, "timeout"), False),
+        (httpx.ConnectError("refused"), True),
+        (httpx.ConnectTimeout("no route"), True),
+        (ConnectionRefusedError(), True),
+        (httpx.ReadTimeout("slow"), False),
+        (httpx.RemoteProtocolError("peer closed"), False),
+        (ConnectionResetError(), False),
+    ],
+)
+def test_was_not_processed_only_when_the_server_certainly_did_nothing(error, unprocessed):
+    assert policy.was_not_processed(error) is unprocessed
+
+
 def test_a_resumable_media_error_is_classified_by_its_status():
     class InvalidResponse(Exception):  # google.resumable_media's shape: a response with a status code
         def __init__(self, status: int) -> None:

@@ -216,6 +216,31 @@ def test_call_with_retries_waits_what_the_server_asks_and_raises_the_last_error(
     assert len(calls) == 1, "a refusal is not retried"
 
 
+def test_a_call_that_creates_something_is_repeated_only_when_nothing_happened(caplog) -> None:
+    policy = RetryPolicy(attempts=4, initial_delay=0.1, max_delay=1, jitter=0)
+    waits: list[float] = []
+    answers: list = [_rate_limited("1s"), httpx.ConnectError("refused"), "created"]
+
+    def create() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert call_with_retries(create, policy=policy, what="create", sleep=waits.append, idempotent=False) == (
+        "created"
+    )
+    assert waits == [1, 0.2]
+
+    def unavailable() -> None:
+        raise errors.ServerError(503, {"error": {"code": 503, "status": "UNAVAILABLE"}}, None)
+
+    with pytest.raises(errors.ServerError):
+        call_with_retries(unavailable, policy=policy, what="create", sleep=waits.append, idempotent=False)
+    assert waits == [1, 0.2]
+    assert "create failed (503 UNAVAILABLE); not repeated: the call may have taken effect." in caplog.text
+
+
 def test_acall_with_retries_uses_the_async_sleep() -> None:
     import asyncio
 
