@@ -103,3 +103,11 @@ def test_the_readme_dag_test_example_passes(
     namespace: dict[str, Any] = {}
     exec(compile(readme_python_block("A DAG test in the style"), "README.md", "exec"), namespace)
     namespace["test_my_dag"](gcs_emulator, gemini_emulator, gemini_connection)
+
+
+def test_the_readme_emulator_controls_run_as_printed(gemini_emulator: Any) -> None:
+    exec(
+        compile(readme_python_block("Controls for the unhappy paths"), "README.md", "exec"),
+        {"gemini_emulator": gemini_emulator},
+    )
+    assert gemini_emulator.settings()["processing_delay"] == 2.0
