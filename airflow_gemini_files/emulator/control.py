@@ -258,12 +258,14 @@ class GeminiEmulator:
         latency: float = 0.0,
         drop_mid_chunk: int = 0,
         retry_delay: float = 0.0,
+        retry_after: float | None = None,
     ) -> None:
         """Make ``operation`` (a stats key or ``"*"``) fail: scripted ``sequence`` of statuses first
         (0/200 = pass), then a ``rate`` of ``statuses``; add ``latency`` seconds; cut the connection
         half-way through the next ``drop_mid_chunk`` upload chunks (nothing of them is committed).
         An injected 429 carries QuotaFailure and RetryInfo details asking for ``retry_delay`` seconds
-        (also as ``Retry-After``)."""
+        (also as ``Retry-After``); ``retry_after`` sets a ``Retry-After`` header on every injected error
+        (any status) instead."""
         self.faults.inject(
             operation,
             rate=rate,
@@ -272,6 +274,7 @@ class GeminiEmulator:
             latency=latency,
             drop_mid_chunk=drop_mid_chunk,
             retry_delay=retry_delay,
+            retry_after=retry_after,
         )
 
     def files(self) -> list[dict[str, Any]]:
