@@ -26,6 +26,7 @@ from airflow_gemini_files.exceptions import (
     GeminiInputError,
     GeminiWaitTimeoutError,
 )
+from airflow_gemini_files.hooks.process_local import process_cached_property
 from airflow_gemini_files.hooks.retry import RetryPolicy
 from airflow_gemini_files.mime import SNIFF_BYTES, needs_content, resolve_mime_type
 from airflow_gemini_files.refs import GeminiFileRef, normalize_file_name
@@ -201,7 +202,8 @@ class GeminiHook(BaseHook):
 
     The connection (type ``gemini``) holds the API key in its password; optional extras: ``base_url``,
     ``api_version``, ``timeout`` (seconds), ``retry_attempts``, ``retry_initial_delay``,
-    ``retry_max_delay``. One ``genai.Client`` is built per hook, with those retries. ``gcp_conn_id``
+    ``retry_max_delay``. One ``genai.Client`` is built per hook (and per process: a forked worker builds
+    its own, never sharing pooled connections with its parent), with those retries. ``gcp_conn_id``
     optionally names a connection with a GCP service-account key used to read ``gs://`` objects and
     to register them (see :mod:`airflow_gemini_files.gcs`); without it, Application Default Credentials,
     or no credentials at all when ``STORAGE_EMULATOR_HOST`` points at a GCS emulator.
@@ -254,9 +256,9 @@ class GeminiHook(BaseHook):
     def _build_client(self, settings: GeminiConnectionSettings) -> genai.Client:
         return genai.Client(api_key=settings.api_key, vertexai=False, http_options=settings.http_options())
 
-    @cached_property
+    @process_cached_property
     def client(self) -> genai.Client:
-        """The ``genai.Client`` for this hook's connection (built once, with retries)."""
+        """The ``genai.Client`` for this hook's connection (built once per process, with retries)."""
         return self._build_client(self.settings)
 
     def get_conn(self) -> genai.Client:
@@ -270,15 +272,15 @@ class GeminiHook(BaseHook):
 
     async def _aclient(self) -> Any:
         """The async client, reading the connection without blocking the event loop the first time."""
-        if "client" not in self.__dict__:
+        if GeminiHook.client.cached(self) is None:
             try:
                 conn = await self.aget_connection(self.gemini_conn_id)
             except AirflowNotFoundException:
                 raise self._missing_connection() from None
-            self.__dict__["client"] = self._build_client(self._settings_from(conn))
+            self.client = self._build_client(self._settings_from(conn))
         return self.client.aio
 
-    @cached_property
+    @process_cached_property
     def storage_client(self) -> storage.Client:
         """The ``google.cloud.storage.Client`` used to read ``gs://`` sources (see :mod:`..gcs`)."""
         return gcs.storage_client(self.gcp_conn_id)
@@ -528,7 +530,7 @@ class GeminiHook(BaseHook):
 
         return DEFAULT_CHUNK_SIZE
 
-    @cached_property
+    @process_cached_property
     def _upload_http(self) -> httpx.Client:
         """One httpx client for every upload of this hook (a new one per file costs ~0.1 s of CPU)."""
         return httpx.Client(headers={"user-agent": "airflow-gemini-files"})
