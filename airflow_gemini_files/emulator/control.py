@@ -111,7 +111,9 @@ class GeminiEmulator:
 
     # ---- controls -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Request counts per operation, number of stored files and their bytes."""
+        """Request counts per operation, the most requests of each operation served at once
+        (``peak_in_flight``: what a concurrency cap such as an Airflow pool must bound), number of stored
+        files and their bytes."""
         return self.store.stats()
 
     def reset(self) -> None:

@@ -173,13 +173,15 @@ class Handler(BaseHTTPRequestHandler):
                 if match is None or method != self.command:
                     continue
                 if action == "upload" and "upload_id" in query:
-                    self._upload_chunk(query["upload_id"])
+                    with emu.store.serving("upload_chunk"):
+                        self._upload_chunk(query["upload_id"])
                     return
                 operation = "upload_start" if action == "upload" else action
                 emu.store.count(operation)  # refused requests count too: stats must show retry storms
-                self._check_api_key(query)
-                if not self._apply_faults(operation):
-                    getattr(self, f"_{action}")(match.groupdict(), query)
+                with emu.store.serving(operation):  # peak concurrency per operation, for stats()
+                    self._check_api_key(query)
+                    if not self._apply_faults(operation):
+                        getattr(self, f"_{action}")(match.groupdict(), query)
                 return
             raise ApiError(404, f"Method or path not found: {self.command} {parsed.path}", "NOT_FOUND")
         except ApiError as error:

@@ -8,6 +8,7 @@ past processing delays and the 48 h retention without sleeping.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import os
@@ -18,7 +19,7 @@ import string
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,6 +211,8 @@ class FileStore:
         self._reserved_ids: set[str] = set()
         self._fail_rules: list[tuple[str, str]] = []
         self.counters: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
+        self._in_flight: dict[str, int] = {}
+        self.peak_in_flight: dict[str, int] = {}
         self.prepare()
 
     @property
@@ -229,6 +232,18 @@ class FileStore:
         with self._lock:
             self.counters[operation] = self.counters.get(operation, 0) + 1
 
+    @contextlib.contextmanager
+    def serving(self, operation: str) -> Iterator[None]:
+        """Count a request of ``operation`` as in flight while it is served; remember the most at once."""
+        with self._lock:
+            now = self._in_flight[operation] = self._in_flight.get(operation, 0) + 1
+            self.peak_in_flight[operation] = max(now, self.peak_in_flight.get(operation, 0))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[operation] -= 1
+
     def reset(self) -> None:
         """Forget every file, session, counter, failure rule; rewind the clock."""
         with self._lock:
@@ -237,6 +252,7 @@ class FileStore:
             self._reserved_ids.clear()
             self._fail_rules.clear()
             self.counters = dict.fromkeys(OPERATIONS, 0)
+            self.peak_in_flight = {op: n for op, n in self._in_flight.items() if n}
             self.clock.reset()
             for sub in ("uploads", "files"):
                 shutil.rmtree(self.root / sub, ignore_errors=True)
@@ -251,6 +267,7 @@ class FileStore:
             self._purge_expired()
             return {
                 "requests": dict(self.counters),
+                "peak_in_flight": dict(self.peak_in_flight),
                 "files": len(self._files),
                 "bytes": sum(f.size for f in self._files.values() if f.source == "UPLOADED"),
             }

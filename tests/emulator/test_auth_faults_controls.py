@@ -129,6 +129,7 @@ def test_http_control_endpoints(client: genai.Client, gemini_emulator: GeminiEmu
             "upload_start": 1, "upload_chunk": 1, "upload_query": 0, "get": 0, "list": 0,
             "delete": 0, "register": 0, "generate": 0,
         },
+        "peak_in_flight": {"upload_start": 1, "upload_chunk": 1},
         "files": 1,
         "bytes": 3,
     }  # fmt: skip
