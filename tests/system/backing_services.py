@@ -167,21 +167,30 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
+def _scratch_dir(prefix: str, parent: Path | None) -> Iterator[Path]:
+    """A new temporary directory, deleted on exit."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def postgres_server(parent: Path | None = None) -> Iterator[PostgresServer]:
     """Start PostgreSQL in a new temporary directory; stop it and delete the directory on exit."""
     bin_dir = postgres_bin_dir()
     user = _unprivileged_user()
-    root = Path(tempfile.mkdtemp(prefix="gemini-files-pg-", dir=parent))
-    if user is not None:  # the server's own directory: its user must own it and reach it
-        os.chown(root, user.pw_uid, user.pw_gid)
-        _make_reachable(root.parent)
-    server = PostgresServer(root=root, port=free_port(), bin_dir=bin_dir, user=user)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with _scratch_dir("gemini-files-pg-", parent) as root:
+        if user is not None:  # the server's own directory: its user must own it and reach it
+            os.chown(root, user.pw_uid, user.pw_gid)
+            _make_reachable(root.parent)
+        server = PostgresServer(root=root, port=free_port(), bin_dir=bin_dir, user=user)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
 
 
 def _make_reachable(directory: Path) -> None:
@@ -233,11 +242,10 @@ class RedisServer:
 def redis_server(parent: Path | None = None) -> Iterator[RedisServer]:
     """Start Redis in a new temporary directory; stop it and delete the directory on exit."""
     redis_binary()
-    root = Path(tempfile.mkdtemp(prefix="gemini-files-redis-", dir=parent))
-    server = RedisServer(root=root, port=free_port())
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with _scratch_dir("gemini-files-redis-", parent) as root:
+        server = RedisServer(root=root, port=free_port())
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
