@@ -81,6 +81,12 @@ def readme_python_block(heading: str) -> str:
 
 POOL_POLICY_HEADING = "### One pool for every Gemini call of the cluster"
 PRELOAD_HEADING = "### Celery workers: import the provider once"
+SIDE_BY_SIDE = """
+
+def dag_policy(dag):
+    # The test runs the register and the upload run side by side (CI time); the DAG allows one at a time.
+    dag.max_active_runs = 2
+"""
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +114,6 @@ def cluster() -> Iterator[NightlyCluster]:
         )
         nightly.airflow.unpause(DAG_ID)
         yield nightly
-
-
-SIDE_BY_SIDE = """
-
-def dag_policy(dag):
-    # The test runs the register and the upload run side by side (CI time); the DAG allows one at a time.
-    dag.max_active_runs = 2
-"""
 
 
 @dataclass
