@@ -9,9 +9,11 @@ is connected or cached at import time, so nothing is shared across the fork.
 
 from __future__ import annotations
 
-import airflow_gemini_files.gcs
+import google.cloud.storage
+import google.genai  # noqa: F401 - the libraries every task uses, loaded once before the fork
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 
+import airflow_gemini_files.hooks.gemini
 import airflow_gemini_files.operators.files
 import airflow_gemini_files.operators.generate
 import airflow_gemini_files.sensors.files  # noqa: F401
