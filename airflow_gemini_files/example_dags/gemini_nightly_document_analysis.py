@@ -42,6 +42,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_gemini_files import lineage
 from airflow_gemini_files.hooks.gemini import GeminiHook
 from airflow_gemini_files.operators.files import (
     GeminiDeleteFilesOperator,
@@ -226,7 +227,14 @@ def gemini_nightly_document_analysis() -> None:
         blob.upload_from_string(
             json.dumps(result, indent=2, ensure_ascii=False), content_type="application/json"
         )
-        return {"document": document, "result": f"gs://{params['bucket']}/{object_name}", **tokens}
+        uri = f"gs://{params['bucket']}/{object_name}"
+        # OpenLineage: the model's response in (as the analyse task named it), the result object out.
+        lineage.add_task_lineage(
+            context,
+            inputs=[lineage.response_dataset([ref], params["model"])],
+            outputs=[lineage.uri_dataset(uri)],
+        )
+        return {"document": document, "result": uri, **tokens}
 
     @task_group
     def per_document(ref: GeminiFileRef) -> Any:
@@ -325,6 +333,11 @@ def gemini_nightly_document_analysis() -> None:
         object_name = f"{results_prefix}_manifest.json"
         blob = GeminiHook(gcp_conn_id=GCP_CONN_ID).storage_client.bucket(params["bucket"]).blob(object_name)
         blob.upload_from_string(json.dumps(manifest, indent=2), content_type="application/json")
+        lineage.add_task_lineage(  # OpenLineage: the result objects in, the manifest out
+            context,
+            inputs=[lineage.uri_dataset(uri) for uri in manifest["results"]],
+            outputs=[lineage.uri_dataset(f"gs://{params['bucket']}/{object_name}")],
+        )
         context["outlet_events"][RESULTS].add(Asset(f"gs://{params['bucket']}/{results_prefix}"))
         if failures:  # AirflowFailException: no retry, writing the same manifest again changes nothing
             raise AirflowFailException(

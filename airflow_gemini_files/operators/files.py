@@ -25,6 +25,7 @@ from airflow_gemini_files.operators.base import (
 from airflow_gemini_files.refs import GeminiFileRef
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 MAX_BATCH_SIZE = 100
@@ -143,6 +144,7 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
         )
 
     def execute(self, context: Context) -> GeminiFileRef | list[GeminiFileRef]:
+        self._lineage_files: list[GeminiFileRef] = []
         jobs, many = self._jobs()
         first = jobs[0][1] or default_display_name(jobs[0][0])
         set_map_index_label(context, first if len(jobs) == 1 else f"{first} (+{len(jobs) - 1} more)")
@@ -163,7 +165,16 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
         )
         set_map_index_label(context, map_index_label(uploaded))
         self.log.info("Uploaded %d file(s): %s.", len(uploaded), states_summary(uploaded))
+        self._lineage_files = uploaded
         return uploaded if many else uploaded[0]
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the sources in, the Gemini files out (none when a failed task rolled back)."""
+        from airflow_gemini_files import lineage
+
+        return lineage.transfer_lineage(
+            getattr(self, "_lineage_files", []), lineage.connection_base_url(self)
+        )
 
 
 class GeminiRegisterGcsFilesOperator(GeminiBaseOperator):
@@ -180,7 +191,8 @@ class GeminiRegisterGcsFilesOperator(GeminiBaseOperator):
     :mod:`airflow_gemini_files.hooks.gcs`).
 
     A retried task registers the objects again (Gemini gives registered files new names); the earlier
-    attempt's files are deleted on failure, and expire after 48 hours in any case.
+    attempt's files are deleted on failure, and a registration lapses after at most 30 days in any case
+    (registered files hold no bytes and use none of the 20 GB upload quota).
 
     :param uris: ``gs://bucket/object`` URIs (one or a list). Templated.
     :param bucket: Bucket to list instead of ``uris``. Templated.
@@ -264,6 +276,7 @@ class GeminiRegisterGcsFilesOperator(GeminiBaseOperator):
         return uris
 
     def execute(self, context: Context) -> list[GeminiFileRef]:
+        self._lineage_files: list[GeminiFileRef] = []
         uris = self._resolve_uris()
         if not uris:
             where = f"gs://{self.bucket}/{self.prefix or ''}" + (
@@ -299,7 +312,16 @@ class GeminiRegisterGcsFilesOperator(GeminiBaseOperator):
         )
         set_map_index_label(context, map_index_label(registered))
         self.log.info("Registered %d file(s): %s.", len(registered), states_summary(registered))
+        self._lineage_files = registered
         return registered
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the ``gs://`` objects in, the Gemini files out (none after a rollback)."""
+        from airflow_gemini_files import lineage
+
+        return lineage.transfer_lineage(
+            getattr(self, "_lineage_files", []), lineage.connection_base_url(self)
+        )
 
 
 class GeminiDeleteFilesOperator(GeminiBaseOperator):
@@ -337,6 +359,7 @@ class GeminiDeleteFilesOperator(GeminiBaseOperator):
         return refs
 
     def execute(self, context: Context) -> list[str]:
+        self._lineage_deleted: list[GeminiFileRef] = []
         refs = self._targets(context)
         set_map_index_label(context, map_index_label(refs))
         if not refs:
@@ -345,6 +368,7 @@ class GeminiDeleteFilesOperator(GeminiBaseOperator):
         self.log.info("Deleting %d file(s), %d at a time.", len(refs), self.max_concurrency)
         outcomes = self.fan_out(self.hook.delete_file, refs, action="deletes")
         deleted = [outcome.item.name for outcome in outcomes if outcome.ok and outcome.value]
+        self._lineage_deleted = [outcome.item for outcome in outcomes if outcome.ok and outcome.value]
         self.raise_for_failures(
             outcomes,
             what="deletes",
@@ -354,3 +378,11 @@ class GeminiDeleteFilesOperator(GeminiBaseOperator):
         )
         self.log.info("Deleted %d file(s); %d were already gone.", len(deleted), len(refs) - len(deleted))
         return deleted
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the files this task deleted, as outputs with the lifecycle state change DROP."""
+        from airflow_gemini_files import lineage
+
+        return lineage.deletion_lineage(
+            getattr(self, "_lineage_deleted", []), lineage.connection_base_url(self)
+        )

@@ -19,6 +19,7 @@ from airflow_gemini_files.operators.base import (
 from airflow_gemini_files.refs import GeminiFileRef
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from google.genai import types
 
@@ -41,6 +42,8 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
 
     The prompt comes first, then the files in the order given, each preceded by a text part
     ``<<<File: display name>>>`` so the model can tell them apart (``label_files=False`` turns it off).
+    The model name is checked first (:meth:`~airflow_gemini_files.hooks.gemini.GeminiHook.check_model`):
+    an unknown name fails the task at once, without retries, naming the close model names.
     Before the model is called every file is fetched again: files that are not ACTIVE, have FAILED, have
     expired (or will within a minute) or are gone are refused with an error naming them, the error every
     other task gives for the same file (see :mod:`airflow_gemini_files.hooks.policy`). A file listed
@@ -209,11 +212,15 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
         response = self.hook.generate_content(
             model=self.model, contents=self._contents(refs), config=config or None
         )
-        return self._parse(response, config), _usage(response)
+        result, usage = self._parse(response, config), _usage(response)
+        self._lineage_calls.append((list(refs), dict(usage)))
+        return result, usage
 
     # Execute --------------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
+        self._lineage_calls: list[tuple[list[GeminiFileRef], dict[str, int]]] = []
         self._check_arguments()
+        self.hook.check_model(self.model)  # a typo fails here, before any file is looked at
         many = is_many(self.files)
         if self.files is None and self.per_file:
             raise GeminiInputError(f"Task {self.task_id!r}: per_file=True needs files (got None).")
@@ -279,6 +286,20 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
                 raise GeminiFilesError(summary)
             self.log.warning("%s. Their results are None; see XCom %r.", summary, ERRORS_XCOM_KEY)
         return results if many else results[0]
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the files in, one model response per answered call out, model and token usage."""
+        from airflow_gemini_files import lineage
+
+        calls = getattr(self, "_lineage_calls", [])
+        return lineage.generation_lineage(
+            files=self.file_refs(self.files, allow_empty=True),
+            answered=[files for files, _ in calls],
+            model=self.model,
+            response_schema=self.response_schema,
+            usage=_sum_usage([usage for _, usage in calls]) if calls else None,
+            base_url=lineage.connection_base_url(self),
+        )
 
 
 def _usage(response: types.GenerateContentResponse) -> dict[str, int]:

@@ -26,6 +26,7 @@ from airflow_gemini_files.refs import GeminiFileRef
 from airflow_gemini_files.triggers.files import GeminiFileActiveTrigger
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 RETRY_CHECK_WAIT = 10.0
@@ -181,3 +182,9 @@ class GeminiFileActiveSensor(GeminiTaskMixin, BaseSensorOperator):
         if status == "error" and isinstance(event.get("error"), Mapping):
             raise policy.error_from_event(event["error"])
         raise GeminiFilesError(f"GeminiFileActiveTrigger sent an unexpected event: {event!r}")
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the Gemini files the sensor waited for, as inputs."""
+        from airflow_gemini_files import lineage
+
+        return lineage.wait_lineage(self._refs(), lineage.connection_base_url(self))
