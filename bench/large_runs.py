@@ -83,7 +83,7 @@ gcs.storage_client = counting_client
 op = GeminiRegisterGcsFilesOperator(
     task_id="register", bucket=cfg["bucket"], prefix=cfg["prefix"], max_concurrency=cfg["concurrency"]
 )
-import google.genai, google.genai.types, google.cloud.storage  # loaded by the first call: not the refs' memory
+import google.genai, google.genai.types, google.cloud.storage  # loaded by the first call, not refs' memory
 gc.collect()
 sampler = RssSampler(interval=0.02)
 baseline = sampler.rss()

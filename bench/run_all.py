@@ -736,8 +736,8 @@ def main() -> int:
     parser.add_argument(
         "--report",
         default="RESULTS.md",
-        help="the Markdown file written in --out-dir (default RESULTS.md; the raw figures go to results.json, "
-        "or <report>.json for another name), e.g. issue16.md with --only",
+        help="the Markdown file written in --out-dir (default RESULTS.md, raw figures in results.json; "
+        "another name, e.g. issue16.md with --only, puts them in <name>.json)",
     )
     args = parser.parse_args()
     size_text = args.size or ("64MiB" if args.quick else "1GiB")
