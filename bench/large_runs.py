@@ -41,6 +41,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import json_child, write_json
 from streaming import (
     API_KEY,
     fake_gcs_server_binary,
@@ -277,17 +278,7 @@ def run(objects: int, runs: int, concurrency: int, data_root: str, kind: str) ->
                 for number in range(runs):
                     reset_gemini(url)
                     load = os.getloadavg()[0]
-                    child = subprocess.run(
-                        [sys.executable, "-c", script, json.dumps(cfg)],
-                        capture_output=True,
-                        text=True,
-                        env=env,
-                        check=False,
-                    )
-                    if child.returncode:
-                        sys.stderr.write(child.stderr[-4000:])
-                        raise SystemExit(f"the register task failed (exit {child.returncode})")
-                    row = json.loads(child.stdout.strip().splitlines()[-1])
+                    row = json_child(["-c", script, json.dumps(cfg)], "the register task", env)
                     row["register_calls"] = _register_calls(url)
                     row["load_avg_1m"] = load
                     if row["refs"] != objects:
@@ -341,8 +332,7 @@ def main() -> int:
     args = parser.parse_args()
     result = run(args.objects, args.runs, args.concurrency, args.data_dir, args.gcs)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import json_child, random_file, write_json
 from streaming import API_KEY, RssSampler, gemini_emulator, parse_size, reset_gemini
 
 MiB = 1024 * 1024
@@ -83,21 +83,6 @@ def run_route(route: str, cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def make_file(path: str, size: int) -> str:
-    import base64
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "wb") as out:
-        left = size
-        while left:
-            block = os.urandom(min(left, 8 * MiB))
-            digest.update(block)
-            out.write(block)
-            left -= len(block)
-    return base64.b64encode(digest.hexdigest().encode()).decode()  # as the Files API reports it
-
-
 def run(sizes: list[int], repeat: int, data_root: str) -> dict[str, Any]:
     workdir = tempfile.mkdtemp(prefix="bench-local-upload-", dir=data_root)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -107,7 +92,7 @@ def run(sizes: list[int], repeat: int, data_root: str) -> dict[str, Any]:
             emulator = psutil.Process(pid)
             for size in sizes:
                 path = os.path.join(workdir, f"source-{size}.bin")
-                sha = make_file(path, size)
+                sha = random_file(path, size)
                 cfg = {"gemini_url": url, "file": path, "dir": workdir}
                 per_route: dict[str, list[dict[str, Any]]] = {route: [] for route in ROUTES}
                 for number in range(repeat):
@@ -115,16 +100,9 @@ def run(sizes: list[int], repeat: int, data_root: str) -> dict[str, Any]:
                         reset_gemini(url)
                         load.append(os.getloadavg()[0])
                         emu_cpu = sum(emulator.cpu_times()[:2])
-                        child = subprocess.run(
-                            [sys.executable, __file__, "--route", route, "--config", json.dumps(cfg)],
-                            capture_output=True,
-                            text=True,
-                            check=False,
+                        result = json_child(
+                            [__file__, "--route", route, "--config", json.dumps(cfg)], f"route {route}"
                         )
-                        if child.returncode:
-                            sys.stderr.write(child.stderr[-4000:])
-                            raise SystemExit(f"route {route} failed (exit {child.returncode})")
-                        result = json.loads(child.stdout.strip().splitlines()[-1])
                         result["emulator_cpu_s"] = sum(emulator.cpu_times()[:2]) - emu_cpu
                         result["load_avg_1m"] = load[-1]
                         if result["sha256"] != sha:
@@ -173,8 +151,7 @@ def main() -> int:
     sizes = [parse_size(text) for text in args.sizes.split(",") if text.strip()]
     result = run(sizes, args.repeat, args.data_dir)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import write_json
 from streaming import API_KEY, gemini_emulator, parse_size, reset_gemini
 
 MiB = 1024 * 1024
@@ -206,8 +207,7 @@ def main() -> int:
     args = parser.parse_args()
     result = run(args.size, args.kill_at, args.runs, args.data_dir)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import json_child, random_file
 
 MiB = 1024 * 1024
 LEGS = ("gcs_read", "gemini_upload", "official", "pipelined")
@@ -324,17 +324,7 @@ def run_child(
     """One leg in a fresh client process; its figures plus the emulators' CPU and the load average."""
     load = os.getloadavg()[0]
     cpu_before = [sum(e.cpu_times()[:2]) for e in emulators]
-    child = subprocess.run(
-        [sys.executable, __file__, "--leg", leg, "--config", json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if child.returncode:
-        sys.stderr.write(child.stderr[-4000:])
-        raise SystemExit(f"leg {leg} failed (exit {child.returncode})")
-    result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    result = json_child([__file__, "--leg", leg, "--config", json.dumps(cfg)], f"leg {leg}", env)
     gcs_cpu, gemini_cpu = (sum(e.cpu_times()[:2]) - b for e, b in zip(emulators, cpu_before, strict=True))
     result["gcs_emulator_cpu_s"], result["gemini_emulator_cpu_s"] = gcs_cpu, gemini_cpu
     result["load_avg_1m"] = load
@@ -375,14 +365,7 @@ def make_object(gcs_host: str, size: int, path: str) -> str:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    digest = hashlib.sha256()
-    with open(path, "wb") as out:
-        left = size
-        while left:
-            block = os.urandom(min(left, 8 * MiB))
-            digest.update(block)
-            out.write(block)
-            left -= len(block)
+    sha = random_file(path, size)
     client = storage.Client(
         project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs_host}
     )
@@ -391,9 +374,7 @@ def make_object(gcs_host: str, size: int, path: str) -> str:
         bucket = client.create_bucket(BUCKET)
     blob = bucket.blob(OBJECT, chunk_size=32 * MiB)
     blob.upload_from_filename(path, content_type="text/plain", timeout=600)
-    import base64
-
-    return base64.b64encode(digest.hexdigest().encode()).decode()  # as the Files API reports it
+    return sha
 
 
 # ---- the report ---------------------------------------------------------------------------------
