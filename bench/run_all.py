@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, RESULTS_DIR, Summary, machine_info, write_json
 
 MiB = 1024 * 1024
-PARSE_BASELINE = "66d1f0c"
-"""The last commit before issue 16 (the provider imported the SDK and the GCS client at the top)."""
+PARSE_BASELINE = "a0e2163"
+"""main before issue 16 was merged: the same features, with the SDK and the GCS client imported at the top."""
 BENCHES = ("streaming", "fanout", "register", "sensor", "parse", "local_upload", "large", "resume")
 
 
@@ -420,7 +420,7 @@ def large_rows(data: dict[str, Any]) -> list[Row]:
         (
             "16.5",
             f"register {n:,} GCS objects under one prefix in one task (max_concurrency "
-            f"{data['concurrency']}; fake-gcs-server)",
+            f"{data['concurrency']}; GCS: {data['gcs']})",
             "calls, wall, worker memory",
             f"{med('register_calls'):.0f} register calls, {med('listing_requests'):.0f} listing pages; "
             f"{med('seconds'):.0f} s wall (worker CPU {med('cpu_s'):.0f} s); worker peak RSS "
@@ -566,6 +566,43 @@ NOTES = """\
   deferred sensors hold no worker slot (TIs in state `deferred`, triggers held by the triggerer) is the
   system test `tests/system/test_nightly_dag_system.py`. Reschedule mode is not measured (it needs a
   metadata DB).
+- Item 16.1: `bench/dag_parse.py` times Airflow's own parse (`airflow.dag_processing.processor._parse_file`)
+  of each file in a fresh interpreter that has pre-loaded what the dag-processor manager has (Airflow and
+  the file's `airflow.*` imports); "before" is the provider at the commit named in the row, extracted with
+  `git archive`, measured in the same rounds. `tests/unit/test_parse_cost.py` fails if importing the
+  operators, sensor, triggers, hook, lineage or an example DAG loads google-genai, the GCS client, grpc,
+  requests or OpenLineage (httpx is loaded by `airflow.sdk` itself). The target rows compare DAGs of the
+  same shape; the example DAGs are larger than the standard DAG (the nightly one has parameters, a branch,
+  assets and a dozen tasks), so their difference to it is partly their own size, not the provider.
+- Item 16.2: `--hog 1` runs (c) and (d) again while one process spins on the last CPU (pinned), so the
+  worker, both emulators and the hog share the two CPUs. CPU seconds per GiB count the worker process and
+  both emulators. Where ours spent CPU: httpx's transport copies what each socket send leaves over, so an
+  8 MiB chunk handed over as one buffer was copied again for about half its size; chunks now travel as the
+  1 MiB pieces the ranged reads return, never joined (db425a6). CRC32C (google-crc32c, C) costs little
+  beside the ranged reads (split in the row).
+- Item 16.3: the 10 % was the upload task building a `genai.Client` it never used (uploads go through the
+  hook's own HTTP client): each build loads the CA bundle into new TLS contexts, ~0.1 s of CPU per task
+  (profiled; a015c06), plus the chunk copies above. Both routes run in fresh processes against the same
+  emulator, alternating. Small files are dominated by the load: in the full run of 2026-11-30 the 16 MiB
+  row missed at load 6.5 with overlapping ranges (ours 0.09-0.61 s, SDK 0.16-0.53 s); alone,
+  `uv run python bench/local_upload.py --sizes 16MiB --repeat 9` at load 3.2 gave 0.85x (0.095 s vs
+  0.111 s; client CPU 0.060 s vs 0.080 s).
+- Item 16.5: `bench/large_runs.py` serves the GCS listing and object metadata of 100,000 generated objects
+  from a small in-process server (the Python GCS emulator slows down past a few thousand objects, and
+  fake-gcs-server took over 7 minutes to load them); the worker's storage client and the operator are the
+  real ones. The listing asks for pages of 1,000 names only (`fields=items(name),nextPageToken`). Wall
+  time is mostly the Gemini emulator reading each object's metadata as it registers it (the worker's own
+  CPU is in the row). When to switch XCom backends: the refs are one XCom value, sent whole through the
+  Execution API and stored in one row of the metadata database, and every downstream task that pulls the
+  list reads it whole; above about 10,000 documents per run (about 5 MB) use Airflow's
+  `XComObjectStorageBackend` (apache-airflow-providers-common-io) with gzip compression, tested with the
+  nightly DAG in `tests/dags/test_nightly_object_storage_xcom.py` (README, "Very large runs").
+- Item 16.6: not resumed after a worker dies. The session URL lets anyone holding it write the upload
+  without the API key, so keeping it across attempts means storing a credential (XCom, Variables and logs
+  are not secret stores; the provider redacts it from logs). What a resume saves is the re-send of what
+  the killed attempt had sent: seconds (row above) against the task's retry delay (minutes by default).
+  Deterministic file names keep the retry from making a second file, and the killed session never
+  becomes a file (the emulator holds one file afterwards in both scenarios).
 """
 
 
@@ -626,7 +663,14 @@ def history_row(records: dict[str, dict[str, Any]], info: dict[str, Any]) -> str
         cells.append("-")
     parse = records.get("parse", {}).get("data")
     row = (
-        next((r for r in parse["rows"] if r["file"] == "standard + provider imports"), None)
+        next(
+            (
+                r
+                for r in parse["rows"]
+                if r["file"] == "standard + provider imports" and r["provider"] == "this tree"
+            ),
+            None,
+        )
         if parse
         else None
     )
@@ -739,6 +783,11 @@ def main() -> int:
         help="the Markdown file written in --out-dir (default RESULTS.md, raw figures in results.json; "
         "another name, e.g. issue16.md with --only, puts them in <name>.json)",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: write the report again from its raw figures (after editing the notes)",
+    )
     args = parser.parse_args()
     size_text = args.size or ("64MiB" if args.quick else "1GiB")
     size = parse_size(size_text)
@@ -748,6 +797,15 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmarks {sorted(unknown)}; choose from {','.join(BENCHES)}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    report_path = args.out_dir / args.report
+    raw = args.out_dir / ("results.json" if args.report == "RESULTS.md" else f"{report_path.stem}.json")
+    if args.render:
+        saved = json.loads(raw.read_text())
+        history_path = args.out_dir / "history.md"
+        history = history_path.read_text() if history_path.exists() and not args.quick else ""
+        report_path.write_text(render(saved["benchmarks"], saved["machine"], args, size, history))
+        print(f"Wrote {report_path} from {raw}")
+        return 0
 
     info = machine_info()
     started = time.perf_counter()
@@ -766,9 +824,7 @@ def main() -> int:
     streaming = records.get("streaming", {}).get("data")
     if streaming:
         plot_streaming(streaming, size, args.out_dir / "streaming.png")
-    report_path = args.out_dir / args.report
-    raw = "results.json" if args.report == "RESULTS.md" else f"{report_path.stem}.json"
-    write_json(args.out_dir / raw, {"machine": info, "benchmarks": records})
+    write_json(raw, {"machine": info, "benchmarks": records})
     history = "" if args.quick else append_history(args.out_dir / "history.md", history_row(records, info))
     report = render(records, info, args, size, history)
     report_path.write_text(report)
