@@ -1,14 +1,17 @@
 """The nightly DAG with Airflow's object-storage XCom backend: the refs travel through files, not the DB.
 
-For lists of refs that outgrow the metadata database (README, "Very large runs"), Airflow's
-``XComObjectStorageBackend`` (apache-airflow-providers-common-io) keeps values above a threshold in object
-storage and only their path in the database. Here it writes to a local path: its GCS filesystem (gcsfs)
-is not pointed at the GCS emulator. The refs must make the round trip through the backend's JSON (serde
-with the class allow-listed), and the run must behave as with the database backend.
+For lists of refs that outgrow the metadata database (README, "Very large runs", whose settings this
+runs), Airflow's ``XComObjectStorageBackend`` (apache-airflow-providers-common-io) keeps values above a
+threshold in object storage (gzipped) and only their path in the database. Here it writes to a local
+path: its GCS filesystem (gcsfs) is not pointed at the GCS emulator. The refs must make the round trip
+through the backend's JSON (serde with the class allow-listed), and the run must behave as with the
+database backend.
 """
 
 from __future__ import annotations
 
+import configparser
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +25,21 @@ from .test_nightly_document_analysis import DOCUMENTS, nightly  # noqa: F401 (th
 backend = pytest.importorskip("airflow.providers.common.io.xcom.backend")
 
 BACKEND = "airflow.providers.common.io.xcom.backend.XComObjectStorageBackend"
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+
+
+def readme_xcom_settings() -> dict[str, str]:
+    """The README's configuration ("Very large runs") as Airflow environment variables."""
+    after = README[README.index("### Very large runs") :]
+    match = re.search(r"```ini\n(.*?)```", after, re.DOTALL)
+    assert match is not None
+    config = configparser.ConfigParser()
+    config.read_string(match.group(1))
+    return {
+        f"AIRFLOW__{section.upper().replace('.', '_')}__{key.upper()}": value
+        for section in config.sections()
+        for key, value in config[section].items()
+    }
 
 
 @pytest.fixture
@@ -31,9 +49,13 @@ def object_storage_xcom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     from airflow.sdk.execution_time import task_runner, xcom
 
     root = tmp_path / "xcom"
-    monkeypatch.setenv("AIRFLOW__CORE__XCOM_BACKEND", BACKEND)
-    monkeypatch.setenv("AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH", f"file://{root}")
-    monkeypatch.setenv("AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD", "1024")
+    settings = readme_xcom_settings()
+    assert settings["AIRFLOW__CORE__XCOM_BACKEND"] == BACKEND
+    # The README's settings, with a local path (see above) and a threshold the test's five refs exceed.
+    settings["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"] = f"file://{root}"
+    settings["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD"] = "1024"
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
     cached = (backend._get_base_path, backend._get_threshold, backend._get_compression)
     for function in cached:
         function.cache_clear()
