@@ -21,7 +21,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import json_child, random_file, write_json
-from streaming import API_KEY, RssSampler, gemini_emulator, parse_size, reset_gemini
+from streaming import API_KEY, gemini_emulator, measured, parse_size, reset_gemini
 
 MiB = 1024 * 1024
 ROUTES = ("sdk", "ours")
@@ -38,7 +37,6 @@ ROUTES = ("sdk", "ours")
 
 def run_route(route: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """One upload in this (fresh) process, after a warm-up upload of a few bytes on the same path."""
-    import gc
     import logging
 
     logging.disable(logging.CRITICAL)
@@ -65,22 +63,13 @@ def run_route(route: str, cfg: dict[str, Any]) -> dict[str, Any]:
 
     upload(warm, f"warm-{os.getpid()}")
     os.unlink(warm)
-    gc.collect()
-    sampler = RssSampler()
-    baseline = sampler.rss()
-    cpu = os.times()
-    with sampler:
-        started = time.perf_counter()
-        sha = upload(cfg["file"], f"run-{os.getpid()}")
-        seconds = time.perf_counter() - started
-    after = os.times()
-    return {
-        "route": route,
-        "seconds": seconds,
-        "client_cpu_s": (after.user - cpu.user) + (after.system - cpu.system),
-        "peak_rss_above_baseline": sampler.peak - baseline,
-        "sha256": sha,
-    }
+    got: dict[str, str | None] = {}
+
+    def run() -> None:
+        got["sha256"] = upload(cfg["file"], f"run-{os.getpid()}")
+
+    figures = measured(run)
+    return {"route": route, **figures, "sha256": got["sha256"]}
 
 
 def run(sizes: list[int], repeat: int, data_root: str) -> dict[str, Any]:

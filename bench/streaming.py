@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import json
 import os
@@ -62,6 +63,25 @@ def parse_size(text: str) -> int:
 
 
 # ---- the legs (run in a child process) ------------------------------------------------------------
+
+
+def measured(work: Callable[[], None]) -> dict[str, float]:
+    """Run ``work`` in this process: wall seconds, process CPU seconds, peak RSS above the baseline."""
+    gc.collect()
+    sampler = RssSampler()
+    baseline = sampler.rss()
+    cpu = os.times()
+    with sampler:
+        started = time.perf_counter()
+        work()
+        seconds = time.perf_counter() - started
+    cpu_after = os.times()
+    return {
+        "seconds": seconds,
+        "client_cpu_s": (cpu_after.user - cpu.user) + (cpu_after.system - cpu.system),
+        "baseline_rss": baseline,
+        "peak_rss_above_baseline": sampler.peak - baseline,
+    }
 
 
 class RssSampler:
@@ -114,8 +134,6 @@ class RssSampler:
 
 
 def run_leg(leg: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    import gc
-
     from google import genai
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
@@ -204,25 +222,8 @@ def run_leg(leg: str, cfg: dict[str, Any]) -> dict[str, Any]:
         "pipelined_hog": pipelined,
     }
     warm_up()
-    gc.collect()
-    sampler = RssSampler()
-    baseline = sampler.rss()
-    cpu = os.times()
-    with sampler:
-        started = time.perf_counter()
-        legs[leg]()
-        seconds = time.perf_counter() - started
-    cpu_after = os.times()
-    return {
-        "leg": leg,
-        "seconds": seconds,
-        "bytes": size,
-        "baseline_rss": baseline,
-        "peak_rss_above_baseline": sampler.peak - baseline,
-        "sha256": sha,
-        "client_cpu_s": (cpu_after.user - cpu.user) + (cpu_after.system - cpu.system),
-        **phases,
-    }
+    figures = measured(legs[leg])
+    return {"leg": leg, "bytes": size, "sha256": sha, **figures, **phases}
 
 
 # ---- the emulators (run by the parent) -----------------------------------------------------------
