@@ -186,8 +186,9 @@ def batch_input_file_id(context: Context | dict[str, Any]) -> str:
 def document_keys(refs: Sequence[GeminiFileRef]) -> list[str]:
     """
     One key per document, in order: the base name of its source (else its display name, else its file
-    id), with characters unsafe in an object name replaced by ``_``; documents that share a name (or are
-    called :data:`MANIFEST_KEY`) get ``~<file id>`` appended. The same files give the same keys.
+    id), with characters unsafe in an object name (and ``~``) replaced by ``_``; documents that share a
+    name (or are called :data:`MANIFEST_KEY`) get ``~<file id>`` appended, so keys are unique. The same
+    files give the same keys.
     """
     bases = [_document_base(ref) for ref in refs]
     counts: dict[str, int] = {}
