@@ -600,8 +600,8 @@ class JobWait:
         return JobVerdict.RUNNING
 
     def progress(self) -> str:
-        """``"batch job batches/x is RUNNING"``."""
-        return f"batch job {self.job_name} is {self.state.removeprefix('JOB_STATE_')}"
+        """``"Batch job batches/x is RUNNING"``."""
+        return f"Batch job {self.job_name} is {self.state.removeprefix('JOB_STATE_')}"
 
 
 def batch_file_problem(

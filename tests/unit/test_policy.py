@@ -703,7 +703,7 @@ def test_a_job_is_first_checked_after_5_seconds_then_backs_off_to_the_poll_inter
 
 def test_a_job_wait_reads_states_and_tolerates_transient_check_failures():
     wait = policy.JobWait("batches/j1", max_failures=3)
-    assert wait.progress() == "batch job batches/j1 is UNSPECIFIED"
+    assert wait.progress() == "Batch job batches/j1 is UNSPECIFIED"
     assert wait.record("BATCH_STATE_PENDING") is JobVerdict.RUNNING
     assert wait.record(RuntimeError("reset")) is JobVerdict.RUNNING
     assert wait.record(api_error(503, "overloaded")) is JobVerdict.RUNNING
@@ -711,7 +711,7 @@ def test_a_job_wait_reads_states_and_tolerates_transient_check_failures():
     assert wait.state == "JOB_STATE_PENDING"
     assert wait.record(types.JobState.JOB_STATE_RUNNING) is JobVerdict.RUNNING
     assert wait.failures == 0, "a good check resets the count"
-    assert wait.progress() == "batch job batches/j1 is RUNNING"
+    assert wait.progress() == "Batch job batches/j1 is RUNNING"
     assert wait.record("BATCH_STATE_SUCCEEDED") is JobVerdict.SUCCEEDED
 
 
