@@ -131,6 +131,7 @@ class FakeGeminiHook:
         self.register_batches: list[list[str]] = []
         self.gcs_objects: list[str] = []
         self.listed: list[tuple[str, str | None, str | None]] = []
+        self.batch_jobs: list[types.BatchJob] = []
 
     def _count(self, what: str) -> None:
         with self.lock:
@@ -240,6 +241,16 @@ class FakeGeminiHook:
     def list_files(self, page_size: int = 100) -> Iterator[GeminiFileRef]:
         self._count("list")
         yield from list(self.files.values())
+
+    def list_batches(self, page_size: int = 100) -> Iterator[types.BatchJob]:
+        self._count("list_batches")
+        yield from list(self.batch_jobs)
+
+    def delete_batch(self, name: str, *, with_results: bool = True) -> bool:
+        self._count("delete_batch")
+        before = len(self.batch_jobs)
+        self.batch_jobs = [job for job in self.batch_jobs if job.name != name]
+        return len(self.batch_jobs) < before
 
     def delete_files_quietly(self, files: Sequence[Any]) -> list[str]:
         deleted = []
