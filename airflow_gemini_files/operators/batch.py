@@ -52,6 +52,9 @@ The API takes inline batches up to 20 MB, but an inline job's results come back 
 which the SDK reads whole on every ``batches.get``; a file's results are streamed. 2 MiB keeps both the
 request and the results of an inline job small in the worker and the triggerer."""
 
+NOT_SENT_XCOM_KEY = "not_sent"
+"""XCom key of the documents the task did not send, by key, with the reason (only when there are some)."""
+
 MANIFEST_NAME = f"{naming.MANIFEST_KEY}.json"
 """The object every batch writes beside its documents' results."""
 
@@ -316,16 +319,18 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
             if len(skipped) > self.max_failed_fraction * len(refs) or not sendable:
                 return self._finish_unsent(context, location, refs, keys, skipped)
             job = self._submit(context, model, sendable, display_name)
+            if skipped:  # kept across the deferral (Airflow keeps a deferred task's XCom), for _finish
+                context["ti"].xcom_push(key=NOT_SENT_XCOM_KEY, value=skipped)
         self._job_name = str(job.name)
         return self._follow(context, job, skipped)
 
-    def execute_complete(
-        self, context: Context, event: dict[str, Any] | None = None, skipped: dict[str, str] | None = None
-    ) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger: read the results of the ended job, or handle the timeout or error."""
         if not isinstance(event, Mapping) or "status" not in event or not event.get("job"):
             raise GeminiFilesError(f"GeminiBatchJobTrigger sent an unexpected event: {event!r}")
         self._job_name = str(event["job"])
+        ti = context["ti"]
+        skipped = ti.xcom_pull(task_ids=ti.task_id, key=NOT_SENT_XCOM_KEY, map_indexes=ti.map_index)
         self.log.info("%s", event.get("message", ""))
         if event["status"] == "error" and isinstance(event.get("error"), Mapping):
             raise policy.error_from_event(event["error"])
@@ -476,7 +481,6 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
                     end_time=end_time,
                 ),
                 method_name="execute_complete",
-                kwargs={"skipped": skipped},
                 # A backstop only: the trigger's own deadline fires first with a clear message.
                 timeout=timedelta(seconds=remaining + self.poll_interval + 60),
             )

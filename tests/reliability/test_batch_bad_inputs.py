@@ -88,12 +88,13 @@ def batch(files: Any, results_uri: str, **kwargs: Any) -> GeminiBatchGenerateOpe
 
 def run(op: GeminiBatchGenerateOperator, between: Any = None) -> Any:
     """The operator as Airflow runs it deferred; ``between()`` runs while the job is in the triggerer."""
+    ctx = context()  # one task instance: what execute pushes to XCom, execute_complete reads
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute(context())
+        op.execute(ctx)
     if between is not None:
         between(deferred.value.trigger.job_name)
     event = asyncio.run(_first(deferred.value.trigger))
-    return op.execute_complete(context(), event, **deferred.value.kwargs)
+    return op.execute_complete(ctx, event, **(deferred.value.kwargs or {}))
 
 
 async def _first(trigger: Any) -> dict[str, Any]:
