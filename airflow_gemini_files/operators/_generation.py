@@ -1,6 +1,7 @@
 """What a generate request asks for and how its reply is read: shared by the generate and batch operators.
 
-- :func:`check_response_schema`: a JSON schema dict (valid as one) or a pydantic model class.
+- :func:`check_request` / :func:`check_response_schema`: a prompt, a model, a config dict; a JSON schema
+  dict (valid as one) or a pydantic model class.
 - :func:`request_config` / :func:`request_contents`: the ``GenerateContentConfig`` fields and the prompt
   parts (the prompt, then each file after a ``<<<File: display name>>>`` label) of one request.
 - :class:`ReplyReader`: the reply's text, or its JSON parsed and validated against the schema.
@@ -50,6 +51,24 @@ def check_response_schema(schema: Any, *, task_id: str) -> Mapping[str, Any] | t
             f"Fix the schema: {printable(json.dumps(dict(schema), default=str))[:300]}"
         ) from None
     return schema
+
+
+def check_request(prompt: Any, model: Any, generation_config: Any, *, task_id: str) -> None:
+    """Refuse an empty prompt or model, or a ``generation_config`` that is not a dict, naming the task."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise GeminiInputError(
+            f"Task {task_id!r}: the prompt is empty (rendered to {prompt!r}). Pass the question for the "
+            "model, e.g. prompt='Summarise this report in 5 bullet points.'"
+        )
+    if not isinstance(model, str) or not model.strip():
+        raise GeminiInputError(
+            f"Task {task_id!r}: model={model!r} is empty; pass a model name such as 'gemini-2.5-flash'."
+        )
+    if generation_config is not None and not isinstance(generation_config, Mapping):
+        raise GeminiInputError(
+            f"Task {task_id!r}: generation_config={generation_config!r} must be a dict of "
+            "GenerateContentConfig fields, e.g. {'temperature': 0.2}."
+        )
 
 
 def request_config(

@@ -25,6 +25,7 @@ from airflow_gemini_files.naming import printable
 from airflow_gemini_files.operators._generation import (
     JSON_MIME_TYPE,
     ReplyReader,
+    check_request,
     check_response_schema,
     request_config,
     request_contents,
@@ -259,16 +260,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
     # Inputs ---------------------------------------------------------------------------------------
     def _check_arguments(self) -> tuple[str, str]:
         """Validate the rendered arguments; the results bucket and prefix."""
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise GeminiInputError(
-                f"Task {self.task_id!r}: the prompt is empty (rendered to {self.prompt!r}). Pass the "
-                "question asked about each document, e.g. prompt='Summarise this report in 5 bullet points.'"
-            )
-        if self.generation_config is not None and not isinstance(self.generation_config, Mapping):
-            raise GeminiInputError(
-                f"Task {self.task_id!r}: generation_config={self.generation_config!r} must be a dict of "
-                "GenerateContentConfig fields, e.g. {'temperature': 0.2}."
-            )
+        check_request(self.prompt, self.model, self.generation_config, task_id=self.task_id)
         return self._results_location()
 
     def _results_location(self) -> tuple[str, str]:

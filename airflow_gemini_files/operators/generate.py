@@ -13,6 +13,7 @@ from airflow_gemini_files.naming import printable
 from airflow_gemini_files.operators._generation import (
     JSON_MIME_TYPE,
     ReplyReader,
+    check_request,
     check_response_schema,
     request_config,
     request_contents,
@@ -116,21 +117,7 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
 
     # Inputs ---------------------------------------------------------------------------------------
     def _check_arguments(self) -> None:
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise GeminiInputError(
-                f"Task {self.task_id!r}: the prompt is empty (rendered to {self.prompt!r}). Pass the "
-                "question for the model, e.g. prompt='Summarise this report in 5 bullet points.'"
-            )
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise GeminiInputError(
-                f"Task {self.task_id!r}: model={self.model!r} is empty; pass a model name such as "
-                "'gemini-2.5-flash'."
-            )
-        if self.generation_config is not None and not isinstance(self.generation_config, Mapping):
-            raise GeminiInputError(
-                f"Task {self.task_id!r}: generation_config={self.generation_config!r} must be a dict of "
-                "GenerateContentConfig fields, e.g. {'temperature': 0.2}."
-            )
+        check_request(self.prompt, self.model, self.generation_config, task_id=self.task_id)
 
     def _refresh(self, refs: list[GeminiFileRef]) -> list[GeminiFileRef | GeminiFilesError]:
         """Fetch each file again; the fresh ref, or the error saying why it cannot be sent to the model."""

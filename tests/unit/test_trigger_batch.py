@@ -7,29 +7,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from doubles import TRIGGER_START as START
+from doubles import TriggerClock, use_trigger_clock
 
 from airflow_gemini_files.exceptions import GeminiBatchJobGoneError, GeminiInputError
 from airflow_gemini_files.hooks import policy
 from airflow_gemini_files.triggers import batch as trigger_module
 from airflow_gemini_files.triggers.batch import GeminiBatchJobTrigger
 
-START = 1_000_000.0
 JOB = "batches/job1"
-
-
-class Clock:
-    """Wall clock and asyncio.sleep that only move when the trigger sleeps."""
-
-    def __init__(self) -> None:
-        self.now = START
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(round(seconds, 3))
-        self.now += seconds
 
 
 class JobHook:
@@ -53,11 +39,8 @@ class JobHook:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(trigger_module, "time", fake)
-    monkeypatch.setattr(trigger_module.asyncio, "sleep", fake.sleep)
-    return fake
+def clock(monkeypatch: pytest.MonkeyPatch) -> TriggerClock:
+    return use_trigger_clock(monkeypatch, trigger_module)
 
 
 @pytest.fixture
