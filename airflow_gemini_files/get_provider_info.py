@@ -89,7 +89,7 @@ def get_provider_info() -> dict[str, Any]:
                     "retry_attempts": {
                         "label": "Retry attempts",
                         "schema": {"type": ["integer", "null"], "minimum": 1},
-                        "description": "Attempts per request (including the first) on 408/429/5xx and "
+                        "description": "Attempts per call (including the first) on 408/429/5xx and "
                         "connection errors, with exponential backoff and jitter (default 5).",
                     },
                     "retry_initial_delay": {
@@ -100,7 +100,22 @@ def get_provider_info() -> dict[str, Any]:
                     "retry_max_delay": {
                         "label": "Retry maximum delay (seconds)",
                         "schema": {"type": ["number", "null"], "minimum": 0},
-                        "description": "Cap on the delay between retries (default 30).",
+                        "description": "Cap on the backoff between retries (default 30). A longer delay "
+                        "the server asks for (RetryInfo, Retry-After) is honoured.",
+                    },
+                    "retry_max_total_wait": {
+                        "label": "Retry total wait (seconds)",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "description": "Most time one call spends waiting between its tries (default 180); "
+                        "a call whose next wait would pass it gives up.",
+                    },
+                    "register_auth": {
+                        "label": "Registration authentication",
+                        "schema": {"type": ["string", "null"], "enum": [None, "key_and_bearer", "key_only"]},
+                        "description": "How files:register authenticates: key_and_bearer (default) sends the "
+                        "API key plus an OAuth token of the GCP connection, which reads the bucket; key_only "
+                        "sends the API key alone (grant the key's project's Gemini API service agent Storage "
+                        "Object Viewer). An error says which to try when Gemini refuses one.",
                     },
                     "upload_chunk_size": {
                         "label": "Upload chunk size (bytes)",

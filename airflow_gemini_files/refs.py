@@ -120,7 +120,8 @@ class GeminiFileRef:
     Operators return it, take it back (alone, in a list, as a plain dict with the same fields, or as a
     ``files/<id>`` name) and turn it into a prompt part with :meth:`to_part`. ``source_uri`` remembers
     where the bytes came from (a ``gs://`` object or a local path); ``expiration_time`` is when Gemini
-    deletes the file (48 hours after it was created).
+    deletes the file, as Gemini states it (about 48 hours after an upload, up to 30 days after a
+    registration): every expiry decision reads it, none assumes a lifetime.
     """
 
     # Airflow serde reads the name __version__: it is the XCom format's version (XCOM_FORMAT_VERSION).

@@ -36,6 +36,14 @@ if tuple(int(part) for part in version("apache-airflow-task-sdk").split(".")[:2]
 pytest_plugins = ["airflow_gemini_files.testing"]
 
 
+# ---- live contract mode -------------------------------------------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ``GEMINI_API_KEY`` the ``live`` runs are deselected: CI stays offline (see tests/live.py)."""
+    from live import deselect_live_without_key
+
+    deselect_live_without_key(config, items)
+
+
 # ---- the fake hook ----------------------------------------------------------------------------------
 @pytest.fixture
 def fake_hook(monkeypatch: pytest.MonkeyPatch) -> Any:

@@ -134,6 +134,8 @@ class FakeGeminiHook:
         self.gcs_objects: list[str] = []
         self.listed: list[tuple[str, str | None, str | None]] = []
         self.batch_jobs: list[types.BatchJob] = []
+        self.model_errors: dict[str, Exception] = {}
+        self.checked_models: list[str] = []
 
     def _count(self, what: str) -> None:
         with self.lock:
@@ -271,6 +273,13 @@ class FakeGeminiHook:
             raise self.delete_errors[name]
         with self.lock:
             return self.files.pop(name, None) is not None
+
+    def check_model(self, model: str, *, method: str = "generateContent") -> str:
+        self._count("check_model")
+        self.checked_models.append(model)
+        if model in self.model_errors:
+            raise self.model_errors[model]
+        return model.removeprefix("models/")
 
     def generate_content(
         self, *, model: str, contents: list[Any], config: Any = None

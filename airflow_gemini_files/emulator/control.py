@@ -159,8 +159,9 @@ class GeminiEmulator:
 
     # ---- controls -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Request counts per operation (``batch_create`` ... included), stored files, their bytes, and
-        the number of stored batch jobs (``batches``)."""
+        """Request counts per operation (``batch_create`` ... included), the most requests of each operation
+        served at once (``peak_in_flight``: what a concurrency cap such as an Airflow pool must bound), the
+        number of stored files and their bytes, and the number of stored batch jobs (``batches``)."""
         return {**self.store.stats(), "batches": len(self.batch_store.jobs())}
 
     def reset(self) -> None:
@@ -258,12 +259,14 @@ class GeminiEmulator:
         latency: float = 0.0,
         drop_mid_chunk: int = 0,
         retry_delay: float = 0.0,
+        retry_after: float | None = None,
     ) -> None:
         """Make ``operation`` (a stats key or ``"*"``) fail: scripted ``sequence`` of statuses first
         (0/200 = pass), then a ``rate`` of ``statuses``; add ``latency`` seconds; cut the connection
         half-way through the next ``drop_mid_chunk`` upload chunks (nothing of them is committed).
         An injected 429 carries QuotaFailure and RetryInfo details asking for ``retry_delay`` seconds
-        (also as ``Retry-After``)."""
+        (also as ``Retry-After``); ``retry_after`` sets a ``Retry-After`` header on every injected error
+        (any status) instead."""
         self.faults.inject(
             operation,
             rate=rate,
@@ -272,6 +275,7 @@ class GeminiEmulator:
             latency=latency,
             drop_mid_chunk=drop_mid_chunk,
             retry_delay=retry_delay,
+            retry_after=retry_after,
         )
 
     def files(self) -> list[dict[str, Any]]:

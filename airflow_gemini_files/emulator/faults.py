@@ -22,6 +22,8 @@ class FaultPlan:
     ``rate`` decides (seeded, so runs are repeatable) which of ``statuses`` to answer instead.
     ``drop_mid_chunk`` is the number of upload chunks whose connection is cut half-way through.
     ``retry_delay`` is what an injected 429 asks for (``RetryInfo.retryDelay`` and ``Retry-After``).
+    ``retry_after`` (seconds) puts a ``Retry-After`` header on every injected error instead, as a proxy or
+    load balancer might (whether the Gemini API itself sends one is unknown).
     """
 
     rate: float = 0.0
@@ -30,6 +32,7 @@ class FaultPlan:
     latency: float = 0.0
     drop_mid_chunk: int = 0
     retry_delay: float = 0.0
+    retry_after: float | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
 
@@ -39,6 +42,7 @@ class Decision:
     status: int | None = None
     drop: bool = False
     retry_delay: float = 0.0
+    retry_after: float | None = None
 
 
 class Faults:
@@ -58,6 +62,7 @@ class Faults:
         latency: float = 0.0,
         drop_mid_chunk: int = 0,
         retry_delay: float = 0.0,
+        retry_after: float | None = None,
     ) -> None:
         """Replace the plan for ``operation`` (one of the stats operations, or ``"*"`` for all)."""
         if operation != "*" and operation not in OPERATIONS:
@@ -71,8 +76,16 @@ class Faults:
                 raise ValueError(f"status {status} cannot be injected; use one of {sorted(FAULT_STATUSES)}")
         if drop_mid_chunk and operation not in ("upload_chunk", "*"):
             raise ValueError("drop_mid_chunk applies to the upload_chunk operation only")
-        for name, value in (("latency", latency), ("retry_delay", retry_delay)):
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        timings = [("latency", latency), ("retry_delay", retry_delay)]
+        if retry_after is not None:
+            timings.append(("retry_after", retry_after))
+        for name, value in timings:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
         with self._lock:
             self._plans[operation] = FaultPlan(
@@ -82,6 +95,7 @@ class Faults:
                 latency=latency,
                 drop_mid_chunk=drop_mid_chunk,
                 retry_delay=retry_delay,
+                retry_after=retry_after,
             )
 
     def clear(self) -> None:
@@ -103,4 +117,9 @@ class Faults:
                 status = None if scripted in (0, 200) else scripted
             elif plan.rate and plan.rng.random() < plan.rate:
                 status = plan.rng.choice(plan.statuses)
-            return Decision(latency=plan.latency, status=status, retry_delay=plan.retry_delay)
+            return Decision(
+                latency=plan.latency,
+                status=status,
+                retry_delay=plan.retry_delay,
+                retry_after=plan.retry_after,
+            )

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_gemini_files.emulator import batches, errors
 from airflow_gemini_files.emulator.errors import FAULT_MESSAGES, ApiError, not_found_file
+from airflow_gemini_files.emulator.faults import Decision
 from airflow_gemini_files.emulator.generate import count_tokens, generate
 from airflow_gemini_files.emulator.store import ChunkWriter, StoredFile, UploadSession
 
@@ -271,17 +272,19 @@ class Handler(BaseHTTPRequestHandler):
                 if match is None or method != self.command:
                     continue
                 if action == "upload" and "upload_id" in query:
-                    self._upload_chunk(query["upload_id"])
+                    with emu.store.serving("upload_chunk"):
+                        self._upload_chunk(query["upload_id"])
                     return
                 params = match.groupdict()
                 operation = _OPERATION_OF.get(action, action)
                 emu.store.count(operation)  # refused requests count too: stats must show retry storms
-                if action == "register":
-                    self._check_register_auth(query)
-                else:
-                    self._check_api_key(query)
-                if not self._apply_faults(operation, params.get("model")):
-                    getattr(self, f"_{action}")(params, query)
+                with emu.store.serving(operation):  # peak concurrency per operation, for stats()
+                    if action == "register":
+                        self._check_register_auth(query)
+                    else:
+                        self._check_api_key(query)
+                    if not self._apply_faults(operation, params.get("model")):
+                        getattr(self, f"_{action}")(params, query)
                 return
             raise ApiError(404, f"Method or path not found: {self.command} {parsed.path}", "NOT_FOUND")
         except ApiError as error:
@@ -357,7 +360,7 @@ class Handler(BaseHTTPRequestHandler):
         if decision.status is None:
             return False
         self._drain()
-        self._send_error(_fault_error(operation, decision.status, decision.retry_delay, model))
+        self._send_error(_fault_error(operation, decision, model))
         return True
 
     # ---- Files API --------------------------------------------------------------------------
@@ -434,7 +437,7 @@ class Handler(BaseHTTPRequestHandler):
         if decision.latency:
             time.sleep(decision.latency)
         if decision.status is not None:
-            raise _fault_error("upload_chunk", decision.status, decision.retry_delay)
+            raise _fault_error("upload_chunk", decision)
         if not commands & {"upload", "finalize"}:
             raise ApiError(
                 400,
@@ -677,7 +680,7 @@ class Handler(BaseHTTPRequestHandler):
         ``GET stats`` | ``GET files`` | ``GET config`` | ``POST config`` {settings of ``configure``} |
         ``POST reset`` | ``POST clock`` {"seconds"} | ``POST fail_processing`` {"match", "message"} |
         ``POST faults`` {"operation", "rate", "statuses", "sequence", "latency", "drop_mid_chunk",
-        "retry_delay"} | ``batches...`` (see :func:`batches.http_control`).
+        "retry_delay", "retry_after"} | ``batches...`` (see :func:`batches.http_control`).
         """
         emu = self.server.emulator
         if emu.api_key is not None:
@@ -734,11 +737,17 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _fault_error(operation: str, status: int, retry_delay: float, model: str | None = None) -> ApiError:
+def _fault_error(operation: str, decision: Decision, model: str | None = None) -> ApiError:
     """The error an injected fault answers with; a 429 carries the details a real rate limit has."""
+    status = decision.status
+    assert status is not None
     if status == 429:
-        return errors.rate_limited(operation, retry_delay, model)
-    return ApiError(status, FAULT_MESSAGES[status])
+        error = errors.rate_limited(operation, decision.retry_delay, model)
+    else:
+        error = ApiError(status, FAULT_MESSAGES[status])
+    if decision.retry_after is not None:
+        error.headers = {**error.headers, "Retry-After": f"{decision.retry_after:g}"}
+    return error
 
 
 def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:

@@ -3,8 +3,9 @@ Compare two images: one through the Gemini Files API, one sent inline with the p
 
 The seeds' "prompting with multiple images" pattern: a large or reused image goes through the Files API
 (uploaded once, referenced by URI, deleted afterwards), a small one travels inline in the request
-(requests up to 20 MB in total). The model is asked what differs between them. The uploaded file is
-deleted by a teardown task, so it is deleted even when the comparison fails, and the run still fails.
+(up to 100 MB of inline data per request, 50 MB per PDF). The model is asked what differs between them.
+The uploaded file is deleted by a teardown task, so it is deleted even when the comparison fails, and the
+run still fails.
 
 The defaults compare the two bar charts shipped with the provider (revenue Q3 and Q4); pass other
 local paths or ``gs://`` URIs (uploaded image only: the inline one is read from the worker's disk).
@@ -20,13 +21,12 @@ import pendulum
 from airflow.sdk import Param, dag, task
 from google.genai import types
 
+from airflow_gemini_files.hooks import policy
 from airflow_gemini_files.hooks.gemini import GeminiHook
 from airflow_gemini_files.operators.files import GeminiDeleteFilesOperator, GeminiUploadFileOperator
 from airflow_gemini_files.refs import GeminiFileRef
 from airflow_gemini_files.samples import sample_path
 from airflow_gemini_files.sensors.files import GeminiFileActiveSensor
-
-MAX_INLINE_BYTES = 20 * 1024 * 1024  # the Gemini API's limit for a whole request with inline data
 
 
 @dag(
@@ -61,13 +61,9 @@ def gemini_compare_images() -> None:
     def compare(uploaded: Any, inline_image: str, prompt: str, model: str) -> str:
         """One generateContent call with the uploaded file and the inline image; return the answer."""
         path = Path(inline_image)
-        data = path.read_bytes()
-        if len(data) > MAX_INLINE_BYTES:
-            raise ValueError(
-                f"{path} is {len(data)} bytes: inline data is limited to 20 MB per request. "
-                "Upload it instead (GeminiUploadFileOperator)."
-            )
         mime_type = mimetypes.guess_type(path.name)[0] or "image/png"
+        policy.check_inline_size(path.stat().st_size, mime_type, str(path))  # the API's limit, before reading
+        data = path.read_bytes()
         response = GeminiHook().generate_content(
             model=model,
             contents=[

@@ -42,7 +42,7 @@ from google.api_core import exceptions as api_exceptions
 from airflow_gemini_files.exceptions import GeminiInputError
 from airflow_gemini_files.gcs_uri import parse_gs_uri
 from airflow_gemini_files.hooks.policy import is_transient
-from airflow_gemini_files.hooks.retry import RetryPolicy
+from airflow_gemini_files.hooks.retry import RetryBudget, RetryPolicy
 from airflow_gemini_files.naming import printable
 
 if TYPE_CHECKING:
@@ -563,15 +563,14 @@ class GcsReadAhead(io.RawIOBase):
         return read_range(self.blob, start, end, timeout=self.timeout)
 
     def _fetch(self, start: int, end: int) -> bytes:
-        failures = 0
+        budget = RetryBudget(self.retry)
         while True:
             try:
                 data = self._read_range(start, end)
             except Exception as exc:
-                failures += 1
-                if failures >= self.retry.attempts or not is_transient(exc):
+                wait = budget.next_wait() if is_transient(exc) else None
+                if wait is None:
                     raise
-                wait = self.retry.delay(failures)
                 self.retries += 1
                 log.warning(
                     "Reading %s bytes %d-%d failed (%s); retry %d of %d in %.1f s.",
@@ -579,7 +578,7 @@ class GcsReadAhead(io.RawIOBase):
                     start,
                     end - 1,
                     type(exc).__name__,
-                    failures,
+                    budget.retries,
                     self.retry.attempts - 1,
                     wait,
                 )

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import difflib
+import hashlib
 import inspect
 import io
 import json
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn
+from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
@@ -34,7 +38,8 @@ from airflow_gemini_files.exceptions import (
 from airflow_gemini_files.gcs_uri import parse_gs_uri
 from airflow_gemini_files.hooks import gcs, policy
 from airflow_gemini_files.hooks.policy import ActiveWait, ApiProblem, PollSchedule
-from airflow_gemini_files.hooks.retry import RetryPolicy, number_extra
+from airflow_gemini_files.hooks.process_local import process_cached_property
+from airflow_gemini_files.hooks.retry import RetryPolicy, acall_with_retries, call_with_retries, number_extra
 from airflow_gemini_files.hooks.sources import UploadSource, open_source
 from airflow_gemini_files.mime import resolve_mime_type
 from airflow_gemini_files.naming import check_display_name, printable
@@ -46,6 +51,8 @@ if TYPE_CHECKING:
     from google.cloud import storage
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
 DEFAULT_API_VERSION = "v1"
@@ -66,7 +73,9 @@ CONNECTION_EXTRAS = frozenset(
         "retry_attempts",
         "retry_initial_delay",
         "retry_max_delay",
+        "retry_max_total_wait",
         "upload_chunk_size",
+        "register_auth",
     }
 )
 """The extras a ``gemini`` connection understands (all optional); the connection form lists the same."""
@@ -76,6 +85,15 @@ ON_EXISTS: tuple[str, ...] = ("fail", "reuse", "replace")
 
 _API_VERSION = re.compile(r"^v\d+[a-z0-9]*$")
 _GONE_FILE = re.compile(r"access the File (?:files/)?([a-z0-9-]+)")
+
+GENERATE_METHOD = "generateContent"
+"""The API method a model must serve for ``generate_content`` (see :meth:`GeminiHook.check_model`)."""
+BATCH_METHOD = "batchGenerateContent"
+"""The API method a model must serve for a batch job (:meth:`GeminiHook.create_batch`)."""
+
+_checked_models: set[tuple[str, ...]] = set()
+_checked_models_lock = threading.Lock()
+"""Models :meth:`GeminiHook.check_model` found, per endpoint, key and method: checked once per process."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +107,7 @@ class GeminiConnectionSettings:
     timeout: float | None = None
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     upload_chunk_size: int = DEFAULT_UPLOAD_CHUNK_SIZE
+    register_auth: str = policy.DEFAULT_REGISTER_AUTH
 
     @classmethod
     def from_connection(cls, conn: Connection) -> GeminiConnectionSettings:
@@ -128,6 +147,7 @@ class GeminiConnectionSettings:
         except ValueError as err:
             raise GeminiInputError(f"Gemini connection {conn_id!r}: {err}") from None
         chunk = _chunk_size(conn_id, extra.get("upload_chunk_size"))
+        register_auth = _register_auth(conn_id, extra.get("register_auth"))
         return cls(
             conn_id,
             api_key,
@@ -136,15 +156,20 @@ class GeminiConnectionSettings:
             timeout,
             retry,
             chunk,
+            register_auth,
         )
 
     def http_options(self) -> types.HttpOptions:
-        """The SDK's HttpOptions: base URL, version, timeout (ms) and retries, all from the connection."""
+        """The SDK's HttpOptions: base URL, version and timeout (ms) from the connection.
+
+        The SDK tries each request once: :meth:`GeminiHook.call_with_retries` retries, under the
+        connection's retry policy (:mod:`airflow_gemini_files.hooks.retry`).
+        """
         return types.HttpOptions(
             base_url=self.base_url,
             api_version=self.api_version,
             timeout=int(self.timeout * 1000) if self.timeout else None,
-            retry_options=self.retry.to_sdk(),
+            retry_options=RetryPolicy.sdk_options(),
         )
 
 
@@ -186,6 +211,26 @@ def _chunk_size(conn_id: str, value: Any) -> int:
     return int(number)
 
 
+def _register_auth(conn_id: str, value: Any) -> str:
+    mode = _optional_str(value)
+    if mode is None:
+        return policy.DEFAULT_REGISTER_AUTH
+    if mode == "credentials_only":
+        raise GeminiInputError(
+            f"Gemini connection {conn_id!r}: extra register_auth='credentials_only' cannot be used: "
+            f"google-genai (installed: {genai.__version__}; likewise 1.66 to 3.6) builds no Gemini Developer "
+            "API client without an API key ('No API key was provided'), so files:register cannot be sent "
+            "with OAuth credentials alone. Use 'key_and_bearer' (the default) or 'key_only'."
+        )
+    if mode not in policy.REGISTER_AUTH_MODES:
+        raise GeminiInputError(
+            f"Gemini connection {conn_id!r}: extra register_auth={value!r} is not a registration mode. Use "
+            "'key_and_bearer' (the API key plus the GCP identity's token, the default) or 'key_only' (the "
+            "API key alone), or remove it for the default."
+        )
+    return mode
+
+
 def validate_file_name(name: str) -> str:
     """Return ``files/<id>`` for a ``files/<id>`` or bare ``<id>`` the Files API accepts, else raise."""
     try:
@@ -200,9 +245,15 @@ class GeminiHook(BaseHook):
 
     The connection (type ``gemini``) holds the API key in its password; optional extras: ``base_url``,
     ``api_version``, ``timeout`` (seconds), ``retry_attempts``, ``retry_initial_delay``,
-    ``retry_max_delay``, ``upload_chunk_size`` (bytes). One ``genai.Client`` is built per hook, with those
-    retries. ``gcp_conn_id`` names the GCP connection used to read ``gs://`` objects and to register them
-    (see :mod:`airflow_gemini_files.hooks.gcs`); one storage client per hook.
+    ``retry_max_delay``, ``retry_max_total_wait`` (seconds), ``upload_chunk_size`` (bytes),
+    ``register_auth`` (``key_and_bearer`` or ``key_only``). One ``genai.Client`` is built per hook and
+    per process (a forked worker builds its own, never sharing pooled connections with its parent); every
+    call through it is retried by :meth:`call_with_retries`, which honours the server's ``RetryInfo`` and
+    ``Retry-After``. ``gcp_conn_id`` names the GCP connection used to read ``gs://`` objects and to
+    register them (see :mod:`airflow_gemini_files.hooks.gcs`); one storage client per hook.
+
+    ``sleep`` and ``async_sleep`` are how the hook waits between tries; tests replace them on an instance
+    to record the waits instead of sleeping.
 
     :param gemini_conn_id: the Gemini connection id.
     :param gcp_conn_id: the GCP connection id (default: ``google_cloud_default`` if defined, else ADC).
@@ -217,6 +268,8 @@ class GeminiHook(BaseHook):
         super().__init__()
         self.gemini_conn_id = gemini_conn_id
         self.gcp_conn_id = gcp_conn_id
+        self.sleep: Callable[[float], Any] = time.sleep
+        self.async_sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -252,9 +305,9 @@ class GeminiHook(BaseHook):
     def _build_client(self, settings: GeminiConnectionSettings) -> genai.Client:
         return genai.Client(api_key=settings.api_key, vertexai=False, http_options=settings.http_options())
 
-    @cached_property
+    @process_cached_property
     def client(self) -> genai.Client:
-        """The ``genai.Client`` for this hook's connection (built once, with retries)."""
+        """The ``genai.Client`` for this hook's connection (built once per process, with retries)."""
         return self._build_client(self.settings)
 
     def get_conn(self) -> genai.Client:
@@ -263,12 +316,12 @@ class GeminiHook(BaseHook):
 
     async def aget_client(self) -> Any:
         """The SDK's async client (``client.aio``) for triggers, reading the connection without blocking."""
-        if "client" not in self.__dict__:
+        if GeminiHook.client.cached(self) is None:
             try:
                 conn = await self.aget_connection(self.gemini_conn_id)
             except AirflowNotFoundException:
                 raise self._missing_connection() from None
-            self.__dict__["client"] = self._build_client(self._settings_from(conn))
+            self.client = self._build_client(self._settings_from(conn))
         return self.client.aio
 
     @cached_property
@@ -276,15 +329,75 @@ class GeminiHook(BaseHook):
         """The GCP identity of ``gcp_conn_id`` (see :mod:`airflow_gemini_files.hooks.gcs`)."""
         return gcs.gcp_access(self.gcp_conn_id)
 
-    @cached_property
+    @process_cached_property
     def storage_client(self) -> storage.Client:
         """The ``google.cloud.storage.Client`` of this hook (one per hook): reads, listings, your writes."""
         return gcs.storage_client(self.gcp_access)
 
     @cached_property
     def gcp_credentials(self) -> Credentials:
-        """GCP credentials sent to ``files:register``."""
+        """GCP credentials sent to ``files:register`` (with ``register_auth='key_and_bearer'``)."""
         return self.gcp_access.register_credentials()
+
+    # Retries -----------------------------------------------------------------------------------------
+    def call_with_retries(
+        self, fn: Callable[..., T], /, *args: Any, what: str, idempotent: bool = True, **kwargs: Any
+    ) -> T:
+        """
+        ``fn(*args, **kwargs)``, an SDK call, retried as the connection's retry policy says.
+
+        Retried: 408, 429 (except a full storage quota), 5xx and dropped connections
+        (:func:`~airflow_gemini_files.hooks.policy.is_transient`). Each retry waits the backoff, or what
+        the server asked for when that is longer (``RetryInfo.retryDelay``, else ``Retry-After``); the call
+        gives up when its attempts are used or its waits would pass ``retry_max_total_wait`` (see
+        :mod:`airflow_gemini_files.hooks.retry`). Pass ``idempotent=False`` for a call that creates
+        something (files:register, a batch job): it is then repeated only after a 429 or a connection
+        never opened, never after a 5xx or timeout that may have come after the work was done. The last
+        error is raised as the SDK raised it: call it inside ``self._api(...)`` to get this provider's
+        errors. ``what`` names the call in the log.
+        """
+        return call_with_retries(
+            lambda: fn(*args, **kwargs),
+            policy=self.settings.retry,
+            what=what,
+            sleep=self.sleep,
+            idempotent=idempotent,
+        )
+
+    async def acall_with_retries(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        what: str,
+        idempotent: bool = True,
+        **kwargs: Any,
+    ) -> T:
+        """:meth:`call_with_retries` for the async client (``await self.aget_client()`` first)."""
+        return await acall_with_retries(
+            lambda: fn(*args, **kwargs),
+            policy=self.settings.retry,
+            what=what,
+            sleep=self.async_sleep,
+            idempotent=idempotent,
+        )
+
+    def paged_with_retries(
+        self, list_method: Callable[..., Any], *, config: dict[str, Any], what: str
+    ) -> Iterator[Any]:
+        """Every item of an SDK ``list`` call (``client.files.list``, ``client.models.list``, ...).
+
+        Pages are fetched one at a time, each through :meth:`call_with_retries` with ``config`` (which
+        should hold a ``page_size``) and the previous page's token.
+        """
+        config = dict(config)
+        while True:
+            pager = self.call_with_retries(list_method, config=config, what=what)
+            yield from pager.page
+            token = pager.config.get("page_token")
+            if not token:
+                return
+            config = {**config, "page_token": token}
 
     # Errors ------------------------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
@@ -343,6 +456,15 @@ class GeminiHook(BaseHook):
         )
         message = printable(self._redact(str(err.message or "")))
         status = f"{err.code} {err.status or ''}".strip()
+        if problem is ApiProblem.AUTH_REFUSED:
+            refusal = policy.register_auth_refusal(err)
+            assert refusal is not None
+            mode = self.settings.register_auth
+            raise GeminiInputError(
+                f"Gemini refused the authentication of files:register with register_auth={mode!r} "
+                f"(connection {self.gemini_conn_id!r}, gcp_conn_id={self.gcp_conn_id!r}; {status}: "
+                f"{message}). {policy.register_auth_advice(refusal, mode)}"
+            ) from err
         if problem is ApiProblem.BAD_KEY:
             raise GeminiInputError(
                 f"Gemini rejected the API key of connection {self.gemini_conn_id!r} ({status}: {message}). "
@@ -353,15 +475,12 @@ class GeminiHook(BaseHook):
             if gone is not None:
                 raise policy.gone_error(gone) from err
         if problem is ApiProblem.MODEL_NOT_FOUND:
-            raise GeminiInputError(
-                f"Gemini model {model!r} was not found ({message}). Use a model id such as "
-                "'gemini-2.5-flash' (list them with client.models.list())."
-            ) from err
+            raise self._unknown_model(str(model), GENERATE_METHOD, answer=message) from err
         if problem is ApiProblem.QUOTA_FULL:
             raise GeminiFilesError(
                 f"The Gemini project's file storage quota is full ({message}). Delete files that are no "
                 "longer needed (GeminiDeleteFilesOperator or GeminiHook.delete_file) or wait for them to "
-                "expire (48 hours), then retry."
+                "expire (uploads live 48 hours), then retry. Registered GCS objects use none of the 20 GB."
             ) from err
         if problem is ApiProblem.JOB_GONE:
             raise GeminiBatchJobGoneError(
@@ -485,7 +604,7 @@ class GeminiHook(BaseHook):
         except GeminiFileNotUsableError:
             return None
 
-    @cached_property
+    @process_cached_property
     def _upload_http(self) -> httpx.Client:
         """One httpx client for every upload (and streamed download) of this hook (not one per file)."""
         return httpx.Client(headers={"user-agent": "airflow-gemini-files"})
@@ -504,6 +623,7 @@ class GeminiHook(BaseHook):
             chunk_size=settings.upload_chunk_size,
             timeout=settings.timeout,
             http=self._upload_http,
+            sleep=self.sleep,
         )
         log.info("Uploading %s (%d bytes, %s) to Gemini.", source.name, source.size, mime_type)
         try:
@@ -533,7 +653,13 @@ class GeminiHook(BaseHook):
 
         Returns one ref per distinct URI, in the given order, with ``source_uri`` set. An empty object is
         refused as an upload would refuse it. If anything fails, the files registered so far are deleted
-        again before the error is raised.
+        again before the error is raised. A registration gives access for up to 30 days (each ref's
+        ``expiration_time`` says until when) and uses none of the 20 GB upload quota.
+
+        How the call authenticates is the connection's ``register_auth``: ``key_and_bearer`` (default)
+        sends the API key plus an OAuth token of ``gcp_conn_id``, the identity Gemini reads the objects
+        with; ``key_only`` sends the API key alone (Gemini reads as the key's project). When Gemini refuses
+        the one, the error says which setting to try.
         """
         if isinstance(uris, str):
             uris = [uris]
@@ -546,7 +672,7 @@ class GeminiHook(BaseHook):
             parse_gs_uri(uri)
         if not ordered:
             return []
-        credentials = self.gcp_credentials
+        credentials = self.gcp_credentials if self.settings.register_auth == "key_and_bearer" else None
         refs: list[GeminiFileRef] = []
         try:
             for start in range(0, len(ordered), batch_size):
@@ -563,17 +689,41 @@ class GeminiHook(BaseHook):
             self._record_lineage(ref.source_uri, ref)
         return refs
 
-    def _register_batch(self, credentials: Credentials, batch: list[str]) -> list[GeminiFileRef]:
+    def _register_batch(self, credentials: Credentials | None, batch: list[str]) -> list[GeminiFileRef]:
+        """One ``files:register`` call: the key plus the ``credentials``' token, or (None) the key alone."""
         from google.auth.exceptions import GoogleAuthError
 
         shown = ", ".join(batch[:3]) + (f" and {len(batch) - 3} more" if len(batch) > 3 else "")
-        refused = (
-            f" Gemini could not register {printable(shown)}: the objects must exist and the GCP identity "
-            f"(gcp_conn_id={self.gcp_conn_id!r}) needs 'Storage Object Viewer' on the bucket."
+        reader = (
+            f"the GCP identity (gcp_conn_id={self.gcp_conn_id!r})"
+            if credentials is not None
+            else "the API key's project's Gemini API service agent (register_auth='key_only')"
         )
+        refused = (
+            f" Gemini could not register {printable(shown)}: the objects must exist and {reader} needs "
+            "'Storage Object Viewer' on the bucket."
+        )
+        # Each registration creates files Gemini names (they last up to 30 days): not repeated after a
+        # failure that may have come after the work was done.
+        what = f"files.register ({len(batch)} URIs)"
+        # A registration creates files Gemini names (kept up to 30 days): idempotent=False repeats it only
+        # after a failure that proves nothing happened.
         try:
             with self._api(refused=refused):
-                response = self.client.files.register_files(auth=credentials, uris=batch)
+                if credentials is None:
+                    # The SDK's public register_files always adds a bearer token (google-genai 1.66 to
+                    # 3.6); its _register_files sends the client's API key alone (python-genai #2535).
+                    response = self.call_with_retries(
+                        self.client.files._register_files, uris=batch, what=what, idempotent=False
+                    )
+                else:
+                    response = self.call_with_retries(
+                        self.client.files.register_files,
+                        auth=credentials,
+                        uris=batch,
+                        what=what,
+                        idempotent=False,
+                    )
         except GoogleAuthError as err:
             raise GeminiInputError(
                 "Could not get a GCP access token to register GCS objects "
@@ -581,7 +731,7 @@ class GeminiHook(BaseHook):
                 "(a service-account key) or Application Default Credentials."
             ) from None
         finally:
-            token = getattr(credentials, "token", None)
+            token = getattr(credentials, "token", None) if credentials is not None else None
             if token and token != gcs.ANONYMOUS_TOKEN:
                 from airflow.sdk.log import mask_secret
 
@@ -599,7 +749,7 @@ class GeminiHook(BaseHook):
         """The current state of a file; :class:`~..exceptions.GeminiFileGoneError` if it is gone (403/404)."""
         ref = self._coerce(file)
         with self._api(file=ref):
-            fresh = self.client.files.get(name=ref.name)
+            fresh = self.call_with_retries(self.client.files.get, name=ref.name, what=f"files.get {ref.name}")
         return GeminiFileRef.from_file(fresh, source_uri=ref.source_uri)
 
     async def aget_file(self, file: GeminiFileRef | str | dict[str, Any]) -> GeminiFileRef:
@@ -607,7 +757,9 @@ class GeminiHook(BaseHook):
         ref = self._coerce(file)
         client = await self.aget_client()
         with self._api(file=ref):
-            fresh = await client.files.get(name=ref.name)
+            fresh = await self.acall_with_retries(
+                client.files.get, name=ref.name, what=f"files.get {ref.name}"
+            )
         return GeminiFileRef.from_file(fresh, source_uri=ref.source_uri)
 
     def list_files(self, page_size: int = 100) -> Iterator[GeminiFileRef]:
@@ -618,7 +770,9 @@ class GeminiHook(BaseHook):
 
     def _iter_files(self, page_size: int) -> Iterator[GeminiFileRef]:
         with self._api():
-            for file in self.client.files.list(config={"page_size": page_size}):
+            for file in self.paged_with_retries(
+                self.client.files.list, config={"page_size": page_size}, what="files.list"
+            ):
                 yield GeminiFileRef.from_file(file)
 
     def delete_file(self, file: GeminiFileRef | str | dict[str, Any]) -> bool:
@@ -626,7 +780,9 @@ class GeminiHook(BaseHook):
         ref = self._coerce(file)
         try:
             with self._api(file=ref):
-                self.client.files.delete(name=ref.name)
+                self.call_with_retries(
+                    self.client.files.delete, name=ref.name, what=f"files.delete {ref.name}"
+                )
         except GeminiFileNotUsableError:
             log.info("Gemini file %s was already gone: nothing to delete.", policy.describe(ref))
             return False
@@ -701,6 +857,88 @@ class GeminiHook(BaseHook):
         except Exception as err:
             return err
 
+    # Models ------------------------------------------------------------------------------------------
+    def check_model(self, model: str, *, method: str = GENERATE_METHOD) -> str:
+        """
+        Check that ``model`` exists and serves ``method`` before any work is done; return its id.
+
+        One ``models.get`` per model, endpoint, API key and method in this process: a model found once is
+        not asked about again. An unknown model raises
+        :class:`~airflow_gemini_files.exceptions.GeminiInputError` (not retried) naming the close model
+        names (from ``models.list``); a model that does not serve
+        ``method`` (e.g. ``"batchGenerateContent"``) raises naming what it serves. A rejected key raises as
+        every call does. When the check itself cannot be made (a transient error after the retries, an
+        unreachable API), it logs a warning and returns: the call that follows tells what is wrong.
+
+        :param model: ``gemini-2.5-flash`` or ``models/gemini-2.5-flash``.
+        :param method: the API method the caller will use, as ``Model.supported_actions`` names it.
+        """
+        if not isinstance(model, str) or not model.strip():
+            raise GeminiInputError(f"model {model!r} must be a model id such as 'gemini-2.5-flash'.")
+        model_id = model.strip().removeprefix("models/")
+        if "/" in model_id:  # tunedModels/... and other namespaces: not in the models catalogue
+            return model_id
+        settings = self.settings
+        fingerprint = hashlib.sha256(settings.api_key.encode()).hexdigest()[:16]
+        key = (settings.base_url, settings.api_version, fingerprint, model_id, method)
+        if key in _checked_models:
+            return model_id
+        try:
+            found = self.call_with_retries(
+                self.client.models.get, model=model_id, what=f"models.get {model_id}"
+            )
+        except errors.APIError as err:
+            problem = policy.classify_api_error(err, about_model=True)
+            if problem is ApiProblem.MODEL_NOT_FOUND:
+                raise self._unknown_model(model_id, method) from err
+            if problem not in (ApiProblem.TRANSIENT, ApiProblem.OTHER):
+                self._raise_api(err, model=model_id)
+            log.warning("Could not check model %r (%s %s); going on without.", model_id, err.code, err.status)
+            return model_id
+        except policy.NETWORK_ERRORS as err:
+            log.warning("Could not check model %r (%s); going on without.", model_id, type(err).__name__)
+            return model_id
+        actions = list(found.supported_actions or [])
+        if actions and method not in actions:
+            raise GeminiInputError(
+                f"Gemini model {model_id!r} does not serve {method} (it serves {', '.join(actions)}). "
+                f"{self._model_suggestions(model_id, method)}"
+            )
+        with _checked_models_lock:
+            _checked_models.add(key)
+        return model_id
+
+    def _unknown_model(self, model_id: str, method: str, *, answer: str = "") -> GeminiInputError:
+        """The error for a model name Gemini does not know, naming the close names it does know."""
+        said = f" ({answer})" if answer else ""
+        return GeminiInputError(
+            f"Gemini model {model_id!r} was not found at {self._where()}{said}. "
+            f"{self._model_suggestions(model_id, method)}"
+        )
+
+    def _model_suggestions(self, model_id: str, method: str) -> str:
+        """``Did you mean ...?`` from ``models.list`` (models serving ``method``), or a generic hint."""
+        hint = "Use a model id such as 'gemini-2.5-flash' (client.models.list() lists them)."
+        try:
+            with self._api():
+                names = [
+                    str(found.name).removeprefix("models/")
+                    for found in self.paged_with_retries(
+                        self.client.models.list, config={"page_size": 1000}, what="models.list"
+                    )
+                    if found.name and (not found.supported_actions or method in found.supported_actions)
+                ]
+        except Exception as err:  # the suggestions are a courtesy: the error stands without them
+            log.debug("Could not list models for suggestions: %s", printable(err))
+            return hint
+        close = difflib.get_close_matches(model_id, names, n=5, cutoff=0.6)
+        if close:
+            return f"Did you mean {' or '.join(repr(name) for name in close)}? {hint}"
+        if names:
+            shown = ", ".join(repr(name) for name in sorted(names)[:10])
+            return f"No served model has a close name; models serving {method} include {shown}. {hint}"
+        return hint
+
     # Generate ----------------------------------------------------------------------------------------
     def generate_content(
         self,
@@ -717,11 +955,13 @@ class GeminiHook(BaseHook):
         if not parts:
             raise GeminiInputError("contents is empty: pass a prompt (and files) to generate from.")
         refused = f" Check the request for model {model.strip()!r}{_config_summary(config)}."
-        with self._api(model=model, refused=refused):
-            return self.client.models.generate_content(
+        with self._api(model=model.strip(), refused=refused):
+            return self.call_with_retries(
+                self.client.models.generate_content,
                 model=model.strip(),
-                contents=parts,  # type: ignore[arg-type]
-                config=config,  # type: ignore[arg-type]
+                contents=parts,
+                config=config,
+                what=f"generateContent ({model.strip()})",
             )
 
     # Connection test ---------------------------------------------------------------------------------
@@ -729,7 +969,9 @@ class GeminiHook(BaseHook):
         """List one page of files; ``(False, reason)`` on a bad key or unreachable API (key never shown)."""
         try:
             with self._api():
-                pager = self.client.files.list(config={"page_size": 1})
+                pager = self.call_with_retries(
+                    self.client.files.list, config={"page_size": 1}, what="files.list"
+                )
                 count = len(pager.page)
         except errors.APIError as err:
             return False, self._redact(f"{err.code} {err.message}")
@@ -744,18 +986,9 @@ class GeminiHook(BaseHook):
     # Batch API ---------------------------------------------------------------------------------------
     # Jobs go through the SDK's client.batches.*; results files through client.files.download where the
     # SDK streams them (google-genai >= 2.21), else through _stream_download (older SDKs read the whole
-    # file into memory). Which job state means what is policy.job_verdict's decision.
-    def check_model(self, model: str) -> str:
-        """The model id (``gemini-2.5-flash``) Gemini serves as ``model``; else GeminiInputError naming it.
-
-        One ``models.get`` call, so a batch with a misspelled model fails before anything is uploaded.
-        """
-        if not isinstance(model, str) or not model.strip():
-            raise GeminiInputError(f"model {model!r} must be a model id such as 'gemini-2.5-flash'.")
-        with self._api(model=model.strip()):
-            found = self.client.models.get(model=model.strip())
-        return str(found.name or model).removeprefix("models/")
-
+    # file into memory). Which job state means what is policy.job_verdict's decision. Every call goes
+    # through call_with_retries; creating a job is not idempotent (a retried create after a 5xx could
+    # make a second paid job), so the operator re-attaches to its job by display name instead.
     def batch_request(
         self, *, contents: Sequence[Any], config: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -789,8 +1022,13 @@ class GeminiHook(BaseHook):
         what = f"input file {src}" if isinstance(src, str) else f"{len(source)} inline request(s)"
         refused = f" Check the batch's requests ({what}) for model {model!r}."
         with self._api(model=model, refused=refused):
-            job = self.client.batches.create(
-                model=model, src=source, config=types.CreateBatchJobConfig(display_name=display_name)
+            job = self.call_with_retries(
+                self.client.batches.create,
+                model=model,
+                src=source,
+                config=types.CreateBatchJobConfig(display_name=display_name),
+                what=f"batches.create {display_name}",
+                idempotent=False,
             )
         log.info("Created batch job %s (%s, %s) for %s.", job.name, display_name, what, model)
         return job
@@ -799,14 +1037,18 @@ class GeminiHook(BaseHook):
         """The batch job now; :class:`~..exceptions.GeminiBatchJobGoneError` when it does not exist."""
         job_name = batch_job_name(name)
         with self._api(job=job_name):
-            return self.client.batches.get(name=job_name)
+            return self.call_with_retries(
+                self.client.batches.get, name=job_name, what=f"batches.get {job_name}"
+            )
 
     async def aget_batch(self, name: str) -> types.BatchJob:
         """Async :meth:`get_batch` (for triggers): never blocks the event loop."""
         job_name = batch_job_name(name)
         client = await self.aget_client()
         with self._api(job=job_name):
-            return await client.batches.get(name=job_name)
+            return await self.acall_with_retries(
+                client.batches.get, name=job_name, what=f"batches.get {job_name}"
+            )
 
     def list_batches(self, page_size: int = 100) -> Iterator[types.BatchJob]:
         """Every batch job of the project (newest first), ``page_size`` (1 to 100) per request.
@@ -819,14 +1061,18 @@ class GeminiHook(BaseHook):
 
     def _iter_batches(self, page_size: int) -> Iterator[types.BatchJob]:
         with self._api():
-            yield from self.client.batches.list(config=types.ListBatchJobsConfig(page_size=page_size))
+            yield from self.paged_with_retries(
+                self.client.batches.list, config={"page_size": page_size}, what="batches.list"
+            )
 
     def cancel_batch(self, name: str) -> bool:
         """Cancel an unfinished job; False (and a log line) when it had already ended or is gone."""
         job_name = batch_job_name(name)
         try:
             with self._api(job=job_name):
-                self.client.batches.cancel(name=job_name)
+                self.call_with_retries(
+                    self.client.batches.cancel, name=job_name, what=f"batches.cancel {job_name}"
+                )
         except GeminiBatchJobError as err:  # ended already (FAILED_PRECONDITION) or gone
             log.info("Did not cancel batch job %s: %s", job_name, err)
             return False
@@ -839,7 +1085,9 @@ class GeminiHook(BaseHook):
         client = await self.aget_client()
         try:
             with self._api(job=job_name):
-                await client.batches.cancel(name=job_name)
+                await self.acall_with_retries(
+                    client.batches.cancel, name=job_name, what=f"batches.cancel {job_name}"
+                )
         except GeminiBatchJobError as err:
             log.info("Did not cancel batch job %s: %s", job_name, err)
             return False
@@ -870,7 +1118,7 @@ class GeminiHook(BaseHook):
                     job_name=job_name,
                     state=policy.job_state_name(job.state),
                 )
-            time.sleep(min(schedule.next(False), max(0.0, deadline - time.monotonic())))
+            self.sleep(min(schedule.next(False), max(0.0, deadline - time.monotonic())))
 
     def delete_batch(self, name: str, *, with_results: bool = True) -> bool:
         """
@@ -891,7 +1139,9 @@ class GeminiHook(BaseHook):
             self.delete_generated_file(results)
         try:
             with self._api(job=job_name):
-                self.client.batches.delete(name=job_name)
+                self.call_with_retries(
+                    self.client.batches.delete, name=job_name, what=f"batches.delete {job_name}"
+                )
         except GeminiBatchJobGoneError:
             return False
         log.info("Deleted batch job %s%s.", job_name, f" and its results {results}" if results else "")
@@ -903,7 +1153,9 @@ class GeminiHook(BaseHook):
         refused = f" Could not delete {file_name}."
         try:
             with self._api(refused=refused):
-                self.client.files.delete(name=file_name)
+                self.call_with_retries(
+                    self.client.files.delete, name=file_name, what=f"files.delete {file_name}"
+                )
         except GeminiFilesError as err:
             if not _answered_gone(err):
                 raise
@@ -936,29 +1188,35 @@ class GeminiHook(BaseHook):
     def _download(self, file_name: str, out: IO[bytes]) -> int:
         counter = _CountingWriter(out)
         refused = f" Could not download {file_name}: only GENERATED files (a batch's results) can be."
-        retries = self.settings.retry.delays()
-        while True:
+
+        def attempt() -> None:
             try:
-                with self._api(refused=refused):
-                    if "destination" in inspect.signature(self.client.files.download).parameters:
-                        self.client.files.download(file=file_name, destination=counter)
-                    else:
-                        self._stream_download(file_name, counter)
-                return counter.written
-            except GeminiFilesError as err:
-                if not _answered_gone(err):
-                    raise
-                raise GeminiFileGoneError(
-                    f"{file_name} does not exist: a batch's results file is deleted 48 hours after its job "
-                    "ended (or by a cleanup), or it belongs to another API key's project.",
-                    file_name=file_name,
-                ) from err
+                if "destination" in inspect.signature(self.client.files.download).parameters:
+                    self.client.files.download(file=file_name, destination=counter)
+                else:
+                    self._stream_download(file_name, counter)
             except Exception as err:
-                wait = next(retries, None) if counter.written == 0 and policy.is_transient(err) else None
-                if wait is None:
-                    raise
-                log.warning("Download of %s failed (%s); trying again in %.1f s.", file_name, err, wait)
-                time.sleep(wait)
+                if counter.written and policy.is_transient(err):
+                    # Bytes already went to the destination: another try would write them twice.
+                    raise GeminiFilesError(
+                        f"The download of {file_name} broke after {counter.written} bytes ({err}); not "
+                        "tried again, since the bytes already written would be written twice. Run the task "
+                        "again."
+                    ) from err
+                raise
+
+        try:
+            with self._api(refused=refused):
+                self.call_with_retries(attempt, what=f"files.download {file_name}")
+        except GeminiFilesError as err:
+            if not _answered_gone(err):
+                raise
+            raise GeminiFileGoneError(
+                f"{file_name} does not exist: a batch's results file is deleted 48 hours after its job "
+                "ended (or by a cleanup), or it belongs to another API key's project.",
+                file_name=file_name,
+            ) from err
+        return counter.written
 
     def _stream_download(self, file_name: str, out: _CountingWriter) -> None:
         """``files/<id>:download?alt=media`` streamed to ``out``: google-genai < 2.21 has no streaming

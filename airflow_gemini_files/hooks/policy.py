@@ -18,6 +18,9 @@ same way, with the same exception and message, wherever it happens:
   :func:`job_error` / :func:`job_timeout_error` give each ending its message, :func:`batch_file_problem`
   decides whether a document's file may be sent in a batch, and :func:`request_error_reason` explains a
   failed request of a batch.
+- :func:`check_source_size` and :func:`check_inline_size` hold the API's size limits;
+  :func:`register_auth_refusal` and :func:`register_auth_advice` say which ``register_auth`` setting to
+  try when Gemini refuses how ``files:register`` authenticated.
 """
 
 from __future__ import annotations
@@ -73,6 +76,25 @@ REUSE_EXPIRY_MARGIN = timedelta(hours=1)
 MAX_FILE_BYTES = 2 * 1024**3
 """The Files API's limit per file (2 GB); larger sources are refused before any byte is sent."""
 
+MAX_INLINE_BYTES = 100 * 1024**2
+"""Inline data (bytes sent in the request itself) per request: 100 MB (the Gemini docs, since 2026-01)."""
+
+MAX_INLINE_PDF_BYTES = 50 * 1024**2
+"""Inline data of one PDF: 50 MB (the Gemini docs); larger documents go through the Files API."""
+
+UPLOAD_LIFETIME = timedelta(hours=48)
+"""How long Gemini keeps an uploaded file (the docs). A file's own ``expirationTime`` is what counts."""
+
+REGISTRATION_LIFETIME = timedelta(days=30)
+"""How long one registration of a GCS object gives access at most (the docs); ``expirationTime`` counts."""
+
+REGISTER_AUTH_MODES: tuple[str, ...] = ("key_and_bearer", "key_only")
+"""How ``files:register`` authenticates (connection extra ``register_auth``): the API key plus the GCP
+identity's OAuth token (the seed notebook's way, the default), or the API key alone (Gemini then reads the
+bucket as the key's project)."""
+
+DEFAULT_REGISTER_AUTH = "key_and_bearer"
+
 
 def _network_errors() -> tuple[type[BaseException], ...]:
     found: list[type[BaseException]] = [
@@ -94,6 +116,21 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 NETWORK_ERRORS: tuple[type[BaseException], ...] = _network_errors()
 """Connection-level failures (refused, reset, dropped mid-body, timed out) from every client we use."""
+
+
+def _connect_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError]
+    try:
+        import httpx2
+
+        found += [httpx2.ConnectError, httpx2.ConnectTimeout]
+    except ImportError:  # pragma: no cover - depends on the SDK's optional transport
+        pass
+    return tuple(found)
+
+
+CONNECT_ERRORS: tuple[type[BaseException], ...] = _connect_errors()
+"""Failures to open a connection at all: the request never reached the server."""
 
 
 # Files ---------------------------------------------------------------------------------------------
@@ -143,14 +180,14 @@ def verdict_error(ref: GeminiFileRef, verdict: FileVerdict) -> GeminiFileNotUsab
         when = "expired at" if ref.is_expired() else "expires at"
         soon = "" if ref.is_expired() else ", too soon to use it"
         return GeminiFileGoneError(
-            f"{who} {when} {ref.expiration_time}{soon}: Gemini deletes files 48 hours after they are "
-            "created. Upload or register the source again.",
+            f"{who} {when} {ref.expiration_time}{soon}: {_lifetime(ref)}. Upload or register the source "
+            "again.",
             file_name=ref.name,
         )
     if verdict is FileVerdict.GONE:
         return GeminiFileGoneError(
-            f"{who} does not exist: it was deleted, expired (files live 48 hours) or belongs to another "
-            "project. Upload or register the source again.",
+            f"{who} does not exist: it was deleted, expired (uploads live 48 hours, registrations up to 30 "
+            "days) or belongs to another project. Upload or register the source again.",
             file_name=ref.name,
         )
     if verdict is FileVerdict.PENDING:
@@ -160,6 +197,15 @@ def verdict_error(ref: GeminiFileRef, verdict: FileVerdict) -> GeminiFileNotUsab
             file_name=ref.name,
         )
     raise ValueError(f"{who} is usable; there is no error to raise.")
+
+
+def _lifetime(ref: GeminiFileRef) -> str:
+    """How long Gemini keeps a file like ``ref``, for messages (its ``expiration_time`` is what counts)."""
+    if ref.source == types.FileSource.REGISTERED.value:
+        return "a registration gives access for up to 30 days"
+    if ref.source == types.FileSource.UPLOADED.value:
+        return "Gemini deletes uploaded files 48 hours after they are created"
+    return "Gemini keeps uploads 48 hours and registrations up to 30 days"
 
 
 def gone_error(file: GeminiFileRef | str) -> GeminiFileGoneError:
@@ -201,6 +247,19 @@ def check_source_size(size: int | None, source: str) -> None:
         )
 
 
+def check_inline_size(size: int, mime_type: str | None, source: str) -> None:
+    """Refuse inline data Gemini would refuse: over 100 MB per request, or over 50 MB for a PDF."""
+    is_pdf = (mime_type or "").split(";")[0].strip().lower() == "application/pdf"
+    limit = MAX_INLINE_PDF_BYTES if is_pdf else MAX_INLINE_BYTES
+    if size > limit:
+        kind = "a PDF" if is_pdf else "a request"
+        raise GeminiInputError(
+            f"{printable(source)!r} is {size / 1024**2:.1f} MiB; inline data is limited to "
+            f"{limit // 1024**2} MiB for {kind}. Upload it through the Files API instead "
+            "(GeminiUploadFileOperator or GeminiHook.upload_file) and pass the file."
+        )
+
+
 def reuse_refusal(
     existing: GeminiFileRef, *, size: int, source_sha256: Callable[[], str | None]
 ) -> str | None:
@@ -235,6 +294,7 @@ def reuse_refusal(
 class ApiProblem(enum.Enum):
     """What an error answer of the Gemini API means for the caller."""
 
+    AUTH_REFUSED = "auth_refused"  # how files:register authenticated was refused: another register_auth
     BAD_KEY = "bad_key"  # the API key was rejected: fix the connection
     FILE_GONE = "file_gone"  # the file does not exist (the live API answers 403, not 404)
     MODEL_NOT_FOUND = "model_not_found"
@@ -260,12 +320,84 @@ def is_bad_key(code: int | None, text: str, details: str = "") -> bool:
     return code == 401 or (code in (400, 403) and ("api key" in text.lower() or "API_KEY" in details))
 
 
+class RegisterAuthRefusal(enum.Enum):
+    """Why Gemini refused the authentication of a ``files:register`` call."""
+
+    BOTH_CREDENTIALS = "both_credentials"  # the key and a token together (ErrorInfo OVERLOADED_CREDENTIALS)
+    TOKEN_REFUSED = "token_refused"  # no valid OAuth token, where one is wanted (401)
+    SCOPE_INSUFFICIENT = "scope_insufficient"  # the token lacks a scope (ACCESS_TOKEN_SCOPE_INSUFFICIENT)
+    SERVICE_ACCOUNT = "service_account"  # "Access to Gemini API is restricted with service accounts"
+
+
+def error_reasons(err: errors.APIError) -> set[str]:
+    """The ``reason`` of every ErrorInfo detail of an error answer."""
+    body = err.details.get("error", err.details) if isinstance(err.details, dict) else None
+    details = body.get("details") if isinstance(body, dict) else None
+    if not isinstance(details, list):
+        return set()
+    return {str(d["reason"]) for d in details if isinstance(d, dict) and d.get("reason")}
+
+
+def register_auth_refusal(err: errors.APIError) -> RegisterAuthRefusal | None:
+    """Which authentication refusal an error answer is, or None when it is none of them."""
+    message = str(err.message or "")
+    reasons = error_reasons(err)
+    if "OVERLOADED_CREDENTIALS" in reasons or "used with other authentication credentials" in message:
+        return RegisterAuthRefusal.BOTH_CREDENTIALS
+    if "ACCESS_TOKEN_SCOPE_INSUFFICIENT" in reasons or "insufficient authentication scopes" in message:
+        return RegisterAuthRefusal.SCOPE_INSUFFICIENT
+    if "restricted with service accounts" in message:
+        return RegisterAuthRefusal.SERVICE_ACCOUNT
+    if err.code == 401 and "Expected OAuth 2 access token" in message:
+        return RegisterAuthRefusal.TOKEN_REFUSED
+    return None
+
+
+_SERVICE_AGENT = (
+    "Gemini then reads the bucket as the API key's project: grant that project's Gemini API service agent "
+    "'Storage Object Viewer' on the bucket"
+)
+
+
+def register_auth_advice(refusal: RegisterAuthRefusal, mode: str) -> str:
+    """Which ``register_auth`` setting to try after ``refusal``, given the ``mode`` that was refused."""
+    key_only = (
+        f"set the Gemini connection's extra register_auth to 'key_only' (the API key alone; {_SERVICE_AGENT})"
+    )
+    if refusal is RegisterAuthRefusal.BOTH_CREDENTIALS:
+        return f"Gemini wants one form of authentication here: {key_only}."
+    if refusal is RegisterAuthRefusal.TOKEN_REFUSED and mode == "key_only":
+        return (
+            "Gemini wants an OAuth token for files:register: set the Gemini connection's extra "
+            "register_auth to 'key_and_bearer' (the default: the API key plus the GCP identity of "
+            "gcp_conn_id, which needs 'Storage Object Viewer' on the bucket)."
+        )
+    if refusal is RegisterAuthRefusal.TOKEN_REFUSED:
+        return (
+            "Gemini did not accept the GCP access token: check the credentials of gcp_conn_id (valid, with "
+            f"the cloud-platform scope), or {key_only}."
+        )
+    if refusal is RegisterAuthRefusal.SCOPE_INSUFFICIENT:
+        return (
+            "The GCP identity's token lacks a scope Gemini needs: use credentials with the "
+            "'https://www.googleapis.com/auth/cloud-platform' scope (a service-account key in gcp_conn_id, "
+            "or `gcloud auth application-default login --scopes=openid,"
+            "https://www.googleapis.com/auth/cloud-platform`), or "
+            f"{key_only}."
+        )
+    return (
+        f"Gemini does not take a service account's token here: {key_only}; or register with user credentials."
+    )
+
+
 def classify_api_error(
     err: errors.APIError, *, about_file: bool = False, about_model: bool = False, about_job: bool = False
 ) -> ApiProblem:
     """Sort an SDK error answer; ``about_file`` / ``_model`` / ``_job`` say what the request named."""
     code = err.code
     message = str(err.message or "")
+    if register_auth_refusal(err) is not None:
+        return ApiProblem.AUTH_REFUSED
     if is_bad_key(code, message, str(err.details or "")):
         return ApiProblem.BAD_KEY
     if about_job and code in (403, 404):
@@ -304,6 +436,18 @@ def is_transient(error: BaseException) -> bool:
     if code is not None:
         return code in RETRYABLE_STATUSES
     return is_network_error(error)
+
+
+def was_not_processed(error: BaseException) -> bool:
+    """Whether a failed call certainly did nothing on the server, so repeating it cannot do it twice.
+
+    True for a rate-limit 429 (refused before any work) and a connection never opened. A 5xx, a timeout
+    or a connection cut after the request was sent may come after the work was done: a call that creates
+    something (a registration, a batch job) is not repeated after those.
+    """
+    if isinstance(error, errors.APIError):
+        return error.code == 429 and not is_quota_full(error.code, str(error.message or ""))
+    return isinstance(error, CONNECT_ERRORS)
 
 
 def is_permanent(error: BaseException) -> bool:

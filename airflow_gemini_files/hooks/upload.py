@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
@@ -26,7 +26,7 @@ from google.genai import errors, types
 
 from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
 from airflow_gemini_files.hooks.policy import is_quota_full
-from airflow_gemini_files.hooks.retry import RetryPolicy, retry_after_seconds
+from airflow_gemini_files.hooks.retry import RetryBudget, RetryPolicy, server_delay
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class ResumableUpload:
     `base_url` and `api_version` are those of the `genai.Client` (e.g.
     `https://generativelanguage.googleapis.com`, `v1beta`). `timeout` is per request, in
     seconds (None: 30 s to connect, 300 s per read/write). An `http` client given by the caller
-    is used as is and not closed; it must not carry the API key as a default header.
+    is used as is and not closed; it must not carry the API key as a default header. `sleep` waits
+    between tries (see :mod:`airflow_gemini_files.hooks.retry` for how long).
     One upload at a time per instance (`stats` describes the latest); use one instance per thread.
     """
 
@@ -87,6 +88,7 @@ class ResumableUpload:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         timeout: float | None = None,
         http: httpx.Client | None = None,
+        sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
         if not api_key:
             raise GeminiInputError(
@@ -101,6 +103,7 @@ class ResumableUpload:
         self._timeout = httpx.Timeout(timeout) if timeout is not None else DEFAULT_TIMEOUT
         self._server_timeout = str(math.ceil(timeout)) if timeout else None
         self._http = http
+        self._sleep = sleep
         self.stats = UploadStats()
 
     def upload(
@@ -241,22 +244,20 @@ class _Session:
             "X-Goog-Upload-Header-Content-Type": mime_type,
         }
         body = json.dumps({"file": metadata}).encode()
-        failures = 0
+        budget = RetryBudget(self.retry)
         while True:
             try:
                 response = self.post(self.owner._start_url, headers, body)
             except Exception as exc:
                 if not self.retry.is_transient_error(exc):
                     raise
-                failures = self.backoff(failures, f"starting the upload failed ({type(exc).__name__})", exc)
+                self.backoff(budget, f"starting the upload failed ({type(exc).__name__})", exc)
                 continue
             if response.status_code == 200:
                 break
             if not self.retry.is_retryable_status(response.status_code) or _storage_quota_full(response):
                 self.raise_api_error(response)
-            failures = self.backoff(
-                failures, f"starting the upload got HTTP {response.status_code}", response
-            )
+            self.backoff(budget, f"starting the upload got HTTP {response.status_code}", response)
         url = response.headers.get("x-goog-upload-url")
         if not url:
             raise ResumableUploadError(
@@ -272,7 +273,7 @@ class _Session:
         end = chunk_offset + len(chunk)
         command = "upload, finalize" if last else "upload"
         pos = chunk_offset
-        failures = 0
+        budget = RetryBudget(self.retry)
         while True:
             body = chunk[pos - chunk_offset :] if pos > chunk_offset else chunk
             headers = {"X-Goog-Upload-Command": command, "X-Goog-Upload-Offset": str(pos)}
@@ -313,7 +314,7 @@ class _Session:
                     reason = f"chunk at offset {pos} got HTTP {response.status_code}"
                     if response.status_code == 200:
                         reason += " without x-goog-upload-status"
-            failures = self.backoff(failures, reason, problem)
+            self.backoff(budget, reason, problem)
             committed, file = self.query()
             if file is not None:
                 return self.final_file(file, pos_ok=last, via_query=True)
@@ -325,14 +326,14 @@ class _Session:
                     "sent."
                 )
             if committed > pos:
-                failures = 0  # progress was made: the failure budget starts again
+                budget = RetryBudget(self.retry)  # progress was made: the failure budget starts again
             pos = committed
             if pos == end and not last:
                 return None
 
     def query(self) -> tuple[int, httpx.Response | None]:
         """Ask the server how many bytes it has: (committed offset, final reply or None)."""
-        failures = 0
+        budget = RetryBudget(self.retry)
         while True:
             self.stats.queries += 1
             try:
@@ -340,7 +341,7 @@ class _Session:
             except Exception as exc:
                 if not self.retry.is_transient_error(exc):
                     raise
-                failures = self.backoff(failures, f"query failed ({type(exc).__name__})", exc)
+                self.backoff(budget, f"query failed ({type(exc).__name__})", exc)
                 continue
             status = response.headers.get("x-goog-upload-status", "").lower()
             if response.status_code == 200 and status == "final":
@@ -353,7 +354,7 @@ class _Session:
                     f"{self.source_name}: the upload session is gone (query answered HTTP "
                     f"{response.status_code}, status {status or 'none'}); upload the file again."
                 )
-            failures = self.backoff(failures, f"query got HTTP {response.status_code}", response)
+            self.backoff(budget, f"query got HTTP {response.status_code}", response)
 
     def cancel(self) -> None:
         """Best effort: tell the server to drop the session so nothing is left half-uploaded."""
@@ -396,27 +397,32 @@ class _Session:
         self.stats.bytes_resent += max(0, min(end, self.high_water) - pos)
         self.high_water = max(self.high_water, end)
 
-    def backoff(self, failures: int, reason: str, problem: Exception | httpx.Response) -> int:
-        """Count a failure, give up when the budget is spent, else sleep; returns the new count."""
-        failures += 1
-        if failures >= self.retry.attempts:
-            message = f"{self.source_name}: giving up after {failures} attempts: {reason}."
+    def backoff(self, budget: RetryBudget, reason: str, problem: Exception | httpx.Response) -> None:
+        """Count a failure and sleep before the next try, or give up when the budget is spent.
+
+        The wait is the one every call of the provider uses (:class:`~..retry.RetryBudget`): the backoff,
+        or longer when the server asked (``RetryInfo.retryDelay``, ``Retry-After``).
+        """
+        asked = server_delay(problem) if isinstance(problem, httpx.Response) else None
+        wait = budget.next_wait(asked)
+        if wait is None:
+            message = (
+                f"{self.source_name}: giving up after {budget.retries + 1} attempts ({budget.refusal}): "
+                f"{reason}."
+            )
             if isinstance(problem, httpx.Response) and problem.status_code != 200:
                 self.raise_api_error(problem, prefix=message)
             raise ResumableUploadError(message) from (problem if isinstance(problem, Exception) else None)
-        retry_after = retry_after_seconds(problem.headers) if isinstance(problem, httpx.Response) else None
-        wait = self.retry.wait_before_retry(failures, retry_after)
         self.stats.retries += 1
         log.warning(
             "Upload of %s: %s; retry %d of %d in %.1f s.",
             self.source_name,
             reason,
-            failures,
+            budget.retries,
             self.retry.attempts - 1,
             wait,
         )
-        time.sleep(wait)
-        return failures
+        self.owner._sleep(wait)
 
     def final_file(self, response: httpx.Response, *, pos_ok: bool, via_query: bool = False) -> types.File:
         if not pos_ok:

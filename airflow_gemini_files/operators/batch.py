@@ -20,6 +20,7 @@ from airflow_gemini_files.exceptions import (
 )
 from airflow_gemini_files.gcs_uri import parse_gs_uri
 from airflow_gemini_files.hooks import policy
+from airflow_gemini_files.hooks.gemini import BATCH_METHOD
 from airflow_gemini_files.hooks.policy import JobVerdict
 from airflow_gemini_files.naming import printable
 from airflow_gemini_files.operators._generation import (
@@ -300,7 +301,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         location = self._check_arguments()
         refs, keys = self._documents()
         set_map_index_label(context, f"{len(refs)} document(s)")
-        model = self.hook.check_model(self.model)
+        model = self.hook.check_model(self.model, method=BATCH_METHOD)
         display_name = naming.batch_display_name(context)
         job = self._earlier_job(context, display_name) if context["ti"].try_number > 1 else None
         skipped: dict[str, str] = {}

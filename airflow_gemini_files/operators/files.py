@@ -195,7 +195,8 @@ class GeminiRegisterGcsFilesOperator(GeminiBaseOperator):
     :mod:`airflow_gemini_files.hooks.gcs`).
 
     A retried task registers the objects again (Gemini gives registered files new names); the earlier
-    attempt's files are deleted on failure, and expire after 48 hours in any case.
+    attempt's files are deleted on failure, and a registration lapses after at most 30 days in any case
+    (registered files hold no bytes and use none of the 20 GB upload quota).
 
     :param uris: ``gs://bucket/object`` URIs (one or a list). Templated.
     :param bucket: Bucket to list instead of ``uris``. Templated.

@@ -45,6 +45,8 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
 
     The prompt comes first, then the files in the order given, each preceded by a text part
     ``<<<File: display name>>>`` so the model can tell them apart (``label_files=False`` turns it off).
+    The model name is checked first (:meth:`~airflow_gemini_files.hooks.gemini.GeminiHook.check_model`):
+    an unknown name fails the task at once, without retries, naming the close model names.
     Before the model is called every file is fetched again: files that are not ACTIVE, have FAILED, have
     expired (or will within a minute) or are gone are refused with an error naming them, the error every
     other task gives for the same file (see :mod:`airflow_gemini_files.hooks.policy`). A file listed
@@ -161,6 +163,7 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
     def execute(self, context: Context) -> Any:
         self._lineage_calls: list[tuple[list[GeminiFileRef], dict[str, int]]] = []
         self._check_arguments()
+        self.hook.check_model(self.model)  # a typo fails here, before any file is looked at
         many = is_many(self.files)
         if self.files is None and self.per_file:
             raise GeminiInputError(f"Task {self.task_id!r}: per_file=True needs files (got None).")

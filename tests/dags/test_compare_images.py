@@ -32,3 +32,18 @@ def test_a_failed_comparison_fails_the_run_and_still_deletes_the_upload(
     assert run.tasks["compare"] == "failed"
     assert run.tasks["delete_image"] == "success"
     assert gemini_emulator.files() == []
+
+
+def test_an_inline_image_over_the_api_limit_fails_the_run_and_cleanup_still_runs(
+    run_dag: Any, gemini_emulator: Any, gemini_connection: str, tmp_path: Any
+) -> None:
+    big = tmp_path / "scan.png"
+    with big.open("wb") as handle:  # sparse: 100 MiB + 1 byte on disk costs nothing
+        handle.truncate(100 * 1024 * 1024 + 1)
+    run = run_dag("gemini_compare_images", conf={"inline_image": str(big)})
+
+    assert run.state == "failed"
+    assert run.tasks["compare"] == "failed"
+    assert gemini_emulator.stats()["requests"]["generate"] == 0  # refused before the request
+    assert run.tasks["delete_image"] == "success"
+    assert gemini_emulator.files() == []

@@ -32,35 +32,19 @@ def readme_python_block(after: str) -> str:
 
 MINIMAL_DAG = readme_python_block("## A minimal DAG")
 BATCH_DAG = readme_python_block("## Batch mode")
-LINEAGE = readme_python_block("The OpenLineage provider has no extractor")
 CONFTEST = readme_python_block("A ready `tests/conftest.py`")
 DAG_TESTS = readme_python_block("Then a DAG test parses your DAG file")
 CONTROLS = readme_python_block("Controls for the unhappy paths")
+LINEAGE = readme_python_block("## Lineage (OpenLineage)")  # run by tests/unit/test_lineage.py
+# Run by the Celery cluster test (tests/system/test_celery_cluster.py): the pool policy and the preload.
+POOL_POLICY = readme_python_block("### One pool for every Gemini call of the cluster")
+CELERY_PRELOAD = readme_python_block("### Celery workers: import the provider once")
 
 
 def test_every_python_block_of_the_readme_is_one_these_tests_run() -> None:
-    assert BLOCK.findall(README) == [MINIMAL_DAG, BATCH_DAG, LINEAGE, CONFTEST, DAG_TESTS, CONTROLS]
-
-
-def test_the_readme_lineage_call_adds_the_response_and_the_result_object_to_the_task() -> None:
-    from types import SimpleNamespace
-
-    from airflow_gemini_files.refs import GeminiFileRef
-
-    task = SimpleNamespace(inlets=[], outlets=[])
-    names = {
-        "get_current_context": lambda: {"task": task},
-        "GeminiFileRef": GeminiFileRef,
-        "file": {"name": "files/abc", "uri": "https://generativelanguage.googleapis.com/v1beta/files/abc"},
-        "model": "gemini-2.5-flash",
-        "bucket": "my-bucket",
-        "object_name": "results/a.pdf.json",
-    }
-    exec(compile(LINEAGE, "README.md", "exec"), names)
-    assert [(d.namespace, d.name) for d in task.inlets] == [
-        ("gemini://generativelanguage.googleapis.com", "models/gemini-2.5-flash/responses/abc")
-    ]
-    assert [(d.namespace, d.name) for d in task.outlets] == [("gs://my-bucket", "results/a.pdf.json")]
+    assert BLOCK.findall(README) == [
+        MINIMAL_DAG, BATCH_DAG, LINEAGE, CELERY_PRELOAD, POOL_POLICY, CONFTEST, DAG_TESTS, CONTROLS
+    ]  # fmt: skip
 
 
 @pytest.fixture

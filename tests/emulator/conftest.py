@@ -1,12 +1,9 @@
 """Helpers shared by the emulator tests: SDK clients bound to the session's emulator, and the contract target.
 
 Contract tests take the ``target`` fixture and run twice: against the emulator, and (marked ``live``)
-against the real Gemini API when ``GEMINI_API_KEY`` is set: ``uv run pytest -m live``. Without a key the
-live runs are deselected, so CI stays offline. Registration also needs ``GEMINI_LIVE_GCS_URI`` (a
-``gs://`` object the key's project may read) and Application Default Credentials. Tests that need the
-emulator's controls (clock, faults, configuration, stats) are marked ``emulator_only``.
-``GEMINI_LIVE_BASE_URL`` points the live runs elsewhere (e.g. at an emulator started from the CLI, to
-check the harness itself offline).
+against the real Gemini API when ``GEMINI_API_KEY`` is set: ``uv run pytest -m live`` (the settings are
+in ``tests/live.py``). Tests that need the emulator's controls (clock, faults, configuration, stats) are
+marked ``emulator_only``.
 """
 
 from __future__ import annotations
@@ -23,13 +20,9 @@ import httpx
 import pytest
 from google import genai
 from google.genai import errors, types
+from live import LIVE_BASE_URL, LIVE_BASE_URL_ENV, LIVE_KEY_ENV
 
 from airflow_gemini_files.emulator import GeminiEmulator
-
-LIVE_KEY_ENV = "GEMINI_API_KEY"
-LIVE_GCS_URI_ENV = "GEMINI_LIVE_GCS_URI"
-LIVE_BASE_URL_ENV = "GEMINI_LIVE_BASE_URL"
-LIVE_BASE_URL = "https://generativelanguage.googleapis.com"
 
 
 def make_client(
@@ -43,16 +36,6 @@ def make_client(
 @pytest.fixture
 def client(gemini_emulator: GeminiEmulator) -> genai.Client:
     return make_client(gemini_emulator)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without an API key the live runs are deselected (not merely skipped): CI stays offline and quiet."""
-    if os.environ.get(LIVE_KEY_ENV):
-        return
-    live = [item for item in items if item.get_closest_marker("live")]
-    if live:
-        config.hook.pytest_deselected(items=live)
-        items[:] = [item for item in items if not item.get_closest_marker("live")]
 
 
 @dataclass

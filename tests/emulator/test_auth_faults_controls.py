@@ -153,6 +153,20 @@ def test_injected_429_carries_quota_failure_retry_info_and_retry_after(
     assert "retry-after" not in unavailable.headers
 
 
+def test_a_retry_after_header_on_any_injected_error(gemini_emulator: GeminiEmulator) -> None:
+    gemini_emulator.inject_faults("get", sequence=[503, 429], retry_after=4.5, retry_delay=2)
+    unavailable = http.get(f"{gemini_emulator.base_url}/v1beta/files/abc", headers=KEY)
+    assert (unavailable.status_code, unavailable.headers["retry-after"]) == (503, "4.5")
+    assert "details" not in unavailable.json()["error"]
+    limited = http.get(f"{gemini_emulator.base_url}/v1beta/files/abc", headers=KEY)
+    assert (limited.status_code, limited.headers["retry-after"]) == (429, "4.5")  # the header as told
+    assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"} in limited.json()[
+        "error"
+    ]["details"]
+    with pytest.raises(ValueError, match="retry_after"):
+        gemini_emulator.inject_faults("get", retry_after=-1)
+
+
 def test_sdk_parses_the_429_details(client: genai.Client, gemini_emulator: GeminiEmulator) -> None:
     gemini_emulator.inject_faults("list", sequence=[429], retry_delay=1.5)
     with pytest.raises(errors.ClientError) as info:
@@ -182,6 +196,7 @@ def test_http_control_endpoints(client: genai.Client, gemini_emulator: GeminiEmu
             "delete": 0, "register": 0, "generate": 0, "count_tokens": 0, "models": 0, "download": 0,
             "batch_create": 0, "batch_get": 0, "batch_list": 0, "batch_cancel": 0, "batch_delete": 0,
         },
+        "peak_in_flight": {"upload_start": 1, "upload_chunk": 1},
         "files": 1,
         "bytes": 3,
         "batches": 0,

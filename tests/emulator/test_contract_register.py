@@ -14,10 +14,11 @@ from datetime import timedelta
 import pytest
 from google.auth.credentials import Credentials as BaseCredentials
 from google.oauth2.credentials import Credentials
+from live import LIVE_GCS_URI_ENV
 
 from airflow_gemini_files.testing import GcsEmulator
 
-from .conftest import LIVE_GCS_URI_ENV, Target
+from .conftest import Target
 
 _BUCKETS = itertools.count()
 SCOPES = [

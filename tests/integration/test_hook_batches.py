@@ -245,16 +245,6 @@ def test_a_job_name_must_be_one(hook, bad):
         hook.get_batch(bad)
 
 
-def test_an_unknown_model_is_refused_before_anything_is_sent(hook, gemini_emulator):
-    with pytest.raises(GeminiInputError) as raised:
-        hook.check_model("gemini-9-ultra")
-    assert str(raised.value).startswith("Gemini model 'gemini-9-ultra' was not found (")
-    assert hook.check_model("models/gemini-2.5-flash") == "gemini-2.5-flash"
-    assert hook.check_model(" gemini-2.5-flash ") == "gemini-2.5-flash"
-    with pytest.raises(GeminiInputError, match="must be a model id"):
-        hook.check_model(" ")
-
-
 def test_a_refused_batch_create_names_the_requests(hook):
     bad = hook.upload_file(io.BytesIO(b'{"key": "a"}\nnot json\n'), mime_type="application/jsonl")
     with pytest.raises(GeminiInputError) as raised:

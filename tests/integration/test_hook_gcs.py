@@ -11,6 +11,7 @@ import sys
 import threading
 import tracemalloc
 from collections.abc import Iterator
+from datetime import timedelta
 from importlib import resources
 
 import pytest
@@ -111,6 +112,76 @@ def test_register_without_any_credentials_says_how_to_provide_them(
 def test_register_with_unknown_gcp_connection_names_it(gemini_connection, bucket):
     with pytest.raises(GeminiInputError, match="'gcp_typo'"):
         GeminiHook(gemini_conn_id=gemini_connection, gcp_conn_id="gcp_typo").register_gcs_files(uris(ALL[0]))
+
+
+def register_hook(
+    monkeypatch, emulator, register_auth: str | None, gcp_conn_id: str | None = None
+) -> GeminiHook:
+    extra = {"base_url": emulator.base_url}
+    if register_auth is not None:
+        extra["register_auth"] = register_auth
+    conn = {"conn_type": "gemini", "password": emulator.api_key, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_REGISTER", json.dumps(conn))
+    return GeminiHook(gemini_conn_id="gemini_register", gcp_conn_id=gcp_conn_id)
+
+
+@pytest.mark.parametrize(
+    ("server", "ours", "refusal", "advice"),
+    [
+        # A server that takes the key alone (python-genai #2535) refuses the seed's key plus token.
+        ("key_only", None, "Expected only one form of authentication", "register_auth to 'key_only'"),
+        ("credentials_only", "key_and_bearer", "Expected only one form", "register_auth to 'key_only'"),
+        # A server that wants a token (the seed notebook's reading) refuses the key alone.
+        ("key_and_bearer", "key_only", "Expected OAuth 2 access token", "register_auth to 'key_and_bearer'"),
+    ],
+)
+def test_a_refused_register_authentication_says_which_setting_to_try(
+    monkeypatch, bucket, gemini_emulator, server, ours, refusal, advice
+):
+    gemini_emulator.configure(register_auth=server)
+    hook = register_hook(monkeypatch, gemini_emulator, ours)
+    with pytest.raises(GeminiInputError) as info:
+        hook.register_gcs_files(uris(*ALL))
+    message = str(info.value)
+    mode = ours or "key_and_bearer"
+    assert message.startswith(
+        f"Gemini refused the authentication of files:register with register_auth={mode!r} (connection "
+        "'gemini_register', gcp_conn_id=None; 401 UNAUTHENTICATED: "
+    )
+    assert refusal in message
+    assert advice in message
+    assert gemini_emulator.stats()["requests"]["register"] == 1  # not retried
+    assert gemini_emulator.files() == []
+
+
+def test_key_only_registers_with_the_api_key_alone_and_needs_no_gcp_identity(
+    monkeypatch, bucket, gemini_emulator
+):
+    gemini_emulator.configure(register_auth="key_only")
+    hook = register_hook(monkeypatch, gemini_emulator, "key_only", gcp_conn_id="gcp_never_read")
+    refs = hook.register_gcs_files(uris(*ALL), batch_size=2)
+    assert [ref.source_uri for ref in refs] == uris(*ALL)
+    assert {ref.source for ref in refs} == {"REGISTERED"}
+    assert "gcp_credentials" not in hook.__dict__
+
+
+def test_a_registered_file_lives_by_its_own_expiration_time_and_uses_no_upload_quota(
+    hook, bucket, gemini_emulator
+):
+    from airflow_gemini_files.hooks import policy
+
+    gemini_emulator.configure(max_project_bytes=10)  # smaller than any of the objects
+    (ref,) = hook.register_gcs_files(uris(ALL[0]))
+    assert ref.create_time is not None
+    assert ref.expiration_time is not None
+    assert ref.expiration_time - ref.create_time == pytest.approx(
+        policy.REGISTRATION_LIFETIME, abs=timedelta(seconds=1)
+    )
+    gemini_emulator.advance_clock(49 * 3600)  # an upload would be gone by now
+    fresh = hook.get_file(ref)
+    assert policy.file_verdict(fresh, margin=policy.USE_EXPIRY_MARGIN) is policy.FileVerdict.USABLE
+    answer = hook.generate_content(model="gemini-2.5-flash", contents=["What is it?", fresh]).text or ""
+    assert f"registered from {uris(ALL[0])[0]}" in answer
 
 
 SA_TOKEN = "ya29.service-account-token-must-not-leak"

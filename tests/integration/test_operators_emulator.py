@@ -8,7 +8,7 @@ from importlib import resources
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from doubles import context as ctx
 from google.cloud import storage
 
@@ -221,16 +221,22 @@ def test_generate_rides_out_429_through_the_hooks_retries(gemini_connection, gem
     assert gemini_emulator.stats()["requests"]["generate"] == 5, "3 answers after 2 retried refusals"
 
 
-def test_unknown_model_per_file_collects_errors_and_fails_at_the_end(
+def test_a_model_typo_fails_the_task_before_any_file_is_checked_naming_close_names(
     gemini_connection, gemini_emulator, paths
 ):
     refs = GeminiUploadFileOperator(task_id="upload", source=paths[:2]).execute(ctx())
-    context = ctx()
-    with pytest.raises(GeminiFilesError, match=r"2 of 2 generate call\(s\) failed.*no-such-model"):
+    before = dict(gemini_emulator.stats()["requests"])
+    with pytest.raises(GeminiInputError) as error:
         GeminiGenerateContentOperator(
-            task_id="generate", model="no-such-model", prompt="Hi", files=refs, per_file=True
-        ).execute(context)
-    assert [error["file"] for error in context["ti"].xcom["errors"]] == [ref.name for ref in refs]
+            task_id="generate", model="gemini-2.5-flsh", prompt="Hi", files=refs, per_file=True
+        ).execute(ctx())
+    message = str(error.value)
+    assert message.startswith("Gemini model 'gemini-2.5-flsh' was not found at http://127.0.0.1:")
+    assert "Did you mean 'gemini-2.5-flash' or " in message
+    assert isinstance(error.value, AirflowFailException), "not retried"
+    after = gemini_emulator.stats()["requests"]
+    assert (after["get"], after["generate"]) == (before["get"], before["generate"]), "no file work"
+    assert after["models"] == before["models"] + 2  # models.get, then models.list for the close names
 
 
 def test_retried_upload_reuses_files_instead_of_duplicating(gemini_connection, gemini_emulator, paths):

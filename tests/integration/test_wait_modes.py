@@ -223,8 +223,8 @@ FILE = f"{NAME} (scan-2026-11.txt)"
 MESSAGES = {
     "failed": f"{FILE} FAILED processing: The scan is unreadable. Check that it is a valid text/plain, then "
     "upload a valid copy of the document.",
-    "deleted": f"{FILE} does not exist: it was deleted, expired (files live 48 hours) or belongs to another "
-    "project. Upload or register the source again.",
+    "deleted": f"{FILE} does not exist: it was deleted, expired (uploads live 48 hours, registrations up to "
+    "30 days) or belongs to another project. Upload or register the source again.",
     "timeout": f"1 of 1 Gemini file(s) still not ACTIVE after the timeout of 0.3 s: {FILE}. Raise the "
     "timeout",
     "too_many_failed_polls": f"Gave up waiting for {FILE} after 5 polls in a row could not check them",

@@ -294,7 +294,7 @@ def test_14_an_expired_ref(gemini_emulator: GeminiEmulator, document: str) -> No
         _generate(ref.to_dict())
     message = str(error.value)
     assert ref.name in message
-    assert "expired (files live 48 hours)" in message
+    assert "expired (uploads live 48 hours, registrations up to 30 days)" in message
     assert "Upload or register the source again" in message
     assert _requests(gemini_emulator)["generate"] == 0
 
@@ -432,8 +432,10 @@ def test_23_an_unknown_model(gemini_emulator: GeminiEmulator) -> None:
         _generate(None, model="gpt-4o")
     message = str(error.value)
     assert "Gemini model 'gpt-4o' was not found" in message
+    assert "models serving generateContent include 'gemini-2.0-flash'" in message
     assert "Use a model id such as 'gemini-2.5-flash'" in message
-    assert _requests(gemini_emulator)["generate"] == 1  # a 404 is not retried
+    assert _requests(gemini_emulator)["generate"] == 0  # checked before the call, not retried
+    assert _requests(gemini_emulator)["models"] == 2  # models.get, models.list for the suggestions
 
 
 class InvoiceFields(BaseModel):

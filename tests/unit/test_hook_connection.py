@@ -25,7 +25,7 @@ def conn(extra: dict | None = None, password: str | None = KEY, conn_id: str = "
     return Connection(conn_id=conn_id, conn_type="gemini", password=password, extra=json.dumps(extra or {}))
 
 
-def test_extras_become_sdk_http_options_with_timeout_in_milliseconds_and_retries():
+def test_extras_become_sdk_http_options_and_our_retry_policy():
     settings = GeminiConnectionSettings.from_connection(
         conn(
             {
@@ -35,6 +35,7 @@ def test_extras_become_sdk_http_options_with_timeout_in_milliseconds_and_retries
                 "retry_attempts": "3",
                 "retry_initial_delay": 0.5,
                 "retry_max_delay": 4,
+                "retry_max_total_wait": "60",
             }
         )
     )
@@ -42,11 +43,11 @@ def test_extras_become_sdk_http_options_with_timeout_in_milliseconds_and_retries
     assert options.base_url == "http://127.0.0.1:8765"
     assert options.api_version == "v1beta"
     assert options.timeout == 12500
+    # The SDK tries once (its retries read neither RetryInfo nor Retry-After); the hook retries.
     assert options.retry_options is not None
-    assert options.retry_options.attempts == 3
-    assert options.retry_options.initial_delay == 0.5
-    assert options.retry_options.max_delay == 4
-    assert {429, 503} <= set(options.retry_options.http_status_codes or [])
+    assert options.retry_options.attempts == 1
+    retry = settings.retry
+    assert (retry.attempts, retry.initial_delay, retry.max_delay, retry.max_total_wait) == (3, 0.5, 4, 60)
 
 
 def test_defaults_are_the_gemini_api_and_the_sdks_default_version():
@@ -55,9 +56,24 @@ def test_defaults_are_the_gemini_api_and_the_sdks_default_version():
     assert options.base_url == DEFAULT_BASE_URL == "https://generativelanguage.googleapis.com/"
     assert options.api_version == DEFAULT_API_VERSION == "v1"
     assert options.timeout is None
-    assert options.retry_options is not None
-    assert options.retry_options.attempts == 5
+    assert (settings.retry.attempts, settings.retry.max_total_wait) == (5, 180)
     assert settings.upload_chunk_size == 8 * 1024 * 1024
+    assert settings.register_auth == "key_and_bearer"
+
+
+@pytest.mark.parametrize("mode", ["key_and_bearer", "key_only", " key_only "])
+def test_register_auth_is_a_connection_extra(mode):
+    settings = GeminiConnectionSettings.from_connection(conn({"register_auth": mode}))
+    assert settings.register_auth == mode.strip()
+
+
+def test_register_auth_credentials_only_is_refused_because_the_sdk_needs_a_key():
+    with pytest.raises(GeminiInputError) as info:
+        GeminiConnectionSettings.from_connection(conn({"register_auth": "credentials_only"}))
+    message = str(info.value)
+    assert "'gemini_unit'" in message
+    assert "No API key was provided" in message
+    assert "Use 'key_and_bearer' (the default) or 'key_only'." in message
 
 
 def test_the_sdk_client_and_the_uploader_take_the_version_from_the_connection():
@@ -110,6 +126,8 @@ def test_missing_api_key_names_the_connection_and_the_fix(password):
         ({"api_version": "beta"}, "api_version='beta'"),
         ({"retry_attempts": "many"}, "retry_attempts='many'"),
         ({"retry_attempts": 0}, "retry_attempts"),
+        ({"retry_max_total_wait": "long"}, "retry_max_total_wait='long'"),
+        ({"register_auth": "oauth"}, "register_auth='oauth'"),
     ],
 )
 def test_bad_extras_name_the_key_the_value_and_the_connection(extra, fragment):

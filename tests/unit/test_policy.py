@@ -119,18 +119,41 @@ def test_a_failed_file_without_a_reason_or_type_says_so():
 
 
 def test_an_expired_file_says_when_and_how_to_fix():
-    past = ref(expiration_time=datetime(2020, 1, 2, tzinfo=UTC))
+    past = ref(expiration_time=datetime(2020, 1, 2, tzinfo=UTC), source="UPLOADED")
     error = policy.verdict_error(past, FileVerdict.EXPIRED)
     assert type(error) is GeminiFileGoneError
     assert str(error) == (
-        "files/a (a.pdf) expired at 2020-01-02 00:00:00+00:00: Gemini deletes files 48 hours after they are "
-        "created. Upload or register the source again."
+        "files/a (a.pdf) expired at 2020-01-02 00:00:00+00:00: Gemini deletes uploaded files 48 hours after "
+        "they are created. Upload or register the source again."
     )
     assert error.file_name == "files/a"
 
 
+@pytest.mark.parametrize(
+    ("source", "lifetime"),
+    [
+        ("REGISTERED", "a registration gives access for up to 30 days."),
+        ("UPLOADED", "Gemini deletes uploaded files 48 hours after they are created."),
+        (None, "Gemini keeps uploads 48 hours and registrations up to 30 days."),
+    ],
+)
+def test_an_expiry_message_states_the_lifetime_of_the_files_source(source, lifetime):
+    past = ref(expiration_time=datetime(2020, 1, 2, tzinfo=UTC), source=source)
+    assert f": {lifetime} Upload or register" in str(policy.verdict_error(past, FileVerdict.EXPIRED))
+
+
+def test_a_registered_file_expires_at_its_own_expiration_time_not_after_48_hours():
+    created = datetime.now(UTC) - timedelta(days=3)
+    registered = ref(source="REGISTERED", create_time=created, expiration_time=created + timedelta(days=30))
+    assert policy.file_verdict(registered, margin=policy.USE_EXPIRY_MARGIN) is FileVerdict.USABLE
+    later = datetime.now(UTC) + timedelta(days=28)
+    assert policy.file_verdict(registered, now=later) is FileVerdict.EXPIRED
+    assert timedelta(days=30) == policy.REGISTRATION_LIFETIME
+    assert timedelta(hours=48) == policy.UPLOAD_LIFETIME
+
+
 def test_a_file_about_to_expire_says_it_is_too_soon():
-    soon = ref(expiration_time=datetime(2999, 1, 2, tzinfo=UTC))
+    soon = ref(expiration_time=datetime(2999, 1, 2, tzinfo=UTC), source="UPLOADED")
     assert str(policy.verdict_error(soon, FileVerdict.EXPIRED)).startswith(
         "files/a (a.pdf) expires at 2999-01-02 00:00:00+00:00, too soon to use it: Gemini deletes"
     )
@@ -140,8 +163,8 @@ def test_a_gone_file_and_its_label():
     error = policy.gone_error(ref())
     assert type(error) is GeminiFileGoneError
     assert str(error) == (
-        "files/a (a.pdf) does not exist: it was deleted, expired (files live 48 hours) or belongs to another "
-        "project. Upload or register the source again."
+        "files/a (a.pdf) does not exist: it was deleted, expired (uploads live 48 hours, registrations up to "
+        "30 days) or belongs to another project. Upload or register the source again."
     )
     assert error.file_name == "files/a"
     assert str(policy.gone_error("files/b")).startswith("files/b does not exist:")
@@ -201,6 +224,33 @@ def test_a_source_over_2_gib_is_refused_naming_it():
     assert str(error.value) == (
         "'big\\\\n.mp4' is 2.00 GiB; the Files API takes at most 2 GiB per file. Split or compress it before "
         "uploading."
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "mime_type", "refused"),
+    [
+        (100 * 1024**2, "image/png", False),
+        (100 * 1024**2 + 1, "image/png", True),
+        (100 * 1024**2 + 1, None, True),
+        (50 * 1024**2, "application/pdf", False),
+        (50 * 1024**2 + 1, "application/pdf", True),
+        (50 * 1024**2 + 1, "Application/PDF; x=y", True),
+        (50 * 1024**2 + 1, "image/png", False),
+        (21 * 1024**2, "image/png", False),  # over the old 20 MB limit: accepted now
+    ],
+)
+def test_inline_data_limits_follow_the_docs(size, mime_type, refused):
+    assert (policy.MAX_INLINE_BYTES, policy.MAX_INLINE_PDF_BYTES) == (100 * 1024**2, 50 * 1024**2)
+    if not refused:
+        policy.check_inline_size(size, mime_type, "chart.png")
+        return
+    with pytest.raises(GeminiInputError) as error:
+        policy.check_inline_size(size, mime_type, "big\n.bin")
+    limit = "50 MiB for a PDF" if "pdf" in str(mime_type).lower() else "100 MiB for a request"
+    assert str(error.value) == (
+        f"'big\\\\n.bin' is {size / 1024**2:.1f} MiB; inline data is limited to {limit}. Upload it through "
+        "the Files API instead (GeminiUploadFileOperator or GeminiHook.upload_file) and pass the file."
     )
 
 
@@ -346,6 +396,136 @@ def test_is_bad_key(code, text, details, bad):
     assert policy.is_bad_key(code, text, details) is bad
 
 
+# Registration authentication: the bodies as quoted in python-genai #2535 and reported by a public project.
+OVERLOADED = api_error(
+    401,
+    "API key for authentication is used with other authentication credentials. Expected only one form of "
+    "authentication.",
+    "UNAUTHENTICATED",
+    [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "OVERLOADED_CREDENTIALS",
+            "metadata": {"method": "google.ai.generativelanguage.v1beta.FileService.RegisterFiles"},
+        }
+    ],
+)
+TOKEN_WANTED = api_error(
+    401,
+    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
+    "valid authentication credential.",
+    "UNAUTHENTICATED",
+)
+SCOPE = api_error(
+    403,
+    "Request had insufficient authentication scopes.",
+    "PERMISSION_DENIED",
+    [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT"}],
+)
+SERVICE_ACCOUNT = api_error(
+    403,
+    "Access to Gemini API is restricted with service accounts. Use authorization keys instead.",
+    "PERMISSION_DENIED",
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "refusal"),
+    [
+        (OVERLOADED, policy.RegisterAuthRefusal.BOTH_CREDENTIALS),
+        (
+            api_error(401, "x", None, [{"reason": "OVERLOADED_CREDENTIALS"}]),
+            policy.RegisterAuthRefusal.BOTH_CREDENTIALS,
+        ),
+        (
+            api_error(401, "API key for authentication is used with other authentication credentials."),
+            policy.RegisterAuthRefusal.BOTH_CREDENTIALS,
+        ),
+        (TOKEN_WANTED, policy.RegisterAuthRefusal.TOKEN_REFUSED),
+        (SCOPE, policy.RegisterAuthRefusal.SCOPE_INSUFFICIENT),
+        (
+            api_error(403, "Request had insufficient authentication scopes."),
+            policy.RegisterAuthRefusal.SCOPE_INSUFFICIENT,
+        ),
+        (SERVICE_ACCOUNT, policy.RegisterAuthRefusal.SERVICE_ACCOUNT),
+        (api_error(401, "unauthenticated"), None),
+        (api_error(400, "API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT"), None),
+        (api_error(403, "Expected OAuth 2 access token"), None),
+        (api_error(403, "Permission denied", None, [{"reason": "IAM_PERMISSION_DENIED"}]), None),
+    ],
+)
+def test_register_auth_refusals_are_told_apart(error, refusal):
+    assert policy.register_auth_refusal(error) is refusal
+    expected = ApiProblem.AUTH_REFUSED if refusal else policy.classify_api_error(error)
+    assert policy.classify_api_error(error) is expected
+    if refusal:
+        assert not policy.is_transient(error), "an authentication refusal is never retried"
+
+
+KEY_ONLY = (
+    "set the Gemini connection's extra register_auth to 'key_only' (the API key alone; Gemini then reads "
+    "the bucket as the API key's project: grant that project's Gemini API service agent 'Storage Object "
+    "Viewer' on the bucket)"
+)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "mode", "advice"),
+    [
+        (
+            policy.RegisterAuthRefusal.BOTH_CREDENTIALS,
+            "key_and_bearer",
+            f"Gemini wants one form of authentication here: {KEY_ONLY}.",
+        ),
+        (
+            policy.RegisterAuthRefusal.TOKEN_REFUSED,
+            "key_only",
+            "Gemini wants an OAuth token for files:register: set the Gemini connection's extra register_auth "
+            "to 'key_and_bearer' (the default: the API key plus the GCP identity of gcp_conn_id, which needs "
+            "'Storage Object Viewer' on the bucket).",
+        ),
+        (
+            policy.RegisterAuthRefusal.TOKEN_REFUSED,
+            "key_and_bearer",
+            "Gemini did not accept the GCP access token: check the credentials of gcp_conn_id (valid, with "
+            f"the cloud-platform scope), or {KEY_ONLY}.",
+        ),
+        (
+            policy.RegisterAuthRefusal.SCOPE_INSUFFICIENT,
+            "key_and_bearer",
+            "The GCP identity's token lacks a scope Gemini needs: use credentials with the "
+            "'https://www.googleapis.com/auth/cloud-platform' scope (a service-account key in gcp_conn_id, "
+            "or `gcloud auth application-default login --scopes=openid,"
+            f"https://www.googleapis.com/auth/cloud-platform`), or {KEY_ONLY}.",
+        ),
+        (
+            policy.RegisterAuthRefusal.SERVICE_ACCOUNT,
+            "key_and_bearer",
+            f"Gemini does not take a service account's token here: {KEY_ONLY}; or register with user "
+            "credentials.",
+        ),
+    ],
+)
+def test_register_auth_advice_names_the_setting_to_try(refusal, mode, advice):
+    assert policy.register_auth_advice(refusal, mode) == advice
+
+
+def test_error_reasons_reads_every_error_info():
+    assert policy.error_reasons(OVERLOADED) == {"OVERLOADED_CREDENTIALS"}
+    retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}
+    mixed = api_error(429, "x", None, [retry_info, "text", {"reason": "RATE_LIMIT_EXCEEDED"}, {"reason": ""}])
+    assert policy.error_reasons(mixed) == {"RATE_LIMIT_EXCEEDED"}
+    unwrapped = errors.ClientError(401, {"code": 401, "details": [{"reason": "OVERLOADED_CREDENTIALS"}]})
+    assert policy.error_reasons(unwrapped) == {"OVERLOADED_CREDENTIALS"}
+    assert policy.error_reasons(api_error(400, "x", None, "not a list")) == set()
+    assert policy.error_reasons(errors.ClientError(400, ["not", "a", "dict"])) == set()
+
+
+def test_a_scope_refusal_is_known_by_its_reason_alone():
+    forbidden = api_error(403, "Forbidden", None, [{"reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT"}])
+    assert policy.register_auth_refusal(forbidden) is policy.RegisterAuthRefusal.SCOPE_INSUFFICIENT
+
+
 def test_is_quota_full_needs_429_and_the_storage_quota():
     assert policy.is_quota_full(429, "... file_storage_bytes ...")
     assert not policy.is_quota_full(429, "requests per minute")
@@ -386,6 +566,27 @@ def test_is_quota_full_needs_429_and_the_storage_quota():
 def test_transient_and_permanent_errors(error, transient, permanent):
     assert policy.is_transient(error) is transient
     assert policy.is_permanent(error) is permanent
+
+
+@pytest.mark.parametrize(
+    ("error", "unprocessed"),
+    [
+        (api_error(429, "slow down"), True),
+        (api_error(429, "Quota exceeded for quota metric file_storage_bytes"), False),
+        (api_error(503, "overloaded"), False),
+        (api_error(500, "internal"), False),
+        (api_error(504, "deadline"), False),
+        (api_error(408, "timeout"), False),
+        (httpx.ConnectError("refused"), True),
+        (httpx.ConnectTimeout("no route"), True),
+        (ConnectionRefusedError(), True),
+        (httpx.ReadTimeout("slow"), False),
+        (httpx.RemoteProtocolError("peer closed"), False),
+        (ConnectionResetError(), False),
+    ],
+)
+def test_was_not_processed_only_when_the_server_certainly_did_nothing(error, unprocessed):
+    assert policy.was_not_processed(error) is unprocessed
 
 
 def test_a_resumable_media_error_is_classified_by_its_status():

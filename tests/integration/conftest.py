@@ -1,0 +1,90 @@
+"""The ``hook_target`` fixture: a GeminiHook on the emulator, and (marked ``live``) on the real Gemini API.
+
+Provider contract tests take it and run twice, like the emulator's own contract tests: offline against
+the emulators, and with ``GEMINI_API_KEY`` set (``uv run pytest -m live``) against the real service
+through an ordinary ``gemini`` connection. Registration live needs ``GEMINI_LIVE_GCS_URI`` and
+Application Default Credentials (``GEMINI_LIVE_REGISTER_AUTH`` picks the connection's ``register_auth``).
+Every file a test creates through the target is deleted when the test ends. See ``tests/live.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+
+import pytest
+from live import LIVE_BASE_URL_ENV, LIVE_GCS_URI_ENV, LIVE_KEY_ENV, live_model
+
+from airflow_gemini_files.emulator import GeminiEmulator
+from airflow_gemini_files.hooks.gemini import GeminiHook
+from airflow_gemini_files.refs import GeminiFileRef
+
+LIVE_REGISTER_AUTH_ENV = "GEMINI_LIVE_REGISTER_AUTH"
+SAMPLES = resources.files("airflow_gemini_files.samples")
+_BUCKETS = itertools.count()
+
+
+@dataclass
+class HookTarget:
+    """Where a provider contract test runs: a hook on the emulator or on the real API."""
+
+    hook: GeminiHook
+    model: str
+    emulator: GeminiEmulator | None = None
+    created: list[GeminiFileRef] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        return self.emulator is None
+
+    def track(self, *refs: GeminiFileRef) -> None:
+        """Delete these files when the test ends."""
+        self.created.extend(refs)
+
+    def gcs_uri(self, request: pytest.FixtureRequest) -> str:
+        """A ``gs://`` object to register: ``GEMINI_LIVE_GCS_URI`` live, a fresh emulator object offline."""
+        if self.live:
+            uri = os.environ.get(LIVE_GCS_URI_ENV)
+            if not uri:
+                pytest.skip(f"set {LIVE_GCS_URI_ENV} (and Application Default Credentials) to register live")
+            return uri
+        gcs = request.getfixturevalue("gcs_emulator")
+        bucket = gcs.client().create_bucket(f"hook-contract-{next(_BUCKETS)}")
+        blob = bucket.blob("docs/invoice.pdf")
+        blob.upload_from_string(
+            SAMPLES.joinpath("invoice_northwind_2026-11.pdf").read_bytes(), content_type="application/pdf"
+        )
+        return f"gs://{bucket.name}/docs/invoice.pdf"
+
+
+@pytest.fixture(params=["emulator", pytest.param("live", marks=pytest.mark.live)])
+def hook_target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[HookTarget]:
+    """A hook through the connection ``gemini_contract``; what the test creates is deleted afterwards."""
+    if request.param == "live":
+        key = os.environ.get(LIVE_KEY_ENV)
+        if not key:
+            pytest.skip(f"set {LIVE_KEY_ENV} to run the provider's contract tests against the Gemini API")
+        extra = {}
+        if os.environ.get(LIVE_BASE_URL_ENV):
+            extra["base_url"] = os.environ[LIVE_BASE_URL_ENV]
+        if os.environ.get(LIVE_REGISTER_AUTH_ENV):
+            extra["register_auth"] = os.environ[LIVE_REGISTER_AUTH_ENV]
+        # Live GCS is reached with Application Default Credentials, never an emulator another test started.
+        monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+        monkeypatch.delenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", raising=False)
+        emulator = None
+    else:
+        emulator = request.getfixturevalue("gemini_emulator")
+        key = emulator.api_key
+        extra = {"base_url": emulator.base_url}
+    conn = {"conn_type": "gemini", "password": key, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_CONTRACT", json.dumps(conn))
+    target = HookTarget(GeminiHook(gemini_conn_id="gemini_contract"), live_model(), emulator)
+    try:
+        yield target
+    finally:
+        target.hook.delete_files_quietly(target.created)
