@@ -36,6 +36,7 @@ from airflow_gemini_files.operators.base import GeminiBaseOperator, set_map_inde
 from airflow_gemini_files.refs import GeminiFileRef
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from google.genai import types
 
@@ -246,6 +247,10 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         self.max_failed_fraction = float(max_failed_fraction)
         self.gcp_conn_id = gcp_conn_id
         self._job_name: str | None = None
+        self._lineage_sent: list[GeminiFileRef] = []
+        self._lineage_results: list[str] = []
+        self._lineage_manifest: str | None = None
+        self._lineage_usage: dict[str, int] = {}
 
     def _seconds(self, name: str, value: Any, *, maximum: float | None) -> float:
         seconds = value.total_seconds() if isinstance(value, timedelta) else value
@@ -332,6 +337,21 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         if event["status"] != "done":
             raise GeminiFilesError(f"GeminiBatchJobTrigger sent an unexpected event: {event!r}")
         return self._finish(context, self.hook.get_batch(self._job_name), dict(skipped or {}))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the Gemini files sent in; each result object written and the manifest out; the
+        model and the batch's token usage."""
+        from airflow_gemini_files import lineage
+
+        return lineage.batch_lineage(
+            files=getattr(self, "_lineage_sent", []),
+            results=getattr(self, "_lineage_results", []),
+            manifest=getattr(self, "_lineage_manifest", None),
+            model=self.model,
+            response_schema=self.response_schema,
+            usage=getattr(self, "_lineage_usage", None) or None,
+            base_url=lineage.connection_base_url(self),
+        )
 
     def on_kill(self) -> None:
         """Cancel the job this task created or re-attached to, so no paid job runs on unseen."""
@@ -528,6 +548,8 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         verdict = policy.job_verdict(job.state)
         by_key = dict(zip(keys, refs, strict=True))
         tally = _Tally(documents=len(refs))
+        self._lineage_sent = [ref for key, ref in by_key.items() if key not in skipped]
+        self._lineage_results, self._lineage_manifest, self._lineage_usage = [], None, {}
         try:
             for key, why in skipped.items():
                 if key in by_key:
@@ -719,6 +741,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
                 raise outcome.error  # GCS refused a write: every other write would fail alike
             _, _, entry, usage = outcome.item
             tally.success({**entry, "result": outcome.value}, usage)
+            self._lineage_results.append(str(outcome.value))
         pending.clear()
         self.log.info("%d result(s) written to %s so far.", tally.succeeded, self._uri(location, ""))
 
@@ -756,6 +779,8 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
                     first = False
                 out.write(b"\n ]")
             out.write(b"\n}\n")
+        self._lineage_manifest = manifest_uri
+        self._lineage_usage = {name: tally.usage[short] for name, short in _USAGE_FIELDS.items()}
         if tally.unreadable:  # what the task fails for first (see _raise_for)
             examples = "; ".join(f"line {u['line']}: {u['problem']}" for u in tally.unreadable[:5])
         elif len(tally.reasons) == 1 and tally.failed > 1:

@@ -138,7 +138,8 @@ def test_each_document_gets_its_validated_result_and_the_manifest_its_usage(
         monkeypatch.setattr(batch_module, "INLINE_MAX_BYTES", 0)
     docs = documents(hook, ["a.txt", "b.txt", "c.txt"])
 
-    summary = run_deferred(operator(docs, results), ctx())
+    op = operator(docs, results)
+    summary = run_deferred(op, ctx())
 
     stored = read_results(gcs_emulator, results)
     manifest = stored.pop("_manifest.json")
@@ -167,6 +168,18 @@ def test_each_document_gets_its_validated_result_and_the_manifest_its_usage(
         "usage": manifest["usage"],
         "unreadable_lines": 0,
     }
+    lineage = op.get_openlineage_facets_on_complete(None)  # what the OpenLineage listener reports
+    bucket, prefix = results.removeprefix("gs://").split("/", 1)
+    assert sorted(d.name for d in lineage.inputs) == sorted(ref.name for ref in docs)
+    assert sorted((d.namespace, d.name) for d in lineage.outputs) == [
+        (f"gs://{bucket}", f"{prefix}{name}")
+        for name in ("_manifest.json", "a.txt.json", "b.txt.json", "c.txt.json")
+    ]
+    assert [d.facets["schema"].fields[0].name for d in lineage.outputs if d.name.endswith(".txt.json")] == [
+        "kind"
+    ] * 3
+    assert lineage.job_facets["gemini"].method == "batchGenerateContent"
+    assert lineage.run_facets["gemini_usage"].total_token_count == manifest["usage"]["total"]
     requests = gemini_emulator.stats()["requests"]
     assert requests["batch_create"] == 1
     assert requests["upload_start"] == 3 + (route == "file")
