@@ -12,9 +12,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from live import LIVE_BASE_URL_ENV, LIVE_GCS_URI_ENV, LIVE_KEY_ENV, live_model
@@ -88,3 +89,23 @@ def hook_target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         yield target
     finally:
         target.hook.delete_files_quietly(target.created)
+
+
+@pytest.fixture
+def dag_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str, str], Path]:
+    """``dag_bundle(bundle_name, file_name, source)``: a local DAG bundle folder holding one DAG file,
+    configured as this test's only bundle (for ``BundleDagBag`` and ``dag.test()``)."""
+
+    def make(bundle_name: str, file_name: str, source: str) -> Path:
+        folder = tmp_path / "dags"
+        folder.mkdir()
+        (folder / file_name).write_text(source)
+        bundle = {
+            "name": bundle_name,
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(folder), "refresh_interval": 0},
+        }
+        monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([bundle]))
+        return folder
+
+    return make

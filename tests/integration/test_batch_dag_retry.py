@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,19 +63,8 @@ DAG_FILE = textwrap.dedent(
 
 
 @pytest.fixture
-def dags_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    (folder / "batch_retry.py").write_text(DAG_FILE)
-    bundles = [
-        {
-            "name": "batch-retry",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": str(folder), "refresh_interval": 0},
-        }
-    ]
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
-    return folder
+def dags_folder(dag_bundle: Any) -> Path:
+    return dag_bundle("batch-retry", "batch_retry.py", DAG_FILE)
 
 
 def test_a_retried_batch_task_re_attaches_to_its_job_and_creates_no_second_one(

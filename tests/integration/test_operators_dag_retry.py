@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,18 +50,8 @@ DAG_FILE = textwrap.dedent(
 
 
 @pytest.fixture
-def dags_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    (folder / "ops_upload_retry.py").write_text(DAG_FILE)
-    bundles = [
-        {
-            "name": "ops-retry",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": str(folder), "refresh_interval": 0},
-        }
-    ]
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+def dags_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dag_bundle: Any) -> Path:
+    folder = dag_bundle("ops-retry", "ops_upload_retry.py", DAG_FILE)
     paths = []
     for name in DOCS:
         path = tmp_path / name
