@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 from live import LIVE_BASE_URL_ENV, LIVE_GCS_URI_ENV, LIVE_KEY_ENV, live_model
@@ -109,3 +110,26 @@ def dag_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str
         return folder
 
     return make
+
+
+@pytest.fixture
+def run_bundle_dag() -> Callable[..., tuple[Any, dict[str, str], dict[str, int]]]:
+    """``run_bundle_dag(folder, bundle_name, dag_id, logical_date)``: the DAG run by ``dag.test()`` from a
+    :func:`dag_bundle` folder, with each task's state and try number."""
+
+    def run(
+        folder: Path, bundle_name: str, dag_id: str, logical_date: Any
+    ) -> tuple[Any, dict[str, str], dict[str, int]]:
+        from airflow.dag_processing.dagbag import BundleDagBag
+        from airflow.utils.session import create_session
+
+        bag = BundleDagBag(dag_folder=folder, bundle_path=folder, bundle_name=bundle_name)
+        assert not bag.import_errors, bag.import_errors
+        dag_run = bag.get_dag(dag_id).test(logical_date=logical_date)
+        with create_session() as session:
+            tis = dag_run.get_task_instances(session=session)
+            states = {ti.task_id: str(ti.state) for ti in tis}
+            tries = {ti.task_id: ti.try_number for ti in tis}
+        return dag_run, states, tries
+
+    return run

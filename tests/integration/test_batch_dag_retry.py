@@ -68,12 +68,14 @@ def dags_folder(dag_bundle: Any) -> Path:
 
 
 def test_a_retried_batch_task_re_attaches_to_its_job_and_creates_no_second_one(
-    airflow_db: None, gemini_connection: str, gemini_emulator: Any, gcs_emulator: Any, dags_folder: Path
+    airflow_db: None,
+    gemini_connection: str,
+    gemini_emulator: Any,
+    gcs_emulator: Any,
+    dags_folder: Path,
+    run_bundle_dag: Any,
 ) -> None:
     import io
-
-    from airflow.dag_processing.dagbag import BundleDagBag
-    from airflow.utils.session import create_session
 
     from airflow_gemini_files.hooks.gemini import GeminiHook
 
@@ -84,16 +86,11 @@ def test_a_retried_batch_task_re_attaches_to_its_job_and_creates_no_second_one(
     if not gcs_emulator.client().bucket("batch-retry").exists():
         gcs_emulator.client().create_bucket("batch-retry")
 
-    bag = BundleDagBag(dag_folder=dags_folder, bundle_path=dags_folder, bundle_name="batch-retry")
-    assert not bag.import_errors, bag.import_errors
-    run = bag.get_dag("batch_retry").test(logical_date=datetime(2026, 3, 2, tzinfo=UTC))
-
-    with create_session() as session:
-        tis = {ti.task_id: ti for ti in run.get_task_instances(session=session)}
-        states = {task_id: str(ti.state) for task_id, ti in tis.items()}
-        tries = tis["analyse"].try_number
+    run, states, tries = run_bundle_dag(
+        dags_folder, "batch-retry", "batch_retry", datetime(2026, 3, 2, tzinfo=UTC)
+    )
     assert str(run.state) == "success", states
-    assert tries == 2, "the batch task really failed once and was retried"
+    assert tries["analyse"] == 2, "the batch task really failed once and was retried"
     requests = gemini_emulator.stats()["requests"]
     assert requests["batch_create"] == 1, "the retry re-attached to the job the first try created"
     assert requests["batch_list"] >= 1
