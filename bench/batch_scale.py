@@ -338,10 +338,10 @@ def report(big: dict[str, Any], batch: dict[str, Any], online: dict[str, Any], i
         f"| Price at Gemini 2.5 Flash rates (batch at 50%) | ${batch_usd:.4f} | ${online_usd:.4f} | "
         f"**{batch_usd / online_usd:.2f}** |",
         "",
-        "Wall time on the emulator is not the live turnaround: the emulator answers a batch job within "
-        "seconds (1 s PENDING, 1 s RUNNING), the live Batch API within 24 hours; online calls here have no "
-        "model latency and no rate limit. What carries over is the calls, the worker's memory and slot time, "
-        "and the price.",
+        "Wall time on the emulator is not the live turnaround: the emulator holds a job 1 s PENDING and 1 s "
+        "RUNNING, then ends it once it has generated every reply (no model latency), the live Batch API "
+        "within 24 hours; online calls here have no model latency and no rate limit. What carries over is "
+        "the calls, the worker's memory and slot time, and the price.",
         "",
     ]
     return "\n".join(lines)
