@@ -102,6 +102,8 @@ TESTS = (
     "tests/dags/test_readme_dag.py::test_the_readme_emulator_controls_do_what_their_comments_say",
     "--deselect",
     "tests/dags/test_demo.py::test_demo_runs_the_nightly_dag_offline_and_prints_results_and_cleanup",
+    "--deselect",
+    "tests/dags/test_demo.py::test_demo_with_batch_analysis_runs_one_batch_job_offline",
 )
 
 

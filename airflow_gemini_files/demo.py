@@ -10,9 +10,10 @@ What it does, in order:
    connection given as ``AIRFLOW_CONN_GEMINI_DEFAULT``, while the demo prints each task state change
    read from the metadata DB (the full Airflow log goes to a file whose path is printed);
 5. the demo reads the per-document results and the run manifest back from GCS, prints them as a
-   table, and checks that no file is left in the Gemini emulator.
+   table, and checks that no file and no batch job is left in the Gemini emulator.
 
-Exit status: 0 when the DAG run succeeded, its manifest exists and no Gemini file was left behind.
+``--analysis batch`` analyses the documents in one Gemini Batch API job instead of one call each.
+Exit status: 0 when the DAG run succeeded, its manifest exists and nothing was left behind in Gemini.
 """
 
 from __future__ import annotations
@@ -258,14 +259,14 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
     lines = ["  ".join(f"{name:<{width}}" for name, width in columns).rstrip()]
     lines.append("  ".join("-" * width for _, width in columns))
     for result in results:
-        analysis = result.get("analysis") or {}
+        analysis = result.get("analysis") or result.get("result") or {}  # online / batch analysis
         usage = result.get("usage") or {}
         cells = (
             result.get("document"),
             analysis.get("document_type"),
             analysis.get("language"),
             analysis.get("summary"),
-            usage.get("total_tokens"),
+            usage.get("total_tokens", usage.get("total")),
         )
         row = "  ".join(f"{_cell(v, w):<{w}}" for v, (_, w) in zip(cells, columns, strict=True))
         lines.append(row.rstrip())
@@ -273,18 +274,27 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
 
 
 def manifest_summary(manifest: dict[str, Any]) -> str:
-    """The manifest's counts, tokens and failures as a few readable lines."""
-    tokens = manifest.get("tokens") or {}
+    """The manifest's counts, tokens and failures as a few readable lines (online or batch manifest)."""
     lines = [
         f"documents {manifest.get('documents')}, analysed {manifest.get('succeeded')}, "
-        f"failed {manifest.get('failed')}; tokens: prompt {tokens.get('prompt')}, "
-        f"output {tokens.get('output')}, total {tokens.get('total')}",
+        f"failed {manifest.get('failed')}; tokens: " + _tokens(manifest),
     ]
+    if manifest.get("batch"):
+        lines.append(f"batch job {manifest['batch']} ended {manifest.get('state')} (batch price: half)")
     for failure in manifest.get("failures") or []:
-        lines.append(
-            f"failed: {failure.get('document') or '-'} at {failure.get('failed_at')} ({failure.get('state')})"
-        )
+        where = failure.get("failed_at") or failure.get("stage")
+        why = failure.get("state") or failure.get("reason")
+        lines.append(f"failed: {failure.get('document') or '-'} at {where} ({why})")
     return "\n".join(lines)
+
+
+def _tokens(manifest: dict[str, Any]) -> str:
+    online = manifest.get("tokens")
+    if online is not None:
+        return f"prompt {online.get('prompt')}, output {online.get('output')}, total {online.get('total')}"
+    usage = manifest.get("usage") or {}
+    output = (usage.get("candidates") or 0) + (usage.get("thoughts") or 0)
+    return f"prompt {usage.get('prompt')}, output {output}, total {usage.get('total')}"
 
 
 # ---- main -----------------------------------------------------------------------------------------
@@ -300,6 +310,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=("register", "upload"),
         default="register",
         help="register the GCS objects with Gemini (no bytes through Airflow) or upload them (streamed)",
+    )
+    parser.add_argument(
+        "--analysis",
+        choices=("online", "batch"),
+        default="online",
+        help="online: one generateContent call per document; batch: one Gemini Batch API job for all of "
+        "them (half the price; the emulator finishes it in seconds)",
     )
     parser.add_argument(
         "--dags-folder",
@@ -318,7 +335,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run_demo(args: argparse.Namespace, clock: Clock, work: Path, log: IO[str]) -> bool:
     """Steps 1-5 of the module docstring; True when everything checked out."""
     ds = datetime.now(UTC).date().isoformat()
-    conf = json.dumps({"bucket": args.bucket, "mode": args.mode})
+    conf = json.dumps({"bucket": args.bucket, "mode": args.mode, "analysis": args.analysis})
     with emulators() as (gcs, gemini):
         env = airflow_env(work, args.dags_folder, gemini_base_url=gemini.base_url, gcs_host=gcs.host)
         marker = work / "migrated"
@@ -339,7 +356,10 @@ def run_demo(args: argparse.Namespace, clock: Clock, work: Path, log: IO[str]) -
                 if airflow.poll() is not None:
                     raise DemoError(f"`airflow db migrate` failed (exit {airflow.returncode})")
                 time.sleep(0.1)
-            clock.say(f"metadata DB ready; `airflow dags test {DAG_ID} {ds}` (mode {args.mode}):")
+            clock.say(
+                f"metadata DB ready; `airflow dags test {DAG_ID} {ds}` (mode {args.mode}, analysis "
+                f"{args.analysis}):"
+            )
             assert airflow.stdin is not None
             airflow.stdin.write("go\n")
             airflow.stdin.close()
@@ -352,6 +372,7 @@ def run_demo(args: argparse.Namespace, clock: Clock, work: Path, log: IO[str]) -
         clock.say(f"DAG run {progress.run_state or 'did not start'} (airflow exit code {code})")
         results, manifest = read_results(client, args.bucket, f"results/{ds}/")
         left = gemini.files()
+        jobs = gemini.batches()
 
     print()
     print(f"Results in gs://{args.bucket}/results/{ds}/ (the emulated model describes what it was given):")
@@ -361,12 +382,13 @@ def run_demo(args: argparse.Namespace, clock: Clock, work: Path, log: IO[str]) -
     print(f"Run manifest ({manifest_uri}):" if manifest else f"Run manifest: missing ({manifest_uri})")
     if manifest:
         print(textwrap.indent(manifest_summary(manifest), "  "))
-    print(f"Cleanup check: files left in the Gemini emulator: {len(left)}")
-    return demo_succeeded(code, progress.run_state, manifest, len(left))
+    print(f"Cleanup check: files left in the Gemini emulator: {len(left)}, batch jobs left: {len(jobs)}")
+    return demo_succeeded(code, progress.run_state, manifest, len(left) + len(jobs))
 
 
 def demo_succeeded(exit_code: int, run_state: str | None, manifest: dict[str, Any] | None, left: int) -> bool:
-    """The demo's verdict: Airflow exited 0, the run succeeded, the manifest exists, no file is left."""
+    """The demo's verdict: Airflow exited 0, the run succeeded, the manifest exists, nothing (no file, no
+    batch job) is left in Gemini."""
     return exit_code == 0 and run_state == "success" and manifest is not None and left == 0
 
 

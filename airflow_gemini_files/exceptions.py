@@ -71,3 +71,30 @@ class GeminiWaitTimeoutError(GeminiFilesError, AirflowSensorTimeout, TimeoutErro
     def __init__(self, message: str, *, pending: list[str] | None = None) -> None:
         super().__init__(message)
         self.pending = list(pending or [])
+
+
+class GeminiBatchJobError(GeminiFilesError):
+    """
+    A Batch API job ended without results (FAILED, CANCELLED or EXPIRED), or cannot be handled in its
+    state; carries the job's name and its state (the SDK's ``JOB_STATE_*`` name).
+
+    Retried by Airflow: a retry submits a new job (the ended one is deleted first).
+    """
+
+    def __init__(self, message: str, *, job_name: str | None = None, state: str | None = None) -> None:
+        super().__init__(message)
+        self.job_name = job_name
+        self.state = state
+
+
+class GeminiBatchJobGoneError(GeminiBatchJobError, AirflowFailException):
+    """The batch job does not exist (deleted, or created with another API key). Not retried."""
+
+
+class GeminiBatchDocumentsError(GeminiFilesError, AirflowFailException):
+    """
+    Too many documents of a batch failed (more than ``max_failed_fraction``), or its results could not
+    be read. Raised after what succeeded was written; the manifest names each failed document.
+
+    Fails the task without retries: a retry would pay for a new job that fails the same documents.
+    """

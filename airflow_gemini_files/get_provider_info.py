@@ -31,6 +31,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_gemini_files.operators.files",
                     "airflow_gemini_files.operators.generate",
+                    "airflow_gemini_files.operators.batch",
                 ],
             }
         ],
@@ -38,7 +39,13 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Gemini Files", "python-modules": ["airflow_gemini_files.sensors.files"]}
         ],
         "triggers": [
-            {"integration-name": "Gemini Files", "python-modules": ["airflow_gemini_files.triggers.files"]}
+            {
+                "integration-name": "Gemini Files",
+                "python-modules": [
+                    "airflow_gemini_files.triggers.files",
+                    "airflow_gemini_files.triggers.batch",
+                ],
+            }
         ],
         "config": {
             "gemini_files": {

@@ -297,14 +297,49 @@ def generation_lineage(
     :func:`response_dataset`), with a ``schema`` facet from ``response_schema``; the job facet ``gemini``
     (model, API ``method``) and the run facet ``gemini_usage`` (``usage``, summed over the task's calls).
     """
+    outputs = dict.fromkeys(response_dataset(group, model, base_url) for group in answered if group)
+    return _generated_lineage(files, outputs, model, response_schema, usage, method, base_url)
+
+
+def batch_lineage(
+    *,
+    files: Sequence[GeminiFileRef],
+    results: Sequence[str],
+    manifest: str | None,
+    model: str,
+    response_schema: Mapping[str, Any] | type | None = None,
+    usage: Mapping[str, int] | None = None,
+    base_url: str | None = None,
+) -> OperatorLineage:
+    """
+    A batch job: the Gemini files it sent in, each document's result object (``gs://``, with the ``schema``
+    facet) and the manifest out; the job facet ``gemini`` (model, ``batchGenerateContent``) and the run
+    facet ``gemini_usage`` (the batch's token counts).
+    """
+    outputs = dict.fromkeys(uri_dataset(uri) for uri in results)
+    extra = [_dataset(uri_dataset(manifest))] if manifest else []
+    return _generated_lineage(
+        files, outputs, model, response_schema, usage, "batchGenerateContent", base_url, extra
+    )
+
+
+def _generated_lineage(
+    files: Sequence[GeminiFileRef],
+    outputs: Iterable[DatasetName],
+    model: str,
+    response_schema: Mapping[str, Any] | type | None,
+    usage: Mapping[str, int] | None,
+    method: str,
+    base_url: str | None,
+    extra_outputs: Sequence[Dataset] = (),
+) -> OperatorLineage:
     from openlineage.client.facet_v2 import JobFacet, RunFacet
 
     facets = {"schema": _schema_facet(schema_fields(response_schema))} if response_schema is not None else {}
-    outputs = dict.fromkeys(response_dataset(group, model, base_url) for group in answered if group)
     run_facets = {"gemini_usage": RunFacet().with_additional_properties(**usage)} if usage else {}
     return _lineage(
         inputs=_file_datasets(files, base_url),
-        outputs=[_dataset(name, facets) for name in outputs],
+        outputs=[*(_dataset(name, facets) for name in outputs), *extra_outputs],
         job_facets={"gemini": JobFacet().with_additional_properties(model=model, method=method)},
         run_facets=run_facets,
     )

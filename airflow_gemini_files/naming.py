@@ -16,6 +16,13 @@ task while the run runs. Clearing a *finished* run restarts it with a new start 
 (the earlier start's files were its own cleanup's business); with a deployment id set, a cleared run
 keeps its prefix.
 
+**Batch jobs.** ``GeminiBatchGenerateOperator`` names its job ``<run prefix>-batch-<16 hex of sha256(task_id,
+map_index)>`` (:func:`batch_display_name`) and its JSONL input file like an upload of the source
+:data:`BATCH_INPUT_SOURCE` (:func:`batch_input_file_id`). A retried task finds the job its earlier attempt
+created instead of paying for a second one, and cleanup finds every job of a run (:func:`is_run_batch`).
+Each document of a batch gets a key (:func:`document_keys`): its file's base name, made safe for an
+object name, unique within the batch; results map back by it and are stored as ``<key>.json``.
+
 **Display names and logs.** File names come from users and from the data: :func:`printable` shows
 control characters, ANSI escapes, bidirectional overrides and undecodable bytes as escapes, so a name can
 never forge a log line; :func:`check_display_name` refuses them in a display name given explicitly.
@@ -31,7 +38,11 @@ from typing import TYPE_CHECKING, Any
 from airflow_gemini_files.exceptions import GeminiInputError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from airflow.sdk import Context
+
+    from airflow_gemini_files.refs import GeminiFileRef
 
 RUN_PREFIX_MARK = "af"
 """The two letters every deterministic upload id starts with."""
@@ -140,6 +151,60 @@ def upload_file_id(context: Context | dict[str, Any], source: str) -> str:
     ti = context["ti"]
     key = f"{ti.task_id}\x00{ti.map_index}\x00{source}"
     return f"{context_run_prefix(context)}-{hashlib.sha256(_utf8(key)).hexdigest()[:25]}"
+
+
+BATCH_INPUT_SOURCE = "gemini-batch-input.jsonl"
+"""The source name a batch task's JSONL input file is named after (see :func:`upload_file_id`)."""
+
+MANIFEST_KEY = "_manifest"
+"""The results object every batch writes beside the documents' results (``_manifest.json``); no document
+key is ever this."""
+
+MAX_KEY_CHARS = 200
+"""Longest document key (before a ``~<file id>`` that keeps two documents of the same name apart)."""
+
+_UNSAFE_IN_KEY = re.compile(r"[^\w.+=@,() -]")  # no "~": only the suffix has one
+
+
+def batch_display_name(context: Context | dict[str, Any]) -> str:
+    """The deterministic display name of the batch job of the running task (same for every try)."""
+    ti = context["ti"]
+    key = f"{ti.task_id}\x00{ti.map_index}"
+    return f"{context_run_prefix(context)}-batch-{hashlib.sha256(_utf8(key)).hexdigest()[:16]}"
+
+
+def is_run_batch(display_name: str | None, context: Context | dict[str, Any]) -> bool:
+    """Whether a batch job's display name says that a task of this DAG run (in this deployment) made it."""
+    return bool(display_name) and str(display_name).startswith(f"{context_run_prefix(context)}-batch-")
+
+
+def batch_input_file_id(context: Context | dict[str, Any]) -> str:
+    """The Files API id of the running task's batch input (found by cleanup's run-prefix scan too)."""
+    return upload_file_id(context, BATCH_INPUT_SOURCE)
+
+
+def document_keys(refs: Sequence[GeminiFileRef]) -> list[str]:
+    """
+    One key per document, in order: the base name of its source (else its display name, else its file
+    id), with characters unsafe in an object name (and ``~``) replaced by ``_``; documents that share a
+    name (or are called :data:`MANIFEST_KEY`) get ``~<file id>`` appended, so keys are unique. The same
+    files give the same keys.
+    """
+    bases = [_document_base(ref) for ref in refs]
+    counts: dict[str, int] = {}
+    for base in bases:
+        counts[base] = counts.get(base, 0) + 1
+    return [
+        f"{base}~{ref.file_id}" if counts[base] > 1 or base == MANIFEST_KEY else base
+        for base, ref in zip(bases, refs, strict=True)
+    ]
+
+
+def _document_base(ref: GeminiFileRef) -> str:
+    raw = ref.source_uri or ref.display_name or ""
+    base = raw.rstrip("/").rsplit("/", 1)[-1] if raw else ""
+    safe = _UNSAFE_IN_KEY.sub("_", printable(base)).strip(" .")[:MAX_KEY_CHARS].strip(" .")
+    return safe or ref.file_id
 
 
 def _utf8(text: str) -> bytes:

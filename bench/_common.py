@@ -132,7 +132,8 @@ class EmulatorProcess:
             f"{self.base_url}/_emulator/{action}",
             data=data,
             method=method,
-            headers={"Content-Type": "application/json", "x-goog-api-key": API_KEY},  # controls need it too
+            # The emulator started with an API key wants it on its controls too.
+            headers={"Content-Type": "application/json", "x-goog-api-key": API_KEY},
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"{}")
@@ -320,6 +321,9 @@ class BenchTaskInstance:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: str | None = None, key: str = "return_value", **_: Any) -> Any:
+        return self.xcom.get(key)
 
 
 def task_context(task_id: str, run_id: str = "bench-run") -> Any:

@@ -5,6 +5,8 @@
 - :class:`FakeGeminiHook`: an in-memory GeminiHook for unit tests of operator logic alone (no HTTP at
   all); the ``fake_hook`` fixture (tests/conftest.py) puts it where operators, sensor and trigger look.
 - :func:`service_account_key`: a freshly generated service-account key JSON.
+- :class:`TriggerClock` / :func:`use_trigger_clock`: a wall clock and ``asyncio.sleep`` for a trigger
+  module that only move when the trigger sleeps.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ class FakeGeminiHook:
         self.register_batches: list[list[str]] = []
         self.gcs_objects: list[str] = []
         self.listed: list[tuple[str, str | None, str | None]] = []
+        self.batch_jobs: list[types.BatchJob] = []
         self.model_errors: dict[str, Exception] = {}
         self.checked_models: list[str] = []
 
@@ -247,6 +250,16 @@ class FakeGeminiHook:
         self._count("list")
         yield from list(self.files.values())
 
+    def list_batches(self, page_size: int = 100) -> Iterator[types.BatchJob]:
+        self._count("list_batches")
+        yield from list(self.batch_jobs)
+
+    def delete_batch(self, name: str, *, with_results: bool = True) -> bool:
+        self._count("delete_batch")
+        before = len(self.batch_jobs)
+        self.batch_jobs = [job for job in self.batch_jobs if job.name != name]
+        return len(self.batch_jobs) < before
+
     def delete_files_quietly(self, files: Sequence[Any]) -> list[str]:
         deleted = []
         for file in files:
@@ -299,3 +312,30 @@ class FakeGeminiHook:
                 },
             }
         )
+
+
+TRIGGER_START = 1_000_000.0
+"""Where a :class:`TriggerClock` starts (epoch seconds)."""
+
+
+class TriggerClock:
+    """Wall clock and asyncio.sleep that only move when the trigger sleeps."""
+
+    def __init__(self) -> None:
+        self.now = TRIGGER_START
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 3))
+        self.now += seconds
+
+
+def use_trigger_clock(monkeypatch: Any, module: Any) -> TriggerClock:
+    """Make ``module`` (a trigger module) see a :class:`TriggerClock` as ``time`` and ``asyncio.sleep``."""
+    fake = TriggerClock()
+    monkeypatch.setattr(module, "time", fake)
+    monkeypatch.setattr(module.asyncio, "sleep", fake.sleep)
+    return fake

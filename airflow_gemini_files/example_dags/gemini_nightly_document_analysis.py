@@ -8,10 +8,19 @@ through the worker; or ``upload``: streamed from GCS), waits until Gemini has pr
 (document type, language, summary, key entities, ...), writes one JSON result per document and a run
 manifest to ``gs://<bucket>/results/<ds>/``, and deletes the Gemini files whatever happened.
 
-Each document goes through its own mapped task group (wait -> analyse -> store), labelled with the
-document's name in the grid, so one document that Gemini cannot process or analyse fails only its own
-tasks: the others' results are still written, and the manifest lists which documents failed and where.
-The run is marked failed when any document failed, after everything else has been written and cleaned up.
+The ``analysis`` param chooses how the documents are analysed:
+
+- ``online`` (the default): each document goes through its own mapped task group (wait -> analyse ->
+  store), labelled with the document's name in the grid, one ``generateContent`` call each.
+- ``batch``: every document waits for ACTIVE (a mapped deferrable sensor), then one Gemini Batch API job
+  analyses them all at half the online price (``GeminiBatchGenerateOperator``, deferred while the job
+  runs), which writes one JSON result per document and the manifest itself. Use it for large nightly
+  volumes with hours of slack; online answers within minutes.
+
+Either way one document that Gemini cannot process or analyse fails only itself: the others' results are
+still written, and the manifest lists which documents failed and why. The run is marked failed when any
+document failed, after everything else has been written and cleaned up; the Gemini files are deleted
+whatever happened (never while a batch job of the run could still read them).
 
 Configure: an Airflow connection ``gemini_default`` (type ``gemini``, API key as password), GCP credentials
 that can read and write the bucket (Application Default Credentials, or a connection holding a
@@ -44,6 +53,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_gemini_files import lineage
 from airflow_gemini_files.hooks.gemini import GeminiHook
+from airflow_gemini_files.operators.batch import GeminiBatchGenerateOperator
 from airflow_gemini_files.operators.files import (
     GeminiDeleteFilesOperator,
     GeminiRegisterGcsFilesOperator,
@@ -131,7 +141,8 @@ def _document_name(ref: GeminiFileRef, input_prefix: str) -> str:
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(hours=6),
+    # Long enough for a batch job (its timeout below) and its cleanup; ends before the next night's run.
+    dagrun_timeout=timedelta(hours=23),
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
     tags=["gemini", "example"],
     doc_md=__doc__,
@@ -159,6 +170,12 @@ def _document_name(ref: GeminiFileRef, input_prefix: str) -> str:
             enum=["register", "upload"],
             description="register: Gemini reads the GCS objects itself (no bytes through the worker); "
             "upload: stream each object from GCS into the Files API.",
+        ),
+        "analysis": Param(
+            "online",
+            enum=["online", "batch"],
+            description="online: one generateContent call per document (results in minutes); batch: one "
+            "Gemini Batch API job for all of them (half the price, results within 24 hours).",
         ),
     },
 )
@@ -265,24 +282,81 @@ def gemini_nightly_document_analysis() -> None:
             RESULTS_PREFIX,
         )
 
-    stored = per_document.expand(ref=found)
+    @task.branch
+    def choose_analysis() -> str:
+        """One generateContent call per document, or one Batch API job for all of them."""
+        analysis = get_current_context()["params"]["analysis"]
+        return "online_documents" if analysis == "online" else "batch_documents"
+
+    @task
+    def online_documents(files: Any) -> list[GeminiFileRef]:
+        """The documents to analyse online."""
+        return GeminiFileRef.coerce_many(files)
+
+    @task
+    def batch_documents(files: Any) -> list[GeminiFileRef]:
+        """The documents to analyse in one batch job."""
+        return GeminiFileRef.coerce_many(files)
+
+    online = online_documents(found)
+    batch = batch_documents(found)
+    found >> choose_analysis() >> [online, batch]
+
+    stored = per_document.expand(ref=online)
+
+    active = GeminiFileActiveSensor.partial(
+        task_id="wait_active", deferrable=True, poke_interval=5, timeout=60 * 60
+    ).expand(files=batch)
+    analysed = GeminiBatchGenerateOperator(
+        task_id="analyse_batch",
+        model="{{ params.model }}",
+        prompt="{{ params.prompt }}",
+        files=batch,  # all of them: a document that did not become ACTIVE is named in the manifest
+        response_schema=ANALYSIS_SCHEMA,
+        generation_config={"temperature": 0.1},
+        results_uri="gs://{{ params.bucket }}/" + RESULTS_PREFIX,
+        gcp_conn_id=GCP_CONN_ID,
+        timeout=timedelta(hours=20),  # the job is cancelled after that; the run ends within 23 hours
+        # Every document that can be analysed is; write_manifest then fails the run if any one failed.
+        max_failed_fraction=1.0,
+        # Runs once every document's wait has ended, whatever the outcome; skipped with the branch, or
+        # on a day without documents.
+        trigger_rule=TriggerRule.NONE_SKIPPED,
+    )
+    active >> analysed
 
     cleanup = GeminiDeleteFilesOperator(
         task_id="delete_gemini_files",
         files=found,
-        delete_run_uploads=True,  # also uploads whose task failed before it could push its XCom
+        # Also uploads whose task failed before it could push its XCom, and the run's batch jobs: they are
+        # cancelled and deleted (with their input and results files) before any document's file.
+        delete_run_uploads=True,
         trigger_rule=TriggerRule.ALL_DONE,
     )
-    stored >> cleanup
+    [stored, analysed] >> cleanup
 
     @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[RESULTS])
-    def write_manifest(files: Any, stored: Any, input_prefix: str, results_prefix: str) -> dict[str, Any]:
-        """Write ``_manifest.json`` (counts, tokens, failures); fail the run if anything failed."""
+    def write_manifest(
+        files: Any, stored: Any, batch_summary: Any, input_prefix: str, results_prefix: str
+    ) -> dict[str, Any]:
+        """Write ``_manifest.json`` (counts, tokens, failures; in batch mode analyse_batch wrote it); fail
+        the run if anything failed."""
         context = get_current_context()
         params = context["params"]
         ti = context["ti"]
         refs = GeminiFileRef.coerce_many(files) if files else []
         states: dict[str, Any] = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+        ingest = ("register_documents", "list_documents", "upload_documents", "documents")
+        ingest_failures = [
+            {"document": None, "failed_at": key, "state": state}
+            for key, state in sorted(states.items())
+            if key.startswith(ingest) and state in ("failed", "upstream_failed")
+        ]
+        if params["analysis"] == "batch" and states.get("analyse_batch") != "skipped":
+            manifest_uri = f"gs://{params['bucket']}/{results_prefix}_manifest.json"
+            return _check_batch(
+                context, states.get("analyse_batch"), batch_summary, ingest_failures, manifest_uri
+            )
         lines = [line for line in (stored or []) if line]
         done = {line["document"] for line in lines}
         failures: list[dict[str, Any]] = []
@@ -301,10 +375,7 @@ def gemini_nightly_document_analysis() -> None:
                     "map_index": index,
                 }
             )
-        ingest = ("register_documents", "list_documents", "upload_documents", "documents")
-        for key, state in sorted(states.items()):
-            if key.startswith(ingest) and state in ("failed", "upstream_failed"):
-                failures.append({"document": None, "failed_at": key, "state": state})
+        failures.extend(ingest_failures)
 
         def total(key: str) -> int:
             return sum(int(line.get(key) or 0) for line in lines)
@@ -317,6 +388,7 @@ def gemini_nightly_document_analysis() -> None:
             "input_prefix": input_prefix,
             "results_prefix": results_prefix,
             "mode": params["mode"],
+            "analysis": params["analysis"],
             "model": params["model"],
             "documents": len(refs),
             "succeeded": len(lines),
@@ -349,7 +421,28 @@ def gemini_nightly_document_analysis() -> None:
             )
         return {key: manifest[key] for key in ("documents", "succeeded", "failed", "tokens")}
 
-    write_manifest(found, stored, INPUT_PREFIX, RESULTS_PREFIX)
+    def _check_batch(
+        context: Any,
+        state: str | None,
+        summary: Any,
+        ingest_failures: list[dict[str, Any]],
+        manifest_uri: str,
+    ) -> dict[str, Any]:
+        """Batch mode: analyse_batch wrote the results and the manifest; fail the run if anything failed."""
+        problems = [f"{f['failed_at']} {f['state']}" for f in ingest_failures]
+        if state != "success" or not isinstance(summary, dict):
+            problems.append(f"analyse_batch is {state} (see its log)")
+        elif summary["failed"]:
+            problems.append(f"{summary['failed']} of {summary['documents']} document(s) failed")
+        if problems:  # AirflowFailException: no retry, the manifest names each failed document and why
+            raise AirflowFailException(
+                f"{'; '.join(problems)}. Every other result is stored; the manifest names each failed "
+                f"document and why: {manifest_uri}."
+            )
+        context["outlet_events"][RESULTS].add(Asset(summary["results_uri"].removesuffix("/")))
+        return {key: summary[key] for key in ("documents", "succeeded", "failed", "usage")}
+
+    write_manifest(found, stored, analysed.output, INPUT_PREFIX, RESULTS_PREFIX)
 
 
 gemini_nightly_document_analysis()

@@ -7,12 +7,15 @@ import contextlib
 import dataclasses
 import difflib
 import hashlib
+import inspect
+import io
+import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
@@ -20,8 +23,11 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_gemini_files.exceptions import (
+    GeminiBatchJobError,
+    GeminiBatchJobGoneError,
     GeminiConnectionError,
     GeminiFileExistsError,
+    GeminiFileGoneError,
     GeminiFileNotUsableError,
     GeminiFilesError,
     GeminiInputError,
@@ -55,6 +61,9 @@ DEFAULT_API_VERSION = "v1"
 MiB = 1024 * 1024
 UPLOAD_CHUNK_QUANTUM = 256 * 1024
 DEFAULT_UPLOAD_CHUNK_SIZE = 8 * MiB
+DOWNLOAD_CHUNK_SIZE = 8 * MiB
+"""Bytes a download to a ``gs://`` object holds before sending them on (a multiple of 256 KiB)."""
+DOWNLOAD_PIECE = MiB
 
 CONNECTION_EXTRAS = frozenset(
     {
@@ -79,6 +88,8 @@ _GONE_FILE = re.compile(r"access the File (?:files/)?([a-z0-9-]+)")
 
 GENERATE_METHOD = "generateContent"
 """The API method a model must serve for ``generate_content`` (see :meth:`GeminiHook.check_model`)."""
+BATCH_METHOD = "batchGenerateContent"
+"""The API method a model must serve for a batch job (:meth:`GeminiHook.create_batch`)."""
 
 _checked_models: set[tuple[str, ...]] = set()
 _checked_models_lock = threading.Lock()
@@ -411,6 +422,7 @@ class GeminiHook(BaseHook):
         file: GeminiFileRef | None = None,
         model: str | None = None,
         name: str | None = None,
+        job: str | None = None,
         refused: str = "",
         network: bool = True,
     ) -> Iterator[None]:
@@ -423,7 +435,7 @@ class GeminiHook(BaseHook):
         try:
             yield
         except errors.APIError as err:
-            self._raise_api(err, file=file, model=model, name=name, refused=refused)
+            self._raise_api(err, file=file, model=model, name=name, job=job, refused=refused)
         except policy.NETWORK_ERRORS as err:
             if not network:
                 raise
@@ -443,10 +455,13 @@ class GeminiHook(BaseHook):
         file: GeminiFileRef | None = None,
         model: str | None = None,
         name: str | None = None,
+        job: str | None = None,
         refused: str = "",
     ) -> NoReturn:
         """Raise the provider error for an SDK error answer (or the SDK's own, when it is transient)."""
-        problem = policy.classify_api_error(err, about_file=file is not None, about_model=model is not None)
+        problem = policy.classify_api_error(
+            err, about_file=file is not None, about_model=model is not None, about_job=job is not None
+        )
         message = printable(self._redact(str(err.message or "")))
         status = f"{err.code} {err.status or ''}".strip()
         if problem is ApiProblem.AUTH_REFUSED:
@@ -464,9 +479,7 @@ class GeminiHook(BaseHook):
                 "Put a valid key from https://aistudio.google.com/apikey in its password."
             ) from err
         if problem is ApiProblem.FILE_GONE:
-            gone = file or (
-                GeminiFileRef(name=f"files/{m.group(1)}") if (m := _GONE_FILE.search(message)) else None
-            )
+            gone = file or _gone_file(message)
             if gone is not None:
                 raise policy.gone_error(gone) from err
         if problem is ApiProblem.MODEL_NOT_FOUND:
@@ -476,6 +489,18 @@ class GeminiHook(BaseHook):
                 f"The Gemini project's file storage quota is full ({message}). Delete files that are no "
                 "longer needed (GeminiDeleteFilesOperator or GeminiHook.delete_file) or wait for them to "
                 "expire (uploads live 48 hours), then retry. Registered GCS objects use none of the 20 GB."
+            ) from err
+        if problem is ApiProblem.JOB_GONE:
+            raise GeminiBatchJobGoneError(
+                f"Batch job {job} does not exist ({status}: {message}): it was deleted, or it was created "
+                "with another API key (jobs belong to the key's project).",
+                job_name=job,
+            ) from err
+        if problem is ApiProblem.JOB_STATE:
+            raise GeminiBatchJobError(
+                f"Gemini refused the request for batch job {job} in its current state ({status}: {message})."
+                f"{refused}",
+                job_name=job,
             ) from err
         if problem is ApiProblem.NOT_ACTIVE:
             raise GeminiFileNotUsableError(
@@ -589,7 +614,7 @@ class GeminiHook(BaseHook):
 
     @process_cached_property
     def _upload_http(self) -> httpx.Client:
-        """One httpx client for every upload of this hook (not one per file)."""
+        """One httpx client for every upload (and streamed download) of this hook (not one per file)."""
         import httpx
 
         return httpx.Client(headers={"user-agent": "airflow-gemini-files"})
@@ -971,6 +996,360 @@ class GeminiHook(BaseHook):
             f"Connected to the Gemini Files API at {self.settings.base_url} ({count} file(s) on the first "
             "page).",
         )
+
+    # Batch API ---------------------------------------------------------------------------------------
+    # Jobs go through the SDK's client.batches.*; results files through client.files.download where the
+    # SDK streams them (google-genai >= 2.21), else through _stream_download (older SDKs read the whole
+    # file into memory). Which job state means what is policy.job_verdict's decision. Every call goes
+    # through call_with_retries; creating a job is not idempotent (a retried create after a 5xx could
+    # make a second paid job), so the operator re-attaches to its job by display name instead.
+    def batch_request(
+        self, *, contents: Sequence[Any], config: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """
+        One ``GenerateContentRequest`` as a line of a batch's JSONL input wants it (REST JSON).
+
+        ``contents`` and ``config`` are what :meth:`generate_content` takes (refs become file parts). The
+        SDK turns them into REST JSON only inside ``batches.create``; its own converter is used here so a
+        request reads the same whether it is sent inline or in a file (the SDK has no public one; tested
+        against every supported google-genai).
+        """
+        from google.genai import _common
+        from google.genai import batches as sdk_batches
+
+        parts = [item.to_part() if isinstance(item, GeminiFileRef) else item for item in contents]
+        line = sdk_batches._InlinedRequest_to_mldev(
+            self.client._api_client, {"contents": parts, "config": dict(config or {}) or None}
+        )
+        request = _common.encode_unserializable_types(_common.convert_to_dict(line["request"]))
+        return dict(request)
+
+    def create_batch(
+        self, *, model: str, src: str | Sequence[Mapping[str, Any]], display_name: str
+    ) -> types.BatchJob:
+        """
+        Create a batch job: ``src`` is a JSONL input file (``files/<id>``, one ``{"key", "request"}`` per
+        line) or a list of inline requests (``{"contents", "config", "metadata"}``).
+        """
+        from google.genai import types
+
+        check_display_name(display_name)
+        source: Any = src if isinstance(src, str) else list(src)
+        what = f"input file {src}" if isinstance(src, str) else f"{len(source)} inline request(s)"
+        refused = f" Check the batch's requests ({what}) for model {model!r}."
+        with self._api(model=model, refused=refused):
+            job = self.call_with_retries(
+                self.client.batches.create,
+                model=model,
+                src=source,
+                config=types.CreateBatchJobConfig(display_name=display_name),
+                what=f"batches.create {display_name}",
+                idempotent=False,
+            )
+        log.info("Created batch job %s (%s, %s) for %s.", job.name, display_name, what, model)
+        return job
+
+    def get_batch(self, name: str) -> types.BatchJob:
+        """The batch job now; :class:`~..exceptions.GeminiBatchJobGoneError` when it does not exist."""
+        job_name = batch_job_name(name)
+        with self._api(job=job_name):
+            return self.call_with_retries(
+                self.client.batches.get, name=job_name, what=f"batches.get {job_name}"
+            )
+
+    async def aget_batch(self, name: str) -> types.BatchJob:
+        """Async :meth:`get_batch` (for triggers): never blocks the event loop."""
+        job_name = batch_job_name(name)
+        client = await self.aget_client()
+        with self._api(job=job_name):
+            return await self.acall_with_retries(
+                client.batches.get, name=job_name, what=f"batches.get {job_name}"
+            )
+
+    def list_batches(self, page_size: int = 100) -> Iterator[types.BatchJob]:
+        """Every batch job of the project (newest first), ``page_size`` (1 to 100) per request.
+
+        The page size is always sent: without it the API answered an empty page (python-genai#1250).
+        """
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
+            raise GeminiInputError(f"page_size must be an integer from 1 to 100, got {page_size!r}.")
+        return self._iter_batches(page_size)
+
+    def _iter_batches(self, page_size: int) -> Iterator[types.BatchJob]:
+        with self._api():
+            yield from self.paged_with_retries(
+                self.client.batches.list, config={"page_size": page_size}, what="batches.list"
+            )
+
+    def cancel_batch(self, name: str) -> bool:
+        """Cancel an unfinished job; False (and a log line) when it had already ended or is gone."""
+        job_name = batch_job_name(name)
+        try:
+            with self._api(job=job_name):
+                self.call_with_retries(
+                    self.client.batches.cancel, name=job_name, what=f"batches.cancel {job_name}"
+                )
+        except GeminiBatchJobError as err:  # ended already (FAILED_PRECONDITION) or gone
+            log.info("Did not cancel batch job %s: %s", job_name, err)
+            return False
+        log.info("Cancelled batch job %s.", job_name)
+        return True
+
+    async def acancel_batch(self, name: str) -> bool:
+        """Async :meth:`cancel_batch` (for a trigger's ``on_kill``)."""
+        job_name = batch_job_name(name)
+        client = await self.aget_client()
+        try:
+            with self._api(job=job_name):
+                await self.acall_with_retries(
+                    client.batches.cancel, name=job_name, what=f"batches.cancel {job_name}"
+                )
+        except GeminiBatchJobError as err:
+            log.info("Did not cancel batch job %s: %s", job_name, err)
+            return False
+        log.info("Cancelled batch job %s.", job_name)
+        return True
+
+    def end_batch(self, name: str, *, wait: float | None = None) -> types.BatchJob:
+        """The job once it has ended: cancelled first when it still runs, then checked until it has
+        ended (up to ``wait`` seconds, default :data:`~.policy.JOB_END_WAIT`, else a GeminiBatchJobError
+        saying it still runs)."""
+        wait = policy.JOB_END_WAIT if wait is None else wait
+        job_name = batch_job_name(name)
+        job = self.get_batch(job_name)
+        if policy.job_verdict(job.state).finished:
+            return job
+        self.cancel_batch(job_name)
+        deadline = time.monotonic() + wait
+        schedule = PollSchedule(0.5, cap=5.0)
+        while True:
+            job = self.get_batch(job_name)
+            if policy.job_verdict(job.state).finished:
+                return job
+            if time.monotonic() >= deadline:
+                raise GeminiBatchJobError(
+                    f"Batch job {job_name} is still {policy.job_state_name(job.state)} {wait:g} s after it "
+                    "was cancelled, so it was not deleted (it may still read its documents' files). Run the "
+                    "cleanup again later, or cancel it in AI Studio.",
+                    job_name=job_name,
+                    state=policy.job_state_name(job.state),
+                )
+            self.sleep(min(schedule.next(False), max(0.0, deadline - time.monotonic())))
+
+    def delete_batch(self, name: str, *, with_results: bool = True) -> bool:
+        """
+        Remove a batch job and (``with_results``) its results file; False when the job was already gone.
+
+        An unfinished job is cancelled first and deleted once it has ended (:meth:`end_batch`): deleting
+        does not cancel, and a deleted job's results file stays until deleted too (the ledger, B13-B14).
+        The results file goes first, so a task killed in between still finds it through the job.
+        """
+        job_name = batch_job_name(name)
+        try:
+            job = self.end_batch(job_name)
+        except GeminiBatchJobGoneError:
+            log.info("Batch job %s was already gone: nothing to delete.", job_name)
+            return False
+        results = job.dest.file_name if with_results and job.dest is not None else None
+        if results:
+            self.delete_generated_file(results)
+        try:
+            with self._api(job=job_name):
+                self.call_with_retries(
+                    self.client.batches.delete, name=job_name, what=f"batches.delete {job_name}"
+                )
+        except GeminiBatchJobGoneError:
+            return False
+        log.info("Deleted batch job %s%s.", job_name, f" and its results {results}" if results else "")
+        return True
+
+    def delete_generated_file(self, name: str) -> bool:
+        """Delete a GENERATED file (a batch's results); False when it was already gone."""
+        file_name = generated_file_name(name)
+        refused = f" Could not delete {file_name}."
+        try:
+            with self._api(refused=refused):
+                self.call_with_retries(
+                    self.client.files.delete, name=file_name, what=f"files.delete {file_name}"
+                )
+        except GeminiFilesError as err:
+            if not _answered_gone(err):
+                raise
+            log.info("Gemini file %s was already gone: nothing to delete.", file_name)
+            return False
+        log.info("Deleted Gemini file %s.", file_name)
+        return True
+
+    def download_file(self, file: str | GeminiFileRef, destination: IO[bytes] | str) -> int:
+        """
+        Stream a GENERATED file (a batch's results) to a writable binary stream or a ``gs://`` object, in
+        bounded memory; the number of bytes written.
+
+        A failure before the first byte was written is tried again (the connection's retry policy); a
+        ``gs://`` object is written only when every byte arrived.
+        """
+        file_name = generated_file_name(file.name if isinstance(file, GeminiFileRef) else file)
+        if isinstance(destination, str):
+            with self.open_gcs_writer(destination, content_type="application/jsonl") as out:
+                written = self._download(file_name, out)
+            log.info("Downloaded %s (%d bytes) to %s.", file_name, written, destination)
+            return written
+        if not hasattr(destination, "write"):
+            raise GeminiInputError(
+                f"destination {destination!r} is neither a 'gs://bucket/object' URI nor a writable binary "
+                "stream (e.g. open(path, 'wb'))."
+            )
+        return self._download(file_name, destination)
+
+    def _download(self, file_name: str, out: IO[bytes]) -> int:
+        counter = _CountingWriter(out)
+        refused = f" Could not download {file_name}: only GENERATED files (a batch's results) can be."
+
+        def attempt() -> None:
+            try:
+                if "destination" in inspect.signature(self.client.files.download).parameters:
+                    self.client.files.download(file=file_name, destination=counter)
+                else:
+                    self._stream_download(file_name, counter)
+            except Exception as err:
+                if counter.written and policy.is_transient(err):
+                    # Bytes already went to the destination: another try would write them twice.
+                    raise GeminiFilesError(
+                        f"The download of {file_name} broke after {counter.written} bytes ({err}); not "
+                        "tried again, since the bytes already written would be written twice. Run the task "
+                        "again."
+                    ) from err
+                raise
+
+        try:
+            with self._api(refused=refused):
+                self.call_with_retries(attempt, what=f"files.download {file_name}")
+        except GeminiFilesError as err:
+            if not _answered_gone(err):
+                raise
+            raise GeminiFileGoneError(
+                f"{file_name} does not exist: a batch's results file is deleted 48 hours after its job "
+                "ended (or by a cleanup), or it belongs to another API key's project.",
+                file_name=file_name,
+            ) from err
+        return counter.written
+
+    def _stream_download(self, file_name: str, out: _CountingWriter) -> None:
+        """``files/<id>:download?alt=media`` streamed to ``out``: google-genai < 2.21 has no streaming
+        download (its ``files.download`` returns the whole file as bytes)."""
+        import httpx
+        from google.genai import errors
+
+        from airflow_gemini_files.hooks.upload import DEFAULT_TIMEOUT
+
+        settings = self.settings
+        url = f"{settings.base_url.rstrip('/')}/{settings.api_version}/{file_name}:download"
+        timeout = httpx.Timeout(settings.timeout) if settings.timeout else DEFAULT_TIMEOUT
+        headers = {"x-goog-api-key": settings.api_key}
+        with self._upload_http.stream(
+            "GET", url, params={"alt": "media"}, headers=headers, timeout=timeout
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                try:
+                    payload: Any = response.json()
+                except ValueError:
+                    payload = {"error": {"code": response.status_code, "message": response.text[:500]}}
+                payload = json.loads(self._redact(json.dumps(payload)))
+                # No response object: it holds the request, whose headers hold the API key.
+                errors.APIError.raise_error(response.status_code, payload, None)
+            for piece in response.iter_bytes(DOWNLOAD_PIECE):
+                out.write(piece)
+
+    def write_gcs_object(self, uri: str, data: bytes, *, content_type: str = "application/json") -> str:
+        """Write ``data`` as the ``gs://`` object ``uri`` (replacing it); retried like any idempotent write,
+        since writing the same bytes again changes nothing. Returns ``uri``."""
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        bucket, object_name = parse_gs_uri(uri)
+        blob = self.storage_client.bucket(bucket).blob(object_name)
+        blob.upload_from_string(data, content_type=content_type, retry=DEFAULT_RETRY)
+        return uri
+
+    def open_gcs_writer(self, uri: str, *, content_type: str = "application/json") -> IO[bytes]:
+        """A binary stream that writes the ``gs://`` object ``uri`` in bounded memory; use it as a context
+        manager: the object exists once the block ends without an error, and not at all otherwise."""
+        bucket, object_name = parse_gs_uri(uri)
+        blob = self.storage_client.bucket(bucket).blob(object_name)
+        return blob.open("wb", chunk_size=DOWNLOAD_CHUNK_SIZE, ignore_flush=True, content_type=content_type)
+
+    def read_gcs_object(self, uri: str) -> bytes | None:
+        """The bytes of the ``gs://`` object ``uri``, or None when it does not exist."""
+        from google.api_core.exceptions import NotFound
+
+        bucket, object_name = parse_gs_uri(uri)
+        try:
+            return bytes(self.storage_client.bucket(bucket).blob(object_name).download_as_bytes())
+        except NotFound:
+            return None
+
+
+def _gone_file(message: str) -> GeminiFileRef | None:
+    """The file a "cannot access the File <id>" answer names, when its id is one refs can hold."""
+    match = _GONE_FILE.search(message)
+    try:
+        return GeminiFileRef(name=f"files/{match.group(1)}") if match else None
+    except ValueError:  # e.g. a batch's results file files/batch-<36 characters>: longer than uploads' ids
+        return None
+
+
+def _answered_gone(error: BaseException) -> bool:
+    """Whether the API answered 403 or 404 (the live API says 403 for a file that does not exist), and
+    not about the API key."""
+    from google.genai import errors
+
+    cause = error.__cause__
+    if not isinstance(cause, errors.APIError) or cause.code not in (403, 404):
+        return False
+    return not policy.is_bad_key(cause.code, str(cause.message or ""), str(cause.details or ""))
+
+
+_BATCH_NAME = re.compile(r"^(?:batches/)?([a-z0-9][a-z0-9-]*)$")
+_GENERATED_FILE = re.compile(r"^(?:files/)?([a-z0-9][a-z0-9-]{0,126})$")
+
+
+def batch_job_name(name: Any) -> str:
+    """``batches/<id>`` for ``batches/<id>`` or a bare ``<id>``, else a GeminiInputError naming it."""
+    match = _BATCH_NAME.match(name.strip()) if isinstance(name, str) else None
+    if match is None:
+        raise GeminiInputError(
+            f"{name!r} is not a batch job name: expected 'batches/<id>' (as create_batch returns it)."
+        )
+    return f"batches/{match.group(1)}"
+
+
+def generated_file_name(name: Any) -> str:
+    """``files/<id>`` of a generated file (ids may be longer than uploads' 40 characters: batch results)."""
+    match = _GENERATED_FILE.match(name.strip()) if isinstance(name, str) else None
+    if match is None:
+        raise GeminiInputError(
+            f"{name!r} is not a Gemini file name: expected 'files/<id>' (a batch's results file is "
+            "'files/batch-<id>')."
+        )
+    return f"files/{match.group(1)}"
+
+
+class _CountingWriter(io.RawIOBase):
+    """A writable stream that passes bytes on to ``target`` and counts them."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        super().__init__()
+        self.target = target
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.target.write(data)
+        size = len(data)
+        self.written += size
+        return size
 
 
 def _config_summary(config: Any) -> str:

@@ -13,6 +13,11 @@ same way, with the same exception and message, wherever it happens:
   poll can fix, or :data:`MAX_CONSECUTIVE_POLL_FAILURES` failed polls in a row).
 - :func:`reuse_refusal` decides whether an existing file may stand in for an upload: only when it is
   usable and provably holds the source's bytes (same size and SHA-256).
+- Batch jobs: :func:`job_verdict` reads every job state (the REST API's ``BATCH_STATE_*``, the SDK's
+  ``JOB_STATE_*``), :class:`JobWait` is one wait for a job to end (the trigger's and the worker's),
+  :func:`job_error` / :func:`job_timeout_error` give each ending its message, :func:`batch_file_problem`
+  decides whether a document's file may be sent in a batch, and :func:`request_error_reason` explains a
+  failed request of a batch.
 - :func:`check_source_size` and :func:`check_inline_size` hold the API's size limits;
   :func:`register_auth_refusal` and :func:`register_auth_advice` say which ``register_auth`` setting to
   try when Gemini refuses how ``files:register`` authenticated.
@@ -25,12 +30,15 @@ import enum
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from airflow_gemini_files.exceptions import (
+    GeminiBatchDocumentsError,
+    GeminiBatchJobError,
+    GeminiBatchJobGoneError,
     GeminiConnectionError,
     GeminiFileExistsError,
     GeminiFileFailedError,
@@ -316,6 +324,8 @@ class ApiProblem(enum.Enum):
     )
     NOT_ACTIVE = "not_active"  # a file in the request is not ACTIVE yet
     NAME_TAKEN = "name_taken"  # 409: a file with the requested name exists
+    JOB_GONE = "job_gone"  # the batch job does not exist (deleted, or another API key's)
+    JOB_STATE = "job_state"  # the job's state does not allow it (cancel a finished job, delete a running one)
     REFUSED = "refused"  # any other 4xx: the request itself is wrong
     TRANSIENT = "transient"  # 408, 429, 5xx: another try may work
     OTHER = "other"
@@ -402,15 +412,19 @@ def register_auth_advice(refusal: RegisterAuthRefusal, mode: str) -> str:
 
 
 def classify_api_error(
-    err: errors.APIError, *, about_file: bool = False, about_model: bool = False
+    err: errors.APIError, *, about_file: bool = False, about_model: bool = False, about_job: bool = False
 ) -> ApiProblem:
-    """Sort an SDK error answer; ``about_file`` / ``about_model`` say what the request named."""
+    """Sort an SDK error answer; ``about_file`` / ``_model`` / ``_job`` say what the request named."""
     code = err.code
     message = str(err.message or "")
     if register_auth_refusal(err) is not None:
         return ApiProblem.AUTH_REFUSED
     if is_bad_key(code, message, str(err.details or "")):
         return ApiProblem.BAD_KEY
+    if about_job and code in (403, 404):
+        return ApiProblem.JOB_GONE
+    if about_job and code == 400 and err.status == "FAILED_PRECONDITION":
+        return ApiProblem.JOB_STATE
     if code in (403, 404) and (about_file or "access the File" in message):
         return ApiProblem.FILE_GONE
     if code == 404 and about_model:
@@ -606,8 +620,224 @@ def timeout_error(pending: Sequence[GeminiFileRef], *, total: int, timeout: floa
     )
 
 
+# Batch jobs ----------------------------------------------------------------------------------------
+JOB_FIRST_POLL = 5.0
+"""Seconds before the first check of a batch job; later checks back off to the caller's poll interval."""
+
+JOB_END_WAIT = 30.0
+"""Seconds a cancelled job is given to reach CANCELLED before whoever cancelled it gives up."""
+
+
+class JobVerdict(enum.Enum):
+    """What a batch job's state means for whoever waits for its results."""
+
+    RUNNING = "running"  # not finished yet: wait
+    SUCCEEDED = "succeeded"  # results to read (some requests may still have failed)
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job will not change any more."""
+        return self is not JobVerdict.RUNNING
+
+
+_JOB_VERDICTS: dict[str, JobVerdict] = {
+    "PENDING": JobVerdict.RUNNING,
+    "QUEUED": JobVerdict.RUNNING,
+    "RUNNING": JobVerdict.RUNNING,
+    "UPDATING": JobVerdict.RUNNING,  # goes back to RUNNING
+    "PAUSED": JobVerdict.RUNNING,  # may resume; the caller's timeout bounds the wait
+    "CANCELLING": JobVerdict.RUNNING,  # ends CANCELLED, SUCCEEDED or FAILED: wait for which
+    "UNSPECIFIED": JobVerdict.RUNNING,
+    "SUCCEEDED": JobVerdict.SUCCEEDED,
+    "PARTIALLY_SUCCEEDED": JobVerdict.SUCCEEDED,  # results exist; the failed requests say why
+    "FAILED": JobVerdict.FAILED,
+    "CANCELLED": JobVerdict.CANCELLED,
+    "EXPIRED": JobVerdict.EXPIRED,
+}
+
+
+def job_state_name(state: object) -> str:
+    """The SDK's name (``JOB_STATE_*``) of a batch job state given as the SDK's ``JobState``, its name,
+    the REST API's ``BATCH_STATE_*`` or the bare ``SUCCEEDED``; ``JOB_STATE_UNSPECIFIED`` for None."""
+    text = str(getattr(state, "value", state) or "").strip().upper()
+    for prefix in ("JOB_STATE_", "BATCH_STATE_"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    return f"JOB_STATE_{text or 'UNSPECIFIED'}"
+
+
+def job_verdict(state: object) -> JobVerdict:
+    """Running, succeeded (results to read), failed, cancelled or expired, for every state of every API.
+
+    A state this module does not know (a newer API's) counts as running: the wait goes on until its
+    timeout rather than abandoning a job that may still deliver paid-for results.
+    """
+    return _JOB_VERDICTS.get(job_state_name(state).removeprefix("JOB_STATE_"), JobVerdict.RUNNING)
+
+
+def job_error(job_name: str, state: object) -> GeminiBatchJobError:
+    """The one error for a batch job that ended without results (FAILED, CANCELLED or EXPIRED)."""
+    name = job_state_name(state)
+    verdict = job_verdict(state)
+    if verdict is JobVerdict.FAILED:
+        why = (
+            "Gemini does not say why through the API (look the job up in AI Studio). A retry of the task "
+            "submits a new job."
+        )
+    elif verdict is JobVerdict.CANCELLED:
+        why = (
+            "it was cancelled (by a user, a killed task or a cleanup task) before it finished. A retry of "
+            "the task submits a new job."
+        )
+    elif verdict is JobVerdict.EXPIRED:
+        why = (
+            "Gemini did not finish it within 48 hours of its creation. Retry later, or split the documents "
+            "into smaller batches."
+        )
+    else:
+        raise ValueError(f"{job_name} is {name}: not an ending without results.")
+    return GeminiBatchJobError(
+        f"Batch job {job_name} ended {name.removeprefix('JOB_STATE_')} with no results: {why}",
+        job_name=job_name,
+        state=name,
+    )
+
+
+def job_timeout_error(
+    job_name: str, state: object, *, timeout: float, cancelled: bool
+) -> GeminiWaitTimeoutError:
+    """The error for a batch job still unfinished ``timeout`` seconds after it was created."""
+    name = job_state_name(state).removeprefix("JOB_STATE_")
+    outcome = (
+        "Cancelled it: nothing was published"
+        if cancelled
+        else "Could not cancel it (see the log); cancel it in AI Studio"
+    )
+    return GeminiWaitTimeoutError(
+        f"Batch job {job_name} was still {name} {timeout:g} s after it was created (the task's timeout). "
+        f"{outcome}. Raise timeout (the Batch API's target turnaround is 24 hours; jobs have been seen "
+        "PENDING for longer) or retry later.",
+        pending=[job_name],
+    )
+
+
+def job_poll_schedule(poll_interval: float) -> PollSchedule:
+    """The waits between checks of a batch job: :data:`JOB_FIRST_POLL` seconds first (a small job is done
+    within seconds), 1.5x longer each time, up to ``poll_interval``."""
+    return PollSchedule(min(poll_interval, JOB_FIRST_POLL), cap=poll_interval)
+
+
+class JobWait:
+    """
+    One wait until a batch job ends: the same decisions in the triggerer and in a worker.
+
+    Give :meth:`record` each check's answer (the job's state, or the exception its fetch raised). It
+    returns the verdict; a gone job or another error no check can fix ends the wait at once, transient
+    errors are tolerated until :data:`MAX_CONSECUTIVE_POLL_FAILURES` checks in a row failed.
+    """
+
+    def __init__(self, job_name: str, *, max_failures: int = MAX_CONSECUTIVE_POLL_FAILURES) -> None:
+        self.job_name = job_name
+        self.state = job_state_name(None)
+        self.failures = 0
+        self.max_failures = max_failures
+
+    def record(self, answer: object) -> JobVerdict:
+        """Take one check's answer (a state, or an exception); the verdict, or raise what ends the wait."""
+        if not isinstance(answer, BaseException):
+            self.failures = 0
+            self.state = job_state_name(answer)
+            return job_verdict(self.state)
+        if is_permanent(answer) or isinstance(answer, GeminiBatchJobError):
+            raise answer
+        self.failures += 1
+        log.warning(
+            "Could not check batch job %s (%d check(s) in a row failed; giving up after %d): %s",
+            self.job_name,
+            self.failures,
+            self.max_failures,
+            printable(answer),
+        )
+        if self.failures >= self.max_failures:
+            raise GeminiFilesError(
+                f"Gave up waiting for batch job {self.job_name} after {self.failures} checks in a row "
+                f"failed; the last error: {printable(answer)[:500]}. The job may still run: retry the task "
+                "to re-attach to it."
+            ) from answer
+        return JobVerdict.RUNNING
+
+    def progress(self) -> str:
+        """``"Batch job batches/x is RUNNING"``."""
+        return f"Batch job {self.job_name} is {self.state.removeprefix('JOB_STATE_')}"
+
+
+def batch_file_problem(
+    ref: GeminiFileRef, *, deadline: datetime, now: datetime | None = None
+) -> GeminiFilesError | None:
+    """
+    Why a document's file must not be sent in a batch job that may run until ``deadline``, or None.
+
+    Not ACTIVE, FAILED or expired: :func:`verdict_error`'s error. ACTIVE but expiring before the deadline
+    (files live 48 hours, a batch may take 24 or more): an error naming the file and both times, since
+    Gemini could delete it before the job reads it.
+    """
+    moment = now or datetime.now(UTC)
+    verdict = file_verdict(ref, now=moment, margin=USE_EXPIRY_MARGIN)
+    if verdict is not FileVerdict.USABLE:
+        return verdict_error(ref, verdict)
+    if ref.expiration_time is not None and ref.expiration_time <= deadline:
+        return GeminiFileGoneError(
+            f"{describe(ref)} expires at {ref.expiration_time.isoformat()}, before the batch job's deadline "
+            f"{deadline.isoformat()}: Gemini could delete it before the job reads it (files live 48 hours, a "
+            "batch may take 24 or more). Upload or register it again just before the batch, or lower the "
+            "task's timeout.",
+            file_name=ref.name,
+        )
+    return None
+
+
+_RPC_CODES: dict[int, str] = {
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    16: "UNAUTHENTICATED",
+}
+
+_RPC_ADVICE: dict[str, str] = {
+    "INVALID_ARGUMENT": "Gemini refused the request: check the prompt, generation_config and response_schema",
+    "NOT_FOUND": "a file of the request is gone (deleted, expired, or another API key's)",
+    "PERMISSION_DENIED": "a file of the request is gone (deleted, expired, or another API key's)",
+    "FAILED_PRECONDITION": "a file of the request was not ACTIVE when the job ran",
+}
+
+
+def request_error_reason(status: object) -> str:
+    """Why one request of a batch failed, from its ``google.rpc.Status`` (``{"code", "message"}``)."""
+    if not isinstance(status, Mapping):
+        return f"Gemini returned an error it did not describe: {printable(status)[:300]}"
+    code = status.get("code")
+    name = _RPC_CODES.get(code, "ERROR") if isinstance(code, int) else "ERROR"
+    message = printable(status.get("message") or "no message").strip()[:500]
+    advice = _RPC_ADVICE.get(name)
+    return f"{name} ({code}): {message}" + (f" ({advice})" if advice else "")
+
+
 # Errors through a trigger event ---------------------------------------------------------------------
 _EVENT_KINDS: tuple[tuple[str, type[GeminiFilesError]], ...] = (
+    ("batch_gone", GeminiBatchJobGoneError),
+    ("batch_job", GeminiBatchJobError),
+    ("batch_documents", GeminiBatchDocumentsError),
     ("failed", GeminiFileFailedError),
     ("gone", GeminiFileGoneError),
     ("exists", GeminiFileExistsError),
@@ -629,6 +859,8 @@ def error_to_event(error: BaseException) -> dict[str, Any]:
         "file_name": getattr(error, "file_name", None),
         "error": getattr(error, "error", None) if isinstance(error, GeminiFileFailedError) else None,
         "pending": list(getattr(error, "pending", None) or []),
+        "job_name": getattr(error, "job_name", None),
+        "state": getattr(error, "state", None),
     }
 
 
@@ -645,4 +877,6 @@ def error_from_event(payload: Mapping[str, Any]) -> GeminiFilesError:
         return GeminiFileExistsError(message, file_name=payload.get("file_name"))
     if cls is GeminiWaitTimeoutError:
         return GeminiWaitTimeoutError(message, pending=list(payload.get("pending") or []))
+    if issubclass(cls, GeminiBatchJobError):
+        return cls(message, job_name=payload.get("job_name"), state=payload.get("state"))
     return cls(message)

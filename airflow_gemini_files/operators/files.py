@@ -11,7 +11,12 @@ from airflow.sdk import TriggerRule
 from airflow_gemini_files.exceptions import GeminiInputError
 from airflow_gemini_files.gcs_uri import is_gs_uri
 from airflow_gemini_files.hooks.sources import check_local_file
-from airflow_gemini_files.naming import context_run_prefix, default_display_name, upload_file_id
+from airflow_gemini_files.naming import (
+    context_run_prefix,
+    default_display_name,
+    is_run_batch,
+    upload_file_id,
+)
 from airflow_gemini_files.operators.base import (
     GeminiBaseOperator,
     dedupe,
@@ -334,9 +339,16 @@ class GeminiDeleteFilesOperator(GeminiBaseOperator):
     every file is tried before the task fails naming the ones it could not delete. Mapped, each instance
     is labelled with its file's name.
 
+    With ``delete_run_uploads`` it first ends and deletes every batch job of the DAG run (those
+    ``GeminiBatchGenerateOperator`` created, found by their display names; a running one is cancelled and
+    deleted once it has ended, with its results file), and only then deletes files: no file is deleted
+    while a job of the run may still read it. If a job cannot be ended, no file is deleted and the task
+    fails naming the job.
+
     :param files: GeminiFileRef(s), dicts or ``files/<id>`` names; may be empty or None. Templated.
     :param delete_run_uploads: Also delete every file ``GeminiUploadFileOperator`` created in this DAG run
-        (found by its deterministic name prefix, in this deployment), even those no XCom recorded.
+        (found by its deterministic name prefix, in this deployment), even those no XCom recorded, and
+        every batch job of the run with its input and results files.
     """
 
     template_fields: Sequence[str] = ("files", "gemini_conn_id")
@@ -358,8 +370,25 @@ class GeminiDeleteFilesOperator(GeminiBaseOperator):
             refs = dedupe(refs + found, key=lambda ref: ref.name)
         return refs
 
+    def _end_run_batches(self, context: Context) -> None:
+        """Cancel and delete the run's batch jobs (and their results files) before any file goes."""
+        jobs = [job for job in self.hook.list_batches() if is_run_batch(job.display_name, context)]
+        if not jobs:
+            return
+        self.log.info("Found %d batch job(s) of this DAG run: ending and deleting them first.", len(jobs))
+        outcomes = self.fan_out(lambda job: self.hook.delete_batch(str(job.name)), jobs, action="job deletes")
+        self.raise_for_failures(
+            outcomes,
+            what="batch job deletes",
+            after="No file was deleted, since a job of this run may still read it; rerun the task.",
+            label=lambda job: str(job.name),
+            single_as_is=False,
+        )
+
     def execute(self, context: Context) -> list[str]:
         self._lineage_deleted: list[GeminiFileRef] = []
+        if self.delete_run_uploads:
+            self._end_run_batches(context)
         refs = self._targets(context)
         set_map_index_label(context, map_index_label(refs))
         if not refs:

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_gemini_files.exceptions import GeminiFileGoneError, GeminiFilesError, GeminiInputError
 from airflow_gemini_files.hooks import policy
 from airflow_gemini_files.hooks.policy import FileVerdict
-from airflow_gemini_files.naming import printable, prompt_label
+from airflow_gemini_files.naming import printable
+from airflow_gemini_files.operators._generation import (
+    JSON_MIME_TYPE,
+    ReplyReader,
+    check_request,
+    check_response_schema,
+    request_config,
+    request_contents,
+    sum_usage,
+    usage_counts,
+)
 from airflow_gemini_files.operators.base import (
     GeminiBaseOperator,
     is_many,
@@ -21,19 +31,12 @@ from airflow_gemini_files.refs import GeminiFileRef
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
-    from google.genai import types
 
 USAGE_XCOM_KEY = "usage"
 """XCom key of the token usage (summed over the calls the task made)."""
 
 ERRORS_XCOM_KEY = "errors"
 """XCom key of the per-file errors of a ``per_file`` run: ``[{"file", "display_name", "error"}]``."""
-
-_JSON_MIME_TYPE = "application/json"
-
-
-def _is_model_class(value: Any) -> bool:
-    return isinstance(value, type) and hasattr(value, "model_validate_json")
 
 
 class GeminiGenerateContentOperator(GeminiBaseOperator):
@@ -109,35 +112,14 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
         self.files = files
         self.system_instruction = system_instruction
         self.generation_config = generation_config
-        if response_schema is not None and not (
-            isinstance(response_schema, Mapping) or _is_model_class(response_schema)
-        ):
-            raise GeminiInputError(
-                f"Task {self.task_id!r}: response_schema={response_schema!r} is neither a JSON schema dict "
-                "nor a pydantic model class."
-            )
-        self.response_schema = response_schema
+        self.response_schema = check_response_schema(response_schema, task_id=self.task_id)
         self.label_files = label_files
         self.per_file = per_file
         self.fail_on_error = fail_on_error
 
     # Inputs ---------------------------------------------------------------------------------------
     def _check_arguments(self) -> None:
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise GeminiInputError(
-                f"Task {self.task_id!r}: the prompt is empty (rendered to {self.prompt!r}). Pass the "
-                "question for the model, e.g. prompt='Summarise this report in 5 bullet points.'"
-            )
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise GeminiInputError(
-                f"Task {self.task_id!r}: model={self.model!r} is empty; pass a model name such as "
-                "'gemini-2.5-flash'."
-            )
-        if self.generation_config is not None and not isinstance(self.generation_config, Mapping):
-            raise GeminiInputError(
-                f"Task {self.task_id!r}: generation_config={self.generation_config!r} must be a dict of "
-                "GenerateContentConfig fields, e.g. {'temperature': 0.2}."
-            )
+        check_request(self.prompt, self.model, self.generation_config, task_id=self.task_id)
 
     def _refresh(self, refs: list[GeminiFileRef]) -> list[GeminiFileRef | GeminiFilesError]:
         """Fetch each file again; the fresh ref, or the error saying why it cannot be sent to the model."""
@@ -159,60 +141,21 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
 
     # The call -------------------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
-        config: dict[str, Any] = dict(self.generation_config or {})
-        if self.system_instruction:
-            config["system_instruction"] = self.system_instruction
-        if self.response_schema is not None:
-            config["response_mime_type"] = _JSON_MIME_TYPE
-            if _is_model_class(self.response_schema):
-                config["response_schema"] = self.response_schema
-            else:
-                config["response_json_schema"] = dict(self.response_schema)  # type: ignore[arg-type]
-        return config
+        return request_config(self.generation_config, self.system_instruction, self.response_schema)
 
-    def _contents(self, refs: Sequence[GeminiFileRef]) -> list[Any]:
-        contents: list[Any] = [self.prompt]
-        for ref in refs:
-            if self.label_files:
-                contents.append(f"<<<File: {prompt_label(ref.label)}>>>")
-            contents.append(ref.to_part())
-        return contents
-
-    def _parse(self, response: types.GenerateContentResponse, config: Mapping[str, Any]) -> Any:
-        text = response.text
-        if not text:
-            candidate = response.candidates[0] if response.candidates else None
-            feedback = response.prompt_feedback
-            raise GeminiFilesError(
-                f"Model {self.model!r} returned no text (finish reason "
-                f"{getattr(candidate, 'finish_reason', None)}, block reason "
-                f"{getattr(feedback, 'block_reason', None)}). Check the prompt and the safety settings."
-            )
-        if config.get("response_mime_type") != _JSON_MIME_TYPE:
-            return text
-        schema = self.response_schema
-        try:
-            if _is_model_class(schema):
-                return schema.model_validate_json(text).model_dump(mode="json")  # type: ignore[union-attr]
-            value = json.loads(text)
-            if isinstance(schema, Mapping):
-                import jsonschema
-
-                jsonschema.validate(value, dict(schema))
-            return value
-        except Exception as error:
-            detail = getattr(error, "message", None) or str(error)
-            raise GeminiFilesError(
-                f"Model {self.model!r} replied with JSON that does not match response_schema: "
-                f"{detail[:500]}. Reply starts with {text[:200]!r}. Tighten the prompt or the schema."
-            ) from error
+    @cached_property
+    def _reader(self) -> ReplyReader:
+        json_reply = self._config().get("response_mime_type") == JSON_MIME_TYPE
+        return ReplyReader(self.model, self.response_schema, json_reply=json_reply)
 
     def _generate(self, refs: Sequence[GeminiFileRef]) -> tuple[Any, dict[str, int]]:
         config = self._config()
         response = self.hook.generate_content(
-            model=self.model, contents=self._contents(refs), config=config or None
+            model=self.model,
+            contents=request_contents(self.prompt, refs, label_files=self.label_files),
+            config=config or None,
         )
-        result, usage = self._parse(response, config), _usage(response)
+        result, usage = self._reader.read(response), usage_counts(response)
         self._lineage_calls.append((list(refs), dict(usage)))
         return result, usage
 
@@ -275,7 +218,7 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
             label = item.label if isinstance(item, GeminiFileRef) else ref.label
             errors.append({"file": ref.name, "display_name": label, "error": printable(message)})
             results.append(None)
-        total = _sum_usage(usages)
+        total = sum_usage(usages)
         context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=total)
         context["ti"].xcom_push(key=ERRORS_XCOM_KEY, value=errors)
         if errors:
@@ -297,26 +240,6 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
             answered=[files for files, _ in calls],
             model=self.model,
             response_schema=self.response_schema,
-            usage=_sum_usage([usage for _, usage in calls]) if calls else None,
+            usage=sum_usage([usage for _, usage in calls]) if calls else None,
             base_url=lineage.connection_base_url(self),
         )
-
-
-def _usage(response: types.GenerateContentResponse) -> dict[str, int]:
-    """The integer token counts of a response's usage metadata."""
-    metadata = response.usage_metadata
-    if metadata is None:
-        return {}
-    return {
-        key: value
-        for key, value in metadata.model_dump(exclude_none=True).items()
-        if isinstance(value, int) and not isinstance(value, bool)
-    }
-
-
-def _sum_usage(usages: Sequence[Mapping[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {"calls": len(usages)}
-    for usage in usages:
-        for key, value in usage.items():
-            total[key] = total.get(key, 0) + value
-    return total

@@ -44,12 +44,16 @@ def test_nightly_dag_runs_daily_over_the_previous_day_with_documented_params(dag
     assert type(timetable).__name__ == "CronDataIntervalTimetable"
     assert timetable.expression in ("@daily", "0 0 * * *")  # Airflow 3.2 keeps the alias, 3.3 expands it
     params = dag.params  # type: ignore[attr-defined]
-    assert set(params) == {"bucket", "prefix", "results_prefix", "model", "prompt", "mode"}
+    assert set(params) == {"bucket", "prefix", "results_prefix", "model", "prompt", "mode", "analysis"}
     assert params["mode"] == "register"
+    assert params["analysis"] == "online"
     for name in params:
         assert params.get_param(name).description
     tasks = {task.task_id: task for task in dag.tasks}  # type: ignore[attr-defined]
     assert tasks["per_document.wait_active"].deferrable is True
+    assert tasks["wait_active"].partial_kwargs["deferrable"] is True
+    assert tasks["analyse_batch"].deferrable is True
+    assert tasks["analyse_batch"].timeout < dag.dagrun_timeout.total_seconds()  # type: ignore[attr-defined]
     assert tasks["delete_gemini_files"].trigger_rule == "all_done"
     assert tasks["write_manifest"].trigger_rule == "all_done"
 

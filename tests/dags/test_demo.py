@@ -30,9 +30,28 @@ def test_demo_runs_the_nightly_dag_offline_and_prints_results_and_cleanup() -> N
     for name in NIGHTLY_DOCUMENTS:
         assert name in table
     assert "documents 5, analysed 5, failed 0" in out
-    assert "Cleanup check: files left in the Gemini emulator: 0" in out
+    assert "Cleanup check: files left in the Gemini emulator: 0, batch jobs left: 0" in out
     log = Path(out.rsplit("full Airflow log: ", 1)[1].strip())
     assert "DagRun Finished" in log.read_text(encoding="utf-8")
+
+
+@pytest.mark.timeout(600)
+def test_demo_with_batch_analysis_runs_one_batch_job_offline() -> None:
+    demo = Path(sys.executable).with_name("gemini-files-demo")
+    done = subprocess.run(
+        [str(demo), "--analysis", "batch"], capture_output=True, text=True, timeout=540, check=False
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "(mode register, analysis batch)" in out
+    assert "analyse_batch" in out
+    assert "per_document.analyse[" not in out
+    table = out[out.index("Results in gs://demo-documents/results/") :]
+    for name in NIGHTLY_DOCUMENTS:
+        assert name in table
+    assert "documents 5, analysed 5, failed 0" in out
+    assert "ended JOB_STATE_SUCCEEDED (batch price: half)" in out
+    assert "Cleanup check: files left in the Gemini emulator: 0, batch jobs left: 0" in out
 
 
 @pytest.mark.parametrize(
@@ -103,3 +122,26 @@ def test_results_table_and_manifest_summary_are_readable() -> None:
     summary = manifest_summary(manifest)
     assert "documents 2, analysed 1, failed 1; tokens: prompt 10, output 5, total 15" in summary
     assert "failed: b.csv at wait_active (failed)" in summary
+
+
+def test_results_table_and_manifest_summary_read_a_batch_run_too() -> None:
+    results = [
+        {"document": "a.pdf", "result": {"document_type": "invoice", "summary": "S"}, "usage": {"total": 7}}
+    ]
+    row = results_table(results).splitlines()[2]
+    assert row.startswith("a.pdf")
+    assert "invoice" in row
+    assert row.endswith("7")
+    manifest = {
+        "batch": "batches/x",
+        "state": "JOB_STATE_SUCCEEDED",
+        "documents": 2,
+        "succeeded": 1,
+        "failed": 1,
+        "usage": {"prompt": 10, "candidates": 4, "thoughts": 2, "cached": 0, "total": 16},
+        "failures": [{"document": "b.csv", "stage": "not sent", "reason": "FAILED processing"}],
+    }
+    summary = manifest_summary(manifest)
+    assert "documents 2, analysed 1, failed 1; tokens: prompt 10, output 6, total 16" in summary
+    assert "batch job batches/x ended JOB_STATE_SUCCEEDED (batch price: half)" in summary
+    assert "failed: b.csv at not sent (FAILED processing)" in summary

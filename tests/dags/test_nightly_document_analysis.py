@@ -23,11 +23,12 @@ def nightly(
     """``nightly(mode)``: seed the day's partition, run the DAG, return (run, results, manifest)."""
 
     def run(
-        mode: str = "register", seed: bool = True, tweak: Any = None
+        mode: str = "register", seed: bool = True, tweak: Any = None, analysis: str = "online"
     ) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
         conf = {
             "bucket": bucket,
             "mode": mode,
+            "analysis": analysis,
             "prefix": "incoming/today/",
             "results_prefix": "results/today/",
         }
@@ -147,3 +148,77 @@ def test_an_empty_partition_is_a_successful_run_with_an_empty_manifest(nightly: 
     assert results == {}
     assert manifest is not None
     assert (manifest["documents"], manifest["succeeded"], manifest["failures"]) == (0, 0, [])
+
+
+# Batch analysis ------------------------------------------------------------------------------------------
+BATCH_PATH = ("batch_documents", "analyse_batch")
+ONLINE_PATH = ("online_documents",)
+
+
+@pytest.mark.parametrize("mode", ["register", "upload"])
+def test_batch_analysis_stores_every_document_from_one_job_and_cleans_up(
+    nightly: Any, gemini_emulator: Any, mode: str
+) -> None:
+    run, results, manifest = nightly(mode, analysis="batch")
+
+    assert run.state == "success", run.tasks
+    assert all(run.tasks[task] == "success" for task in BATCH_PATH)
+    assert run.tasks["online_documents"] == "skipped"
+    assert run.mapped("wait_active") == dict.fromkeys(DOCUMENTS, "success")
+    assert set(run.states("per_document.analyse")) <= {"skipped"}
+    assert (run.tasks["delete_gemini_files"], run.tasks["write_manifest"]) == ("success", "success")
+    # One JSON result per document, from the one batch job, with its structured analysis and usage.
+    assert sorted(results) == [f"{name}.json" for name in DOCUMENTS]
+    for name in DOCUMENTS:
+        result = results[f"{name}.json"]
+        assert result["document"] == name
+        assert result["source_uri"].endswith(f"/incoming/today/{name}")
+        assert set(result["result"]) >= {"document_type", "language", "summary", "key_entities"}
+        assert result["usage"]["total"] > 0
+    assert manifest is not None
+    assert (manifest["documents"], manifest["succeeded"], manifest["failed"]) == (5, 5, 0)
+    assert manifest["state"] == "JOB_STATE_SUCCEEDED"
+    assert manifest["usage"]["total"] == sum(r["usage"]["total"] for r in results.values())
+    assert run.xcom("analyse_batch")["manifest_uri"].endswith("/results/today/_manifest.json")
+    assert asset_events(run) == [f"gs://{manifest['results_uri'].split('/')[2]}/results/today"]
+    requests = gemini_emulator.stats()["requests"]
+    assert (requests["batch_create"], requests["generate"]) == (1, 0)
+    assert gemini_emulator.files() == []
+    assert gemini_emulator.batches() == []
+
+
+def test_batch_analysis_a_document_gemini_cannot_process_fails_alone(
+    nightly: Any, gemini_emulator: Any
+) -> None:
+    gemini_emulator.fail_processing("orders_2026-11.csv", "Unsupported CSV dialect.")
+
+    run, results, manifest = nightly("register", analysis="batch")
+
+    assert run.state == "failed"
+    assert run.mapped("wait_active")["orders_2026-11.csv"] == "failed"
+    assert run.tasks["analyse_batch"] == "success", "the other documents were analysed in the one job"
+    assert run.tasks["write_manifest"] == "failed"
+    assert run.tasks["delete_gemini_files"] == "success"
+    others = [name for name in DOCUMENTS if name != "orders_2026-11.csv"]
+    assert sorted(results) == [f"{name}.json" for name in others]
+    assert manifest is not None
+    assert (manifest["documents"], manifest["succeeded"], manifest["failed"]) == (5, 4, 1)
+    [failure] = manifest["failures"]
+    assert failure["document"] == "orders_2026-11.csv"
+    assert failure["stage"] == "not sent", failure
+    assert "FAILED processing: Unsupported CSV dialect" in failure["reason"]
+    assert gemini_emulator.files() == []
+    assert gemini_emulator.batches() == []
+
+
+def test_batch_analysis_of_an_empty_partition_is_a_successful_run_with_an_empty_manifest(
+    nightly: Any,
+) -> None:
+    run, results, manifest = nightly("register", seed=False, analysis="batch")
+
+    assert run.state == "success", run.tasks
+    assert run.tasks["analyse_batch"] == "skipped"
+    assert results == {}
+    assert manifest is not None
+    assert (manifest["documents"], manifest["succeeded"], manifest["failures"]) == (0, 0, [])
+    assert manifest["analysis"] == "batch"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ def readme_python_block(after: str) -> str:
 
 
 MINIMAL_DAG = readme_python_block("## A minimal DAG")
+BATCH_DAG = readme_python_block("## Batch mode")
 CONFTEST = readme_python_block("A ready `tests/conftest.py`")
 DAG_TESTS = readme_python_block("Then a DAG test parses your DAG file")
 CONTROLS = readme_python_block("Controls for the unhappy paths")
@@ -41,7 +43,7 @@ CELERY_PRELOAD = readme_python_block("### Celery workers: import the provider on
 
 def test_every_python_block_of_the_readme_is_one_these_tests_run() -> None:
     assert BLOCK.findall(README) == [
-        MINIMAL_DAG, LINEAGE, CELERY_PRELOAD, POOL_POLICY, CONFTEST, DAG_TESTS, CONTROLS
+        MINIMAL_DAG, BATCH_DAG, LINEAGE, CELERY_PRELOAD, POOL_POLICY, CONFTEST, DAG_TESTS, CONTROLS
     ]  # fmt: skip
 
 
@@ -94,6 +96,63 @@ def test_the_readme_minimal_dag_fails_its_run_when_a_document_fails_and_still_cl
     assert run.tasks["report"] == "upstream_failed"
     assert run.tasks["cleanup"] == "success"
     assert gemini_emulator.files() == []
+
+
+@pytest.fixture
+def batch_dags(tmp_path: Path) -> Path:
+    folder = tmp_path / "readme_batch_dags"
+    folder.mkdir()
+    (folder / "classify_contracts_in_batch.py").write_text(BATCH_DAG, encoding="utf-8")
+    return folder
+
+
+def classified(gcs_emulator: Any, day: str) -> dict[str, Any]:
+    prefix = f"classified/{day}/"
+    return {
+        blob.name[len(prefix) :]: json.loads(blob.download_as_bytes())
+        for blob in gcs_emulator.client().list_blobs("my-bucket", prefix=prefix)
+    }
+
+
+def test_the_readme_batch_dag_classifies_every_document_in_one_job_and_cleans_up(
+    run_dag: Any, gcs_emulator: Any, gemini_emulator: Any, gemini_connection: str, batch_dags: Path
+) -> None:
+    logical_date = next_logical_date()
+    day = logical_date.date().isoformat()
+    contracts_bucket(gcs_emulator, day, ("lease.pdf", "nda.pdf"))
+
+    run = run_dag("classify_contracts_in_batch", dags_folder=batch_dags, logical_date=logical_date)
+
+    assert run.state == "success", run.tasks
+    results = classified(gcs_emulator, day)
+    manifest = results.pop("_manifest.json")
+    assert sorted(results) == ["lease.pdf.json", "nda.pdf.json"]
+    assert all(set(r["result"]) == {"kind", "parties", "summary"} for r in results.values())
+    assert (manifest["documents"], manifest["succeeded"], manifest["failed"]) == (2, 2, 0)
+    assert run.xcom("classify")["state"] == "JOB_STATE_SUCCEEDED"
+    assert gemini_emulator.stats()["requests"]["batch_create"] == 1
+    assert run.tasks["cleanup"] == "success"
+    assert gemini_emulator.files() == []
+    assert gemini_emulator.batches() == []
+
+
+def test_the_readme_batch_dag_fails_its_run_when_the_batch_fails_and_still_cleans_up(
+    run_dag: Any, gcs_emulator: Any, gemini_emulator: Any, gemini_connection: str, batch_dags: Path
+) -> None:
+    logical_date = next_logical_date()
+    day = logical_date.date().isoformat()
+    contracts_bucket(gcs_emulator, day, ("lease.pdf", "nda.pdf"))
+    gemini_emulator.fail_batches(message="Backend failure")
+
+    run = run_dag("classify_contracts_in_batch", dags_folder=batch_dags, logical_date=logical_date)
+
+    assert run.state == "failed", run.tasks
+    assert run.tasks["classify"] == "failed"
+    assert run.tasks["cleanup"] == "success"
+    manifest = classified(gcs_emulator, day)["_manifest.json"]
+    assert (manifest["state"], manifest["failed"]) == ("JOB_STATE_FAILED", 2)
+    assert gemini_emulator.files() == []
+    assert gemini_emulator.batches() == []
 
 
 @pytest.mark.timeout(600)

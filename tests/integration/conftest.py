@@ -12,9 +12,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 import pytest
 from live import LIVE_BASE_URL_ENV, LIVE_GCS_URI_ENV, LIVE_KEY_ENV, live_model
@@ -88,3 +90,46 @@ def hook_target(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         yield target
     finally:
         target.hook.delete_files_quietly(target.created)
+
+
+@pytest.fixture
+def dag_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, str, str], Path]:
+    """``dag_bundle(bundle_name, file_name, source)``: a local DAG bundle folder holding one DAG file,
+    configured as this test's only bundle (for ``BundleDagBag`` and ``dag.test()``)."""
+
+    def make(bundle_name: str, file_name: str, source: str) -> Path:
+        folder = tmp_path / "dags"
+        folder.mkdir()
+        (folder / file_name).write_text(source)
+        bundle = {
+            "name": bundle_name,
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(folder), "refresh_interval": 0},
+        }
+        monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([bundle]))
+        return folder
+
+    return make
+
+
+@pytest.fixture
+def run_bundle_dag() -> Callable[..., tuple[Any, dict[str, str], dict[str, int]]]:
+    """``run_bundle_dag(folder, bundle_name, dag_id, logical_date)``: the DAG run by ``dag.test()`` from a
+    :func:`dag_bundle` folder, with each task's state and try number."""
+
+    def run(
+        folder: Path, bundle_name: str, dag_id: str, logical_date: Any
+    ) -> tuple[Any, dict[str, str], dict[str, int]]:
+        from airflow.dag_processing.dagbag import BundleDagBag
+        from airflow.utils.session import create_session
+
+        bag = BundleDagBag(dag_folder=folder, bundle_path=folder, bundle_name=bundle_name)
+        assert not bag.import_errors, bag.import_errors
+        dag_run = bag.get_dag(dag_id).test(logical_date=logical_date)
+        with create_session() as session:
+            tis = dag_run.get_task_instances(session=session)
+            states = {ti.task_id: str(ti.state) for ti in tis}
+            tries = {ti.task_id: ti.try_number for ti in tis}
+        return dag_run, states, tries
+
+    return run

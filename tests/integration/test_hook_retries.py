@@ -133,3 +133,23 @@ def test_the_async_client_waits_through_the_async_sleep(monkeypatch, gemini_emul
     assert asyncio.run(hook.aget_file(ref)).name == ref.name
     assert async_waits == [3]
     assert waits == []
+
+
+def test_a_batch_job_is_created_again_only_after_a_failure_that_proves_nothing_happened(
+    monkeypatch, gemini_emulator
+):
+    hook, waits = retrying_hook(monkeypatch, gemini_emulator)
+    gemini_emulator.inject_faults("batch_create", sequence=[429], retry_delay=2)  # refused before any work
+    job = hook.create_batch(model="gemini-2.5-flash", src=[{"contents": ["Hello"]}], display_name="once")
+    assert waits == [2]
+    assert [j["name"] for j in gemini_emulator.batches()] == [job.name]
+
+    gemini_emulator.inject_faults("batch_create", sequence=[503])  # may have come after the job was made
+    with pytest.raises(errors.ServerError):
+        hook.create_batch(model="gemini-2.5-flash", src=[{"contents": ["Hello"]}], display_name="twice")
+    assert waits == [2]
+    assert gemini_emulator.stats()["requests"]["batch_create"] == 3
+
+    gemini_emulator.inject_faults("batch_get", sequence=[503], retry_delay=0)  # reading a job is retried
+    assert hook.get_batch(job.name).name == job.name
+    assert len(waits) == 2

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,18 +50,8 @@ DAG_FILE = textwrap.dedent(
 
 
 @pytest.fixture
-def dags_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "dags"
-    folder.mkdir()
-    (folder / "ops_upload_retry.py").write_text(DAG_FILE)
-    bundles = [
-        {
-            "name": "ops-retry",
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": str(folder), "refresh_interval": 0},
-        }
-    ]
-    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+def dags_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dag_bundle: Any) -> Path:
+    folder = dag_bundle("ops-retry", "ops_upload_retry.py", DAG_FILE)
     paths = []
     for name in DOCS:
         path = tmp_path / name
@@ -71,22 +61,16 @@ def dags_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def test_retry_after_successful_upload_reuses_the_files(gemini_connection, gemini_emulator, dags_folder):
-    from airflow.dag_processing.dagbag import BundleDagBag
+def test_retry_after_successful_upload_reuses_the_files(
+    gemini_connection, gemini_emulator, dags_folder, run_bundle_dag
+):
     from airflow.utils import db
-    from airflow.utils.session import create_session
 
     db.upgradedb()
-    bag = BundleDagBag(dag_folder=dags_folder, bundle_path=dags_folder, bundle_name="ops-retry")
-    assert not bag.import_errors, bag.import_errors
-    run = bag.get_dag("ops_upload_retry").test(logical_date=datetime(2026, 3, 1, tzinfo=UTC))
-
-    with create_session() as session:
-        tis = {ti.task_id: ti for ti in run.get_task_instances(session=session)}
-        states = {task_id: str(ti.state) for task_id, ti in tis.items()}
-        upload_tries = tis["upload"].try_number
+    date = datetime(2026, 3, 1, tzinfo=UTC)
+    run, states, tries = run_bundle_dag(dags_folder, "ops-retry", "ops_upload_retry", date)
     assert str(run.state) == "success", states
-    assert upload_tries == 2, "the upload task really failed once and was retried"
+    assert tries["upload"] == 2, "the upload task really failed once and was retried"
     stats = gemini_emulator.stats()["requests"]
     assert stats["upload_start"] == 2 * len(DOCS), "the retry asked for the same names (409: taken)"
     assert stats["upload_chunk"] == len(DOCS), "the retry sent no byte again: the files held the same bytes"

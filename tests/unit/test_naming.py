@@ -209,3 +209,85 @@ def test_a_refused_display_name_is_shown_escaped_and_cut_at_200_characters():
 
 def test_the_default_display_name_keeps_a_name_ending_in_x():
     assert naming.default_display_name("/data/in/INBOX") == "INBOX"
+
+
+# Batch jobs ------------------------------------------------------------------------------------------
+def test_a_batch_job_is_named_after_the_run_prefix_and_16_hex_of_task_and_map_index():
+    ctx = context(task_id="analyse_batch", map_index=2)
+    digest = hashlib.sha256(b"analyse_batch\x002").hexdigest()[:16]
+    assert naming.batch_display_name(ctx) == f"{naming.context_run_prefix(ctx)}-batch-{digest}"
+
+
+def test_every_try_finds_the_same_batch_job_and_other_tasks_or_runs_do_not():
+    first = naming.batch_display_name(context(try_number=1))
+    assert naming.batch_display_name(context(try_number=4)) == first
+    assert naming.batch_display_name(context(task_id="other")) != first
+    assert naming.batch_display_name(context(map_index=0)) != first
+    assert naming.batch_display_name(context(run_id="manual__x")) != first
+    assert naming.batch_display_name(context(run_started=datetime(2026, 1, 1, tzinfo=UTC))) != first
+
+
+def test_a_runs_batch_jobs_are_recognised_by_their_display_name():
+    ctx = context()
+    prefix = naming.context_run_prefix(ctx)
+    assert naming.is_run_batch(naming.batch_display_name(ctx), ctx)
+    assert naming.is_run_batch(naming.batch_display_name(context(task_id="other")), ctx)
+    assert not naming.is_run_batch(naming.batch_display_name(context(run_id="manual__x")), ctx)
+    assert not naming.is_run_batch(f"{prefix}-0123456789abcdef0123456789", ctx), "an upload id, not a job"
+    assert not naming.is_run_batch(f"x{prefix}-batch-0", ctx)
+    assert not naming.is_run_batch(None, ctx)
+    assert not naming.is_run_batch("", ctx)
+
+
+def test_a_batch_input_file_is_named_like_an_upload_so_cleanup_finds_it_by_the_run_prefix():
+    ctx = context(task_id="analyse_batch")
+    file_id = naming.batch_input_file_id(ctx)
+    assert file_id == naming.upload_file_id(ctx, "gemini-batch-input.jsonl")
+    assert file_id.startswith(naming.context_run_prefix(ctx) + "-")
+    assert FILE_ID_PATTERN.match(file_id)
+
+
+def test_document_keys_are_base_names_made_safe_and_unique():
+    from airflow_gemini_files.refs import GeminiFileRef as Ref
+
+    refs = [
+        Ref(name="files/a", source_uri="gs://b/in/2026/x.pdf", display_name="ignored.pdf"),
+        Ref(name="files/b", display_name="notes de réunion.md"),
+        Ref(name="files/c", source_uri="/data/in/rep\nort?.pdf"),
+        Ref(name="files/d"),
+        Ref(name="files/e", display_name="a~b/c:d*e.txt"),
+        Ref(name="files/f", display_name=" .. "),
+        Ref(name="files/g", source_uri="gs://b/dir/"),
+    ]
+    assert naming.document_keys(refs) == [
+        "x.pdf",
+        "notes de réunion.md",
+        "rep_nort_.pdf",
+        "d",
+        "c_d_e.txt",
+        "f",
+        "dir",
+    ]
+
+
+def test_documents_with_the_same_name_or_the_manifests_get_their_file_id():
+    from airflow_gemini_files.refs import GeminiFileRef as Ref
+
+    refs = [
+        Ref(name="files/a", source_uri="gs://b/day1/report.pdf"),
+        Ref(name="files/b", source_uri="gs://b/day2/report.pdf"),
+        Ref(name="files/c", display_name="_manifest"),
+        Ref(name="files/d", display_name="d"),
+        Ref(name="files/e", display_name="d"),
+        Ref(name="files/f", display_name="unique.pdf"),
+    ]
+    keys = naming.document_keys(refs)
+    assert keys == ["report.pdf~a", "report.pdf~b", "_manifest~c", "d~d", "d~e", "unique.pdf"]
+    assert naming.document_keys(refs) == keys, "the same files give the same keys"
+
+
+def test_a_long_name_is_cut_to_200_characters():
+    from airflow_gemini_files.refs import GeminiFileRef as Ref
+
+    [key] = naming.document_keys([Ref(name="files/a", display_name="x" * 300 + ".pdf")])
+    assert key == "x" * 200

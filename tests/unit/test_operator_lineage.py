@@ -12,6 +12,7 @@ from doubles import FakeGeminiHook, context
 from openlineage.client.serde import Serde
 
 from airflow_gemini_files.exceptions import GeminiFilesError
+from airflow_gemini_files.operators.batch import GeminiBatchGenerateOperator
 from airflow_gemini_files.operators.files import (
     GeminiDeleteFilesOperator,
     GeminiRegisterGcsFilesOperator,
@@ -43,6 +44,9 @@ def test_the_openlineage_listener_finds_an_extractor_for_every_operator():
         GeminiFileActiveSensor(task_id="wait", files="files/a"),
         GeminiGenerateContentOperator(task_id="gen", model="m", prompt="p"),
         GeminiDeleteFilesOperator(task_id="del"),
+        GeminiBatchGenerateOperator(
+            task_id="batch", model="m", prompt="p", files=[], results_uri="gs://b/r/"
+        ),
     ]
     manager = ExtractorManager()
     for operator in operators:

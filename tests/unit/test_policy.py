@@ -11,9 +11,12 @@ import pytest
 import requests
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSensorTimeout
 from google.api_core import exceptions as api_exceptions
-from google.genai import errors
+from google.genai import errors, types
 
 from airflow_gemini_files.exceptions import (
+    GeminiBatchDocumentsError,
+    GeminiBatchJobError,
+    GeminiBatchJobGoneError,
     GeminiConnectionError,
     GeminiFileExistsError,
     GeminiFileFailedError,
@@ -24,7 +27,7 @@ from airflow_gemini_files.exceptions import (
     GeminiWaitTimeoutError,
 )
 from airflow_gemini_files.hooks import policy
-from airflow_gemini_files.hooks.policy import ActiveWait, ApiProblem, FileVerdict, PollSchedule
+from airflow_gemini_files.hooks.policy import ActiveWait, ApiProblem, FileVerdict, JobVerdict, PollSchedule
 from airflow_gemini_files.refs import GeminiFileRef
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -361,6 +364,16 @@ def test_the_source_is_hashed_only_when_size_and_state_allow_reuse():
         (api_error(504, "deadline"), {}, ApiProblem.TRANSIENT),
         (api_error(501, "not implemented"), {}, ApiProblem.OTHER),
         (api_error(499, "cancelled"), {}, ApiProblem.REFUSED),
+        (api_error(404, "Batch batches/x not found"), {"about_job": True}, ApiProblem.JOB_GONE),
+        (api_error(403, "Permission denied"), {"about_job": True}, ApiProblem.JOB_GONE),
+        (api_error(400, "API key not valid"), {"about_job": True}, ApiProblem.BAD_KEY),
+        (
+            api_error(400, "already SUCCEEDED", "FAILED_PRECONDITION"),
+            {"about_job": True},
+            ApiProblem.JOB_STATE,
+        ),
+        (api_error(400, "bad name", "INVALID_ARGUMENT"), {"about_job": True}, ApiProblem.REFUSED),
+        (api_error(500, "internal"), {"about_job": True}, ApiProblem.TRANSIENT),
     ],
 )
 def test_classify_api_error(error, about, problem):
@@ -723,6 +736,9 @@ def test_timeout_error_names_at_most_five_files_and_the_fix():
         GeminiWaitTimeoutError("timeout msg", pending=["files/a", "files/b"]),
         GeminiConnectionError("connection msg"),
         GeminiFilesError("error msg"),
+        GeminiBatchJobError("job msg", job_name="batches/j", state="JOB_STATE_FAILED"),
+        GeminiBatchJobGoneError("gone job msg", job_name="batches/j"),
+        GeminiBatchDocumentsError("documents msg"),
     ],
 )
 def test_an_error_survives_a_trigger_event_with_its_type_and_message(error):
@@ -731,7 +747,7 @@ def test_an_error_survives_a_trigger_event_with_its_type_and_message(error):
     rebuilt = policy.error_from_event(payload)
     assert type(rebuilt) is type(error)
     assert str(rebuilt) == str(error)
-    for attribute in ("file_name", "error", "pending"):
+    for attribute in ("file_name", "error", "pending", "job_name", "state"):
         assert getattr(rebuilt, attribute, None) == getattr(error, attribute, None)
 
 
@@ -743,6 +759,8 @@ def test_a_foreign_error_travels_as_a_provider_error_naming_its_type():
         "file_name": None,
         "error": None,
         "pending": [],
+        "job_name": None,
+        "state": None,
     }
     rebuilt = policy.error_from_event(payload)
     assert type(rebuilt) is GeminiFilesError
@@ -793,3 +811,205 @@ def test_timeout_error_adds_how_many_more_past_five(count, more):
     assert str(policy.timeout_error(pending, total=count, timeout=2)).startswith(
         f"{count} of {count} Gemini file(s) still not ACTIVE after the timeout of 2 s: {names}{more}. Raise"
     )
+
+
+# Batch jobs ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("state", "name", "verdict"),
+    [
+        ("BATCH_STATE_PENDING", "JOB_STATE_PENDING", JobVerdict.RUNNING),
+        ("BATCH_STATE_RUNNING", "JOB_STATE_RUNNING", JobVerdict.RUNNING),
+        ("BATCH_STATE_SUCCEEDED", "JOB_STATE_SUCCEEDED", JobVerdict.SUCCEEDED),
+        ("BATCH_STATE_FAILED", "JOB_STATE_FAILED", JobVerdict.FAILED),
+        ("BATCH_STATE_CANCELLED", "JOB_STATE_CANCELLED", JobVerdict.CANCELLED),
+        ("BATCH_STATE_EXPIRED", "JOB_STATE_EXPIRED", JobVerdict.EXPIRED),
+        ("BATCH_STATE_UNSPECIFIED", "JOB_STATE_UNSPECIFIED", JobVerdict.RUNNING),
+        (types.JobState.JOB_STATE_QUEUED, "JOB_STATE_QUEUED", JobVerdict.RUNNING),
+        (types.JobState.JOB_STATE_PAUSED, "JOB_STATE_PAUSED", JobVerdict.RUNNING),
+        (types.JobState.JOB_STATE_UPDATING, "JOB_STATE_UPDATING", JobVerdict.RUNNING),
+        (types.JobState.JOB_STATE_CANCELLING, "JOB_STATE_CANCELLING", JobVerdict.RUNNING),
+        (types.JobState.JOB_STATE_PARTIALLY_SUCCEEDED, "JOB_STATE_PARTIALLY_SUCCEEDED", JobVerdict.SUCCEEDED),
+        ("SUCCEEDED", "JOB_STATE_SUCCEEDED", JobVerdict.SUCCEEDED),
+        (" job_state_expired ", "JOB_STATE_EXPIRED", JobVerdict.EXPIRED),
+        (None, "JOB_STATE_UNSPECIFIED", JobVerdict.RUNNING),
+        ("JOB_STATE_HIBERNATING", "JOB_STATE_HIBERNATING", JobVerdict.RUNNING),
+    ],
+)
+def test_every_job_state_of_the_rest_api_and_the_sdk_has_a_verdict(state, name, verdict):
+    assert policy.job_state_name(state) == name
+    assert policy.job_verdict(state) is verdict
+    assert verdict.finished is (verdict is not JobVerdict.RUNNING)
+
+
+def test_every_sdk_job_state_is_known_to_the_policy():
+    for state in types.JobState:
+        assert policy.job_state_name(state).removeprefix("JOB_STATE_") in policy._JOB_VERDICTS
+
+
+@pytest.mark.parametrize(
+    ("state", "says"),
+    [
+        ("BATCH_STATE_FAILED", "ended FAILED with no results: Gemini does not say why through the API"),
+        (
+            "JOB_STATE_CANCELLED",
+            "ended CANCELLED with no results: it was cancelled (by a user, a killed task",
+        ),
+        ("EXPIRED", "ended EXPIRED with no results: Gemini did not finish it within 48 hours"),
+    ],
+)
+def test_a_job_ending_without_results_has_one_message_naming_the_job(state, says):
+    error = policy.job_error("batches/j1", state)
+    assert type(error) is GeminiBatchJobError
+    assert str(error).startswith(f"Batch job batches/j1 {says}")
+    assert (error.job_name, error.state) == ("batches/j1", policy.job_state_name(state))
+    assert not isinstance(error, AirflowFailException), "a retry submits a new job"
+
+
+@pytest.mark.parametrize(
+    "state", ["JOB_STATE_SUCCEEDED", "JOB_STATE_RUNNING", "JOB_STATE_PARTIALLY_SUCCEEDED"]
+)
+def test_a_job_with_results_or_still_running_has_no_ending_error(state):
+    with pytest.raises(ValueError, match="not an ending without results"):
+        policy.job_error("batches/j1", state)
+
+
+@pytest.mark.parametrize(
+    ("cancelled", "outcome"), [(True, "Cancelled it: nothing"), (False, "Could not cancel")]
+)
+def test_a_job_past_its_timeout_says_its_state_and_whether_it_was_cancelled(cancelled, outcome):
+    error = policy.job_timeout_error("batches/j1", "BATCH_STATE_PENDING", timeout=90.0, cancelled=cancelled)
+    assert isinstance(error, GeminiWaitTimeoutError)
+    assert isinstance(error, AirflowSensorTimeout)  # no retry: waiting again needs a longer timeout
+    assert error.pending == ["batches/j1"]
+    assert str(error).startswith(
+        f"Batch job batches/j1 was still PENDING 90 s after it was created (the task's timeout). {outcome}"
+    )
+    assert "Raise timeout" in str(error)
+
+
+def test_a_job_is_first_checked_after_5_seconds_then_backs_off_to_the_poll_interval():
+    schedule = policy.job_poll_schedule(60.0)
+    assert [round(schedule.next(False), 2) for _ in range(9)] == [
+        5.0,
+        7.5,
+        11.25,
+        16.88,
+        25.31,
+        37.97,
+        56.95,
+        60.0,
+        60.0,
+    ]
+    short = policy.job_poll_schedule(0.5)
+    assert [short.next(False) for _ in range(3)] == [0.5, 0.5, 0.5]
+
+
+def test_a_job_wait_reads_states_and_tolerates_transient_check_failures():
+    wait = policy.JobWait("batches/j1", max_failures=3)
+    assert wait.progress() == "Batch job batches/j1 is UNSPECIFIED"
+    assert wait.record("BATCH_STATE_PENDING") is JobVerdict.RUNNING
+    assert wait.record(RuntimeError("reset")) is JobVerdict.RUNNING
+    assert wait.record(api_error(503, "overloaded")) is JobVerdict.RUNNING
+    assert wait.failures == 2
+    assert wait.state == "JOB_STATE_PENDING"
+    assert wait.record(types.JobState.JOB_STATE_RUNNING) is JobVerdict.RUNNING
+    assert wait.failures == 0, "a good check resets the count"
+    assert wait.progress() == "Batch job batches/j1 is RUNNING"
+    assert wait.record("BATCH_STATE_SUCCEEDED") is JobVerdict.SUCCEEDED
+
+
+def test_a_job_wait_gives_up_after_too_many_failed_checks_in_a_row():
+    wait = policy.JobWait("batches/j1", max_failures=2)
+    wait.record(RuntimeError("one"))
+    with pytest.raises(GeminiFilesError) as raised:
+        wait.record(RuntimeError("two"))
+    assert str(raised.value) == (
+        "Gave up waiting for batch job batches/j1 after 2 checks in a row failed; the last error: two. The "
+        "job may still run: retry the task to re-attach to it."
+    )
+    assert isinstance(raised.value.__cause__, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        GeminiBatchJobGoneError("gone", job_name="batches/j1"),
+        GeminiInputError("bad key"),
+        api_error(400, "bad request", "INVALID_ARGUMENT"),
+        GeminiBatchJobError("state", job_name="batches/j1"),
+    ],
+)
+def test_a_job_wait_ends_at_once_on_an_error_no_check_can_fix(error):
+    wait = policy.JobWait("batches/j1")
+    with pytest.raises(type(error)):
+        wait.record(error)
+    assert wait.failures == 0
+
+
+def test_a_batch_may_send_an_active_file_that_outlives_its_deadline():
+    fresh = ref(expiration_time=NOW + timedelta(hours=30))
+    assert policy.batch_file_problem(fresh, deadline=NOW + timedelta(hours=24), now=NOW) is None
+
+
+def test_a_file_expiring_before_the_jobs_deadline_is_not_sent_and_the_error_names_both_times():
+    soon = ref(expiration_time=NOW + timedelta(hours=20))
+    problem = policy.batch_file_problem(soon, deadline=NOW + timedelta(hours=24), now=NOW)
+    assert type(problem) is GeminiFileGoneError
+    assert problem.file_name == "files/a"
+    assert str(problem) == (
+        "files/a (a.pdf) expires at 2026-11-23T08:00:00+00:00, before the batch job's deadline "
+        "2026-11-23T12:00:00+00:00: Gemini could delete it before the job reads it (files live 48 hours, a "
+        "batch may take 24 or more). Upload or register it again just before the batch, or lower the task's "
+        "timeout."
+    )
+    at_deadline = ref(expiration_time=NOW + timedelta(hours=24))
+    assert policy.batch_file_problem(at_deadline, deadline=NOW + timedelta(hours=24), now=NOW) is not None
+
+
+@pytest.mark.parametrize(
+    ("state", "expires_in", "error_type", "text"),
+    [
+        ("PROCESSING", timedelta(hours=40), GeminiFileNotUsableError, "is PROCESSING, not ACTIVE"),
+        ("FAILED", timedelta(hours=40), GeminiFileFailedError, "FAILED processing"),
+        ("ACTIVE", timedelta(seconds=30), GeminiFileGoneError, "too soon to use it"),
+        ("ACTIVE", timedelta(hours=-1), GeminiFileGoneError, "expired at"),
+    ],
+)
+def test_a_file_the_policy_calls_unusable_is_not_sent_in_a_batch(state, expires_in, error_type, text):
+    now = datetime.now(UTC)  # verdict_error words "expired" / "expires" by the real clock
+    unusable = ref(state=state, expiration_time=now + expires_in, error="bad pdf")
+    problem = policy.batch_file_problem(unusable, deadline=now - timedelta(hours=1), now=now)
+    assert type(problem) is error_type
+    assert text in str(problem)
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (
+            {"code": 7, "message": "You do not have permission to access the File x or it may not exist."},
+            "PERMISSION_DENIED (7): You do not have permission to access the File x or it may not exist. "
+            "(a file of the request is gone (deleted, expired, or another API key's))",
+        ),
+        (
+            {"code": 5, "message": "gone"},
+            "NOT_FOUND (5): gone (a file of the request is gone (deleted, expired, or another API key's))",
+        ),
+        (
+            {"code": 3, "message": "bad\nschema"},
+            "INVALID_ARGUMENT (3): bad\\nschema (Gemini refused the request: check the prompt, "
+            "generation_config and response_schema)",
+        ),
+        (
+            {"code": 9, "message": "not active"},
+            "FAILED_PRECONDITION (9): not active (a file of the request was not ACTIVE when the job ran)",
+        ),
+        ({"code": 13, "message": "internal"}, "INTERNAL (13): internal"),
+        ({"code": 99}, "ERROR (99): no message"),
+        ({"code": "7", "message": "m"}, "ERROR (7): m"),
+        ("boom", "Gemini returned an error it did not describe: boom"),
+        (None, "Gemini returned an error it did not describe: None"),
+    ],
+)
+def test_a_failed_request_of_a_batch_is_explained_from_its_status(status, reason):
+    assert policy.request_error_reason(status) == reason

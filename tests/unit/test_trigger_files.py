@@ -6,36 +6,18 @@ import asyncio
 from typing import Any
 
 import pytest
+from doubles import TRIGGER_START as START
+from doubles import TriggerClock, use_trigger_clock
 
 from airflow_gemini_files.exceptions import GeminiFileFailedError, GeminiFileGoneError, GeminiInputError
 from airflow_gemini_files.hooks import policy
 from airflow_gemini_files.triggers import files as trigger_module
 from airflow_gemini_files.triggers.files import GeminiFileActiveTrigger
 
-START = 1_000_000.0
-
-
-class Clock:
-    """Wall clock and asyncio.sleep that only move when the trigger sleeps."""
-
-    def __init__(self) -> None:
-        self.now = START
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(round(seconds, 3))
-        self.now += seconds
-
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(trigger_module, "time", fake)
-    monkeypatch.setattr(trigger_module.asyncio, "sleep", fake.sleep)
-    return fake
+def clock(monkeypatch: pytest.MonkeyPatch) -> TriggerClock:
+    return use_trigger_clock(monkeypatch, trigger_module)
 
 
 def run(trigger: GeminiFileActiveTrigger) -> list[dict[str, Any]]:
