@@ -16,7 +16,11 @@ if TYPE_CHECKING:
     from google.genai import types
 
 XCOM_FORMAT_VERSION = 1
-"""Version of the dict a GeminiFileRef becomes in XCom (Airflow serde), not the package's version."""
+"""Version of the dict a GeminiFileRef becomes in XCom (Airflow serde), not the package's version.
+
+Raise it only when a reader of the current version would misread the new dict (a field renamed, or one
+whose meaning changes): readers refuse versions above their own. Leaving out the fields that are None
+needed no new version: every version-1 reader, older ones included, reads a missing field as None."""
 
 FILE_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 """A file id as the Files API accepts it: up to 40 lowercase letters, digits or dashes, no dash at an end."""
@@ -199,8 +203,8 @@ class GeminiFileRef:
 
     # Airflow serde (XCom) ---------------------------------------------------------------------
     def serialize(self) -> dict[str, Any]:
-        """Airflow serde hook: the plain dict form."""
-        return self.to_dict()
+        """Airflow serde hook: the plain dict form without the fields that are None (smaller XComs)."""
+        return {key: value for key, value in self.to_dict().items() if value is not None}
 
     @staticmethod
     def deserialize(data: dict[str, Any], version: int) -> GeminiFileRef:

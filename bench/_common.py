@@ -403,6 +403,35 @@ def quiet_logs() -> None:
         logging.getLogger(name).setLevel(level)
 
 
+def random_file(path: str, size: int) -> str:
+    """Write ``size`` random bytes to ``path``; their SHA-256 as the Files API reports it (base64 of hex)."""
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            block = os.urandom(min(left, 8 * 1024 * 1024))
+            digest.update(block)
+            out.write(block)
+            left -= len(block)
+    return base64.b64encode(digest.hexdigest().encode()).decode()
+
+
+def json_child(args: Sequence[str], what: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python *args`` in a fresh process; the JSON object on its last line of output.
+
+    A child that fails stops the benchmark, with the end of its stderr and ``what`` it was.
+    """
+    child = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, check=False)
+    if child.returncode:
+        sys.stderr.write(child.stderr[-4000:])
+        raise SystemExit(f"{what} failed (exit {child.returncode})")
+    result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return result
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str))

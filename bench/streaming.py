@@ -10,6 +10,11 @@ sampled (the emulators' memory is not counted):
                 then the SDK's client.files.upload(file=path)
   pipelined     ours: GcsReadAhead (background ranged reads) feeding ResumableUpload, no local file
 
+With --hog N (issue 16 item 2), each repeat runs (c) and (d) once more while N processes spin on the
+CPU (pinned to the last CPUs), as `official_hog` and `pipelined_hog`: the comparison on a loaded
+machine. CPU seconds are counted per process (client, GCS emulator, Gemini emulator) and per GiB; in
+(d) the read-ahead thread's CPU is split into the ranged GCS reads and the CRC32C check.
+
     uv run python bench/streaming.py                  # 1 GiB, 3 repeats
     uv run python bench/streaming.py --size 256MiB --repeat 1
     uv run python bench/streaming.py --gcs fake-gcs-server --out bench/results/streaming.md --plot x.png
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
+import gc
 import io
 import json
 import os
@@ -39,9 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import json_child, random_file
 
 MiB = 1024 * 1024
 LEGS = ("gcs_read", "gemini_upload", "official", "pipelined")
+HOG_LEGS = ("official_hog", "pipelined_hog")
+"""(c) and (d) again while --hog processes spin on the CPU."""
 BUCKET, OBJECT = "bench", "streaming/object.bin"
 API_KEY = "bench-api-key"
 UNITS = {"": 1, "b": 1, "kib": 1024, "mib": MiB, "gib": 1024 * MiB, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
@@ -55,6 +63,25 @@ def parse_size(text: str) -> int:
 
 
 # ---- the legs (run in a child process) ------------------------------------------------------------
+
+
+def measured(work: Callable[[], None]) -> dict[str, float]:
+    """Run ``work`` in this process: wall seconds, process CPU seconds, peak RSS above the baseline."""
+    gc.collect()
+    sampler = RssSampler()
+    baseline = sampler.rss()
+    cpu = os.times()
+    with sampler:
+        started = time.perf_counter()
+        work()
+        seconds = time.perf_counter() - started
+    cpu_after = os.times()
+    return {
+        "seconds": seconds,
+        "client_cpu_s": (cpu_after.user - cpu.user) + (cpu_after.system - cpu.system),
+        "baseline_rss": baseline,
+        "peak_rss_above_baseline": sampler.peak - baseline,
+    }
 
 
 class RssSampler:
@@ -107,8 +134,6 @@ class RssSampler:
 
 
 def run_leg(leg: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    import gc
-
     from google import genai
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
@@ -135,6 +160,23 @@ def run_leg(leg: str, cfg: dict[str, Any]) -> dict[str, Any]:
     phases: dict[str, float] = {}
     sha: str | None = None
 
+    class TimedReadAhead(GcsReadAhead):
+        """GcsReadAhead whose fetcher thread reports its CPU: ranged reads, and the rest (CRC32C)."""
+
+        def _fetch_all(self) -> None:
+            started = time.thread_time()
+            try:
+                super()._fetch_all()
+            finally:
+                phases["reader_thread_cpu_s"] = time.thread_time() - started
+
+        def _fetch(self, start: int, end: int) -> list[bytes]:
+            started = time.thread_time()
+            try:
+                return super()._fetch(start, end)
+            finally:
+                phases["gcs_read_cpu_s"] = phases.get("gcs_read_cpu_s", 0.0) + time.thread_time() - started
+
     def gcs_read() -> None:
         with GcsReadAhead(blob, chunk_size=chunk, depth=depth) as reader:
             while reader.read(chunk):
@@ -159,10 +201,11 @@ def run_leg(leg: str, cfg: dict[str, Any]) -> dict[str, Any]:
 
     def pipelined() -> None:
         nonlocal sha
-        with GcsReadAhead(blob, chunk_size=chunk, depth=depth) as reader:
+        with TimedReadAhead(blob, chunk_size=chunk, depth=depth) as reader:
             file = uploader.upload(reader, size=size, mime_type="text/plain")
             phases["reader_wait_s"] = reader.wait_seconds
         sha = file.sha256_hash
+        phases["crc32c_cpu_s"] = phases["reader_thread_cpu_s"] - phases["gcs_read_cpu_s"]
 
     def warm_up() -> None:
         """Exercise every code path once on a few bytes, so lazy imports do not count as transfer memory."""
@@ -175,27 +218,12 @@ def run_leg(leg: str, cfg: dict[str, Any]) -> dict[str, Any]:
         "gemini_upload": gemini_upload,
         "official": official,
         "pipelined": pipelined,
+        "official_hog": official,
+        "pipelined_hog": pipelined,
     }
     warm_up()
-    gc.collect()
-    sampler = RssSampler()
-    baseline = sampler.rss()
-    cpu = os.times()
-    with sampler:
-        started = time.perf_counter()
-        legs[leg]()
-        seconds = time.perf_counter() - started
-    cpu_after = os.times()
-    return {
-        "leg": leg,
-        "seconds": seconds,
-        "bytes": size,
-        "baseline_rss": baseline,
-        "peak_rss_above_baseline": sampler.peak - baseline,
-        "sha256": sha,
-        "client_cpu_s": (cpu_after.user - cpu.user) + (cpu_after.system - cpu.system),
-        **phases,
-    }
+    figures = measured(legs[leg])
+    return {"leg": leg, "bytes": size, "sha256": sha, **figures, **phases}
 
 
 # ---- the emulators (run by the parent) -----------------------------------------------------------
@@ -291,8 +319,44 @@ def gemini_emulator(workdir: str, data_root: str) -> Iterator[tuple[str, int]]:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def run_child(
+    leg: str, cfg: dict[str, Any], env: dict[str, str], emulators: list[psutil.Process]
+) -> dict[str, Any]:
+    """One leg in a fresh client process; its figures plus the emulators' CPU and the load average."""
+    load = os.getloadavg()[0]
+    cpu_before = [sum(e.cpu_times()[:2]) for e in emulators]
+    result = json_child([__file__, "--leg", leg, "--config", json.dumps(cfg)], f"leg {leg}", env)
+    gcs_cpu, gemini_cpu = (sum(e.cpu_times()[:2]) - b for e, b in zip(emulators, cpu_before, strict=True))
+    result["gcs_emulator_cpu_s"], result["gemini_emulator_cpu_s"] = gcs_cpu, gemini_cpu
+    result["load_avg_1m"] = load
+    return result
+
+
+@contextlib.contextmanager
+def cpu_hogs(count: int) -> Iterator[None]:
+    """``count`` processes that spin on the CPU, pinned to the last ``count`` CPUs where Linux allows it."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    procs = []
+    for index in range(count):
+        cpu = {cpus[-1 - index % len(cpus)]} if cpus else None
+
+        def pin(cpu: set[int] | None = cpu) -> None:
+            if cpu is not None:
+                os.sched_setaffinity(0, cpu)
+
+        procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pin))
+    try:
+        time.sleep(0.5 if count else 0)  # let them take their CPU
+        yield
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
 def reset_gemini(url: str) -> None:
-    request = urllib.request.Request(f"{url}/_emulator/reset", data=b"{}", method="POST")
+    request = urllib.request.Request(
+        f"{url}/_emulator/reset", data=b"{}", method="POST", headers={"x-goog-api-key": API_KEY}
+    )
     with urllib.request.urlopen(request, timeout=60):
         pass
 
@@ -302,14 +366,7 @@ def make_object(gcs_host: str, size: int, path: str) -> str:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    digest = hashlib.sha256()
-    with open(path, "wb") as out:
-        left = size
-        while left:
-            block = os.urandom(min(left, 8 * MiB))
-            digest.update(block)
-            out.write(block)
-            left -= len(block)
+    sha = random_file(path, size)
     client = storage.Client(
         project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs_host}
     )
@@ -318,9 +375,7 @@ def make_object(gcs_host: str, size: int, path: str) -> str:
         bucket = client.create_bucket(BUCKET)
     blob = bucket.blob(OBJECT, chunk_size=32 * MiB)
     blob.upload_from_filename(path, content_type="text/plain", timeout=600)
-    import base64
-
-    return base64.b64encode(digest.hexdigest().encode()).decode()  # as the Files API reports it
+    return sha
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -358,8 +413,10 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, c
         "gemini_upload": "(b) Gemini upload alone (local file, ResumableUpload)",
         "official": "(c) official route: download to file, then SDK files.upload",
         "pipelined": "(d) ours: GcsReadAhead -> ResumableUpload",
+        "official_hog": f"(c) official route, {args.hog} CPU hog(s) running",
+        "pipelined_hog": f"(d) ours, {args.hog} CPU hog(s) running",
     }
-    for leg in LEGS:
+    for leg in LEGS + HOG_LEGS:
         runs = results.get(leg) or []
         if not runs:
             continue
@@ -367,19 +424,27 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, c
         speed = [size / MiB / s for s in seconds]
         rss = [r["peak_rss_above_baseline"] / MiB for r in runs]
         notes = ""
-        if leg == "official":
+        if leg.startswith("official"):
             notes = (
                 "download "
                 + fmt([r["download_s"] for r in runs], "s")
                 + ", upload "
                 + fmt([r["upload_s"] for r in runs], "s")
             )
-        if leg == "pipelined":
-            notes = "reader waited " + fmt([r["reader_wait_s"] for r in runs], "s")
+        if leg.startswith("pipelined"):
+            notes = (
+                "reader waited "
+                + fmt([r["reader_wait_s"] for r in runs], "s")
+                + "; read-ahead thread CPU: ranged reads "
+                + fmt([r["gcs_read_cpu_s"] for r in runs], "s", 2)
+                + ", CRC32C "
+                + fmt([r["crc32c_cpu_s"] for r in runs], "s", 2)
+            )
         cpu = " / ".join(
             f"{statistics.median(r[key] for r in runs):.1f}"
             for key in ("client_cpu_s", "gcs_emulator_cpu_s", "gemini_emulator_cpu_s")
         )
+        notes += f"; load {fmt([r['load_avg_1m'] for r in runs], '', 1).strip()}"
         cells = [names[leg], fmt(seconds, "s"), fmt(speed, "MiB/s"), fmt(rss, "MiB"), cpu, notes]
         lines.append("| " + " | ".join(cells) + " |")
     if results.get("official") and results.get("pipelined"):
@@ -413,6 +478,24 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, c
             f"- CPU seconds, client + both emulators: c = {cpu_c:.1f} s, d = {cpu_d:.1f} s (the work done, "
             "robust to other load on the machine; wall times are not)."
         )
+        gib = size / (1024 * MiB)
+        for route, key in (("c", "official"), ("d", "pipelined")):
+            per_gib = [
+                statistics.median(r[field] for r in results[key]) / gib
+                for field in ("client_cpu_s", "gcs_emulator_cpu_s", "gemini_emulator_cpu_s")
+            ]
+            lines.append(
+                f"- CPU seconds per GiB, {route}: client {per_gib[0]:.2f}, GCS emulator {per_gib[1]:.2f}, "
+                f"Gemini emulator {per_gib[2]:.2f}, total {sum(per_gib):.2f}."
+            )
+        if results.get("official_hog") and results.get("pipelined_hog"):
+            d_hog = statistics.median(r["seconds"] for r in results["pipelined_hog"])
+            c_hog = statistics.median(r["seconds"] for r in results["official_hog"])
+            lines.append(
+                f"- with {args.hog} CPU hog(s): time d/c = **{d_hog / c_hog:.2f}x** (d {d_hog:.1f} s, "
+                f"c {c_hog:.1f} s; target <= 0.5x): "
+                + ("met." if d_hog / c_hog <= 0.5 else f"missed by {d_hog / c_hog - 0.5:.2f}x.")
+            )
         if a and b:
             lines.append(
                 f"- d against the legs: slower leg max(a, b) = {max(a, b):.1f} s, sum a + b = {a + b:.1f} s, "
@@ -470,6 +553,9 @@ def main() -> int:
     parser.add_argument(
         "--fake-gcs-server-bin", help="fake-gcs-server executable (for --gcs fake-gcs-server)"
     )
+    parser.add_argument(
+        "--hog", type=int, default=0, help="also run (c) and (d) while this many processes spin on the CPU"
+    )
     parser.add_argument("--out", help="also write the Markdown table here")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--plot", help="also draw a PNG of the comparison here")
@@ -487,7 +573,8 @@ def main() -> int:
         parser.error(f"unknown legs {sorted(unknown)}; choose from {','.join(LEGS)}")
     command = "uv run python bench/streaming.py " + " ".join(sys.argv[1:])
     workdir = tempfile.mkdtemp(prefix="bench-streaming-", dir=args.tmp_dir)
-    results: dict[str, list[dict[str, Any]]] = {leg: [] for leg in legs}
+    hog_legs = [f"{leg}_hog" for leg in ("official", "pipelined") if leg in legs] if args.hog else []
+    results: dict[str, list[dict[str, Any]]] = {leg: [] for leg in legs + hog_legs}
     scratch = ""
     try:
         with (
@@ -514,24 +601,11 @@ def main() -> int:
             }
             env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_host}
             for number in range(1, args.repeat + 1):
-                for leg in legs:
+                for leg in legs + hog_legs:
                     reset_gemini(gemini_url)
-                    cpu_before = [sum(e.cpu_times()[:2]) for e in emulators]
-                    child = subprocess.run(
-                        [sys.executable, __file__, "--leg", leg, "--config", json.dumps(cfg)],
-                        capture_output=True,
-                        text=True,
-                        env=env,
-                        check=False,
-                    )
-                    if child.returncode:
-                        sys.stderr.write(child.stderr[-4000:])
-                        raise SystemExit(f"leg {leg} failed (exit {child.returncode})")
-                    result = json.loads(child.stdout.strip().splitlines()[-1])
-                    gcs_cpu, gemini_cpu = (
-                        sum(e.cpu_times()[:2]) - b for e, b in zip(emulators, cpu_before, strict=True)
-                    )
-                    result["gcs_emulator_cpu_s"], result["gemini_emulator_cpu_s"] = gcs_cpu, gemini_cpu
+                    with cpu_hogs(args.hog if leg in hog_legs else 0):
+                        result = run_child(leg, cfg, env, emulators)
+                    gcs_cpu, gemini_cpu = result["gcs_emulator_cpu_s"], result["gemini_emulator_cpu_s"]
                     if leg != "gcs_read" and result["sha256"] != sha:
                         raise SystemExit(f"leg {leg}: Gemini got different bytes (sha256 mismatch)")
                     results[leg].append(result)

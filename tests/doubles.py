@@ -161,6 +161,10 @@ class FakeGeminiHook:
     def get_conn(self) -> None:
         self._count("get_conn")
 
+    @property
+    def settings(self) -> None:
+        self._count("settings")
+
     def upload_file(
         self,
         source: Any,

@@ -19,7 +19,6 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
-from google.genai import types
 
 from airflow_gemini_files.hooks import policy
 from airflow_gemini_files.hooks.gemini import GeminiHook
@@ -60,6 +59,8 @@ def gemini_compare_images() -> None:
     @task
     def compare(uploaded: Any, inline_image: str, prompt: str, model: str) -> str:
         """One generateContent call with the uploaded file and the inline image; return the answer."""
+        from google.genai import types  # in the task, not at the top: every parse of this file would load it
+
         path = Path(inline_image)
         mime_type = mimetypes.guess_type(path.name)[0] or "image/png"
         policy.check_inline_size(path.stat().st_size, mime_type, str(path))  # the API's limit, before reading

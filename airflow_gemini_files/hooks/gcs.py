@@ -36,9 +36,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import google_crc32c
-from google.api_core import exceptions as api_exceptions
-
 from airflow_gemini_files.exceptions import GeminiInputError
 from airflow_gemini_files.gcs_uri import parse_gs_uri
 from airflow_gemini_files.hooks.policy import is_transient
@@ -68,6 +65,16 @@ ANONYMOUS_GCP_CONNECTION = {"conn_type": _GCP_CONN_TYPE, "extra": {"is_anonymous
 
 HTTP_POOL_SIZE = 64
 """Connections per host the storage client keeps open (one per concurrent ranged read, with headroom)."""
+
+LIST_PAGE_SIZE = 1000
+"""Objects per listing page: the most GCS returns (emulators that return every object at once would put a
+100,000-object listing into one response)."""
+
+LIST_FIELDS = "items(name),nextPageToken"
+"""A listing asks for the names only (about 40 bytes an object instead of about 800)."""
+
+READ_PIECE = 1024 * 1024
+"""Ranged reads come back as pieces of this size (never joined), which an upload sends on as they are."""
 
 _PROVIDER_ONLY_EXTRAS = (
     "key_secret_name",
@@ -285,13 +292,21 @@ def list_objects(
     Folder placeholders (names ending in ``/``) are skipped. A missing bucket or a refused listing
     raises :class:`GeminiInputError`.
     """
+    from google.api_core import exceptions as api_exceptions
+
     if not isinstance(bucket, str) or not bucket or "/" in bucket or bucket.startswith("gs:"):
         raise GeminiInputError(
             f"bucket {bucket!r} is not a bucket name: pass the bare name (e.g. 'my-bucket') and put any "
             "path into prefix."
         )
     try:
-        blobs = client.list_blobs(bucket, prefix=prefix or None, match_glob=match_glob or None)
+        blobs = client.list_blobs(
+            bucket,
+            prefix=prefix or None,
+            match_glob=match_glob or None,
+            page_size=LIST_PAGE_SIZE,
+            fields=LIST_FIELDS,
+        )
         names = [blob.name for blob in blobs if not blob.name.endswith("/")]
     except api_exceptions.NotFound as err:
         raise GeminiInputError(
@@ -314,6 +329,8 @@ def list_objects(
 
 def get_blob(client: storage.Client, uri: str) -> storage.Blob:
     """The object at ``uri`` with its metadata loaded (size, content type, generation), or a clear error."""
+    from google.api_core import exceptions as api_exceptions
+
     bucket_name, name = parse_gs_uri(uri)
     try:
         blob = client.bucket(bucket_name).get_blob(name)
@@ -342,11 +359,19 @@ def media_url(blob: storage.Blob) -> str:
 
 
 def read_range(blob: storage.Blob, start: int, end: int, *, timeout: float = 120.0) -> bytes:
-    """Bytes ``start`` to ``end - 1`` of the stored object, as stored (no decompressive transcoding).
+    """Bytes ``start`` to ``end - 1`` of the stored object, as stored (no decompressive transcoding)."""
+    return b"".join(read_range_pieces(blob, start, end, timeout=timeout))
 
-    One GET of :func:`media_url` through the client's authorized session, read in a single call rather
-    than in the small pieces ``Blob.download_as_bytes`` feeds through Python.
+
+def read_range_pieces(blob: storage.Blob, start: int, end: int, *, timeout: float = 120.0) -> list[bytes]:
+    """Bytes ``start`` to ``end - 1`` of the stored object as stored, in pieces of :data:`READ_PIECE`.
+
+    One GET of :func:`media_url` through the client's authorized session, read in 1 MiB pieces rather
+    than in the small ones ``Blob.download_as_bytes`` feeds through Python; the pieces are not joined
+    (that would copy every byte once more).
     """
+    from google.api_core import exceptions as api_exceptions
+
     session = blob.client._http
     headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "gzip"}  # gzip: stored bytes as is
     with session.get(media_url(blob), headers=headers, stream=True, timeout=timeout) as response:
@@ -356,16 +381,18 @@ def read_range(blob: storage.Blob, start: int, end: int, *, timeout: float = 120
         parts = []
         wanted = end - start
         while wanted > 0:
-            part = response.raw.read(wanted, decode_content=False)
+            part = response.raw.read(min(wanted, READ_PIECE), decode_content=False)
             if not part:
                 break
             parts.append(part)
             wanted -= len(part)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return parts
 
 
 def read_head(blob: storage.Blob, n: int) -> bytes:
     """The first ``n`` bytes of an object (one ranged read), for content sniffing."""
+    from google.api_core import exceptions as api_exceptions
+
     if not blob.size:
         return b""
     try:
@@ -382,6 +409,8 @@ def _forbidden(uri: str) -> GeminiInputError:
 
 
 def _missing(uri: str, bucket_name: str, name: str, client: storage.Client) -> GeminiInputError:
+    from google.api_core import exceptions as api_exceptions
+
     try:
         bucket_exists = client.bucket(bucket_name).exists()
     except api_exceptions.GoogleAPIError:
@@ -444,12 +473,14 @@ class GcsReadAhead(io.RawIOBase):
         self.retries = 0  # ranged reads tried again after a transient error
         self.wait_seconds = 0.0  # time the reader spent waiting for the fetcher
         # End-to-end check against the object's stored CRC32C (ranged reads carry no checksum).
+        import google_crc32c
+
         self._crc = google_crc32c.Checksum() if verify and blob.crc32c else None
         self._queue: queue.Queue[Any] = queue.Queue()
         self._slots = threading.Semaphore(depth)
         self._stop = threading.Event()
-        self._chunk = b""  # the chunk being read, and the read position in it
-        self._at = 0
+        self._pieces: list[bytes] = []  # the chunk being read, as fetched, and the read position in it
+        self._index = self._at = 0
         self._position = 0
         self._done = False
         self._thread = threading.Thread(target=self._fetch_all, name="gcs-read-ahead", daemon=True)
@@ -467,20 +498,19 @@ class GcsReadAhead(io.RawIOBase):
         return self._position
 
     def read(self, size: int | None = -1) -> bytes:
-        """Up to `size` bytes (one chunk at most per call; all the rest when size < 0); b"" at the end."""
+        """Up to `size` bytes (one fetched piece at most per call; all the rest when size < 0); b"" at end."""
         if size is None or size < 0:
             return self.readall()
         if size == 0:
             return b""
-        if self._at >= len(self._chunk) and not self._next_chunk():
+        if self._index >= len(self._pieces) and not self._next_chunk():
             return b""
-        if self._at == 0 and size >= len(self._chunk):
-            out = self._chunk  # the fetched chunk itself, no copy
-        else:
-            out = self._chunk[self._at : self._at + size]
+        piece = self._pieces[self._index]
+        # The fetched piece itself when it fits (no copy), else a slice of it.
+        out = piece if self._at == 0 and size >= len(piece) else piece[self._at : self._at + size]
         self._at += len(out)
-        if self._at >= len(self._chunk):
-            self._chunk, self._at = b"", 0
+        if self._at >= len(piece):
+            self._index, self._at = self._index + 1, 0
         self._position += len(out)
         return out
 
@@ -501,7 +531,7 @@ class GcsReadAhead(io.RawIOBase):
         if not self.closed and hasattr(self, "_thread"):  # __init__ may have failed (e.g. no such object)
             self._stop.set()
             self._thread.join(timeout=self.timeout + 5)
-            self._chunk = b""
+            self._pieces = []
             while not self._queue.empty():
                 self._queue.get_nowait()
         super().close()
@@ -523,7 +553,7 @@ class GcsReadAhead(io.RawIOBase):
             self._done = True
             raise item.error
         self._slots.release()
-        self._chunk, self._at = item, 0
+        self._pieces, self._index, self._at = item, 0, 0
         return True
 
     # -- the fetcher thread --------------------------------------------------------------------
@@ -539,7 +569,8 @@ class GcsReadAhead(io.RawIOBase):
                 end = min(start + self.chunk_size, self.size)
                 data = self._fetch(start, end)
                 if self._crc is not None:
-                    self._crc.update(data)
+                    for piece in data:
+                        self._crc.update(piece)
                     if end == self.size:
                         self._check_crc32c()  # before the last chunk is handed over, so before finalize
                 self._queue.put(data)
@@ -559,10 +590,10 @@ class GcsReadAhead(io.RawIOBase):
                 "read was corrupted or the object changed. Try again."
             )
 
-    def _read_range(self, start: int, end: int) -> bytes:
-        return read_range(self.blob, start, end, timeout=self.timeout)
+    def _read_range(self, start: int, end: int) -> list[bytes]:
+        return read_range_pieces(self.blob, start, end, timeout=self.timeout)
 
-    def _fetch(self, start: int, end: int) -> bytes:
+    def _fetch(self, start: int, end: int) -> list[bytes]:
         budget = RetryBudget(self.retry)
         while True:
             try:
@@ -585,9 +616,10 @@ class GcsReadAhead(io.RawIOBase):
                 if self._stop.wait(wait):
                     raise
                 continue
-            if len(data) != end - start:
+            got = sum(len(piece) for piece in data)
+            if got != end - start:
                 raise OSError(
-                    f"{self._where()}: asked for bytes {start}-{end - 1}, got {len(data)} bytes; was the "
+                    f"{self._where()}: asked for bytes {start}-{end - 1}, got {got} bytes; was the "
                     "object changed while it was read?"
                 )
             return data

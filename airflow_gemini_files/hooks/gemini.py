@@ -19,11 +19,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
-import httpx
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
-from google import genai
-from google.genai import errors, types
 
 from airflow_gemini_files.exceptions import (
     GeminiBatchJobError,
@@ -46,9 +43,12 @@ from airflow_gemini_files.naming import check_display_name, printable
 from airflow_gemini_files.refs import GeminiFileRef, normalize_file_name
 
 if TYPE_CHECKING:
+    import httpx
     from airflow.sdk import Connection
+    from google import genai
     from google.auth.credentials import Credentials
     from google.cloud import storage
+    from google.genai import errors, types
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,8 @@ class GeminiConnectionSettings:
         The SDK tries each request once: :meth:`GeminiHook.call_with_retries` retries, under the
         connection's retry policy (:mod:`airflow_gemini_files.hooks.retry`).
         """
+        from google.genai import types
+
         return types.HttpOptions(
             base_url=self.base_url,
             api_version=self.api_version,
@@ -216,6 +218,8 @@ def _register_auth(conn_id: str, value: Any) -> str:
     if mode is None:
         return policy.DEFAULT_REGISTER_AUTH
     if mode == "credentials_only":
+        from google import genai
+
         raise GeminiInputError(
             f"Gemini connection {conn_id!r}: extra register_auth='credentials_only' cannot be used: "
             f"google-genai (installed: {genai.__version__}; likewise 1.66 to 3.6) builds no Gemini Developer "
@@ -303,6 +307,8 @@ class GeminiHook(BaseHook):
         return self._settings_from(conn)
 
     def _build_client(self, settings: GeminiConnectionSettings) -> genai.Client:
+        from google import genai
+
         return genai.Client(api_key=settings.api_key, vertexai=False, http_options=settings.http_options())
 
     @process_cached_property
@@ -424,6 +430,8 @@ class GeminiHook(BaseHook):
 
         With ``network``, a connection failure becomes a :class:`GeminiConnectionError` naming the URL.
         """
+        from google.genai import errors
+
         try:
             yield
         except errors.APIError as err:
@@ -607,6 +615,8 @@ class GeminiHook(BaseHook):
     @process_cached_property
     def _upload_http(self) -> httpx.Client:
         """One httpx client for every upload (and streamed download) of this hook (not one per file)."""
+        import httpx
+
         return httpx.Client(headers={"user-agent": "airflow-gemini-files"})
 
     def _send(
@@ -883,6 +893,8 @@ class GeminiHook(BaseHook):
         key = (settings.base_url, settings.api_version, fingerprint, model_id, method)
         if key in _checked_models:
             return model_id
+        from google.genai import errors
+
         try:
             found = self.call_with_retries(
                 self.client.models.get, model=model_id, what=f"models.get {model_id}"
@@ -967,6 +979,8 @@ class GeminiHook(BaseHook):
     # Connection test ---------------------------------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:
         """List one page of files; ``(False, reason)`` on a bad key or unreachable API (key never shown)."""
+        from google.genai import errors
+
         try:
             with self._api():
                 pager = self.call_with_retries(
@@ -1017,6 +1031,8 @@ class GeminiHook(BaseHook):
         Create a batch job: ``src`` is a JSONL input file (``files/<id>``, one ``{"key", "request"}`` per
         line) or a list of inline requests (``{"contents", "config", "metadata"}``).
         """
+        from google.genai import types
+
         check_display_name(display_name)
         source: Any = src if isinstance(src, str) else list(src)
         what = f"input file {src}" if isinstance(src, str) else f"{len(source)} inline request(s)"
@@ -1221,6 +1237,9 @@ class GeminiHook(BaseHook):
     def _stream_download(self, file_name: str, out: _CountingWriter) -> None:
         """``files/<id>:download?alt=media`` streamed to ``out``: google-genai < 2.21 has no streaming
         download (its ``files.download`` returns the whole file as bytes)."""
+        import httpx
+        from google.genai import errors
+
         from airflow_gemini_files.hooks.upload import DEFAULT_TIMEOUT
 
         settings = self.settings
@@ -1282,6 +1301,8 @@ def _gone_file(message: str) -> GeminiFileRef | None:
 def _answered_gone(error: BaseException) -> bool:
     """Whether the API answered 403 or 404 (the live API says 403 for a file that does not exist), and
     not about the API key."""
+    from google.genai import errors
+
     cause = error.__cause__
     if not isinstance(cause, errors.APIError) or cause.code not in (403, 404):
         return False
@@ -1335,6 +1356,8 @@ def _config_summary(config: Any) -> str:
     """The request values a refused generateContent most likely trips on, shortened, for the error."""
     if config is None:
         return ""
+    from google.genai import types
+
     values = (
         config.model_dump(exclude_none=True) if isinstance(config, types.GenerateContentConfig) else config
     )

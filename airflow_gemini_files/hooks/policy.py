@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import copy
 import enum
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import requests
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
-from google.genai import errors, types
 
 from airflow_gemini_files.exceptions import (
     GeminiBatchDocumentsError,
@@ -52,6 +50,9 @@ from airflow_gemini_files.exceptions import (
 )
 from airflow_gemini_files.naming import printable
 from airflow_gemini_files.refs import GeminiFileRef
+
+if TYPE_CHECKING:
+    from google.genai import errors
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,11 @@ bucket as the key's project)."""
 DEFAULT_REGISTER_AUTH = "key_and_bearer"
 
 
+@functools.cache
 def _network_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+    import requests
+
     found: list[type[BaseException]] = [
         httpx.TransportError,  # connect, read, write, protocol errors and timeouts
         requests.ConnectionError,
@@ -114,11 +119,10 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-NETWORK_ERRORS: tuple[type[BaseException], ...] = _network_errors()
-"""Connection-level failures (refused, reset, dropped mid-body, timed out) from every client we use."""
-
-
+@functools.cache
 def _connect_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
     found: list[type[BaseException]] = [httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError]
     try:
         import httpx2
@@ -129,8 +133,21 @@ def _connect_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-CONNECT_ERRORS: tuple[type[BaseException], ...] = _connect_errors()
-"""Failures to open a connection at all: the request never reached the server."""
+if TYPE_CHECKING:
+    NETWORK_ERRORS: tuple[type[BaseException], ...]
+    """Connection-level failures (refused, reset, dropped mid-body, timed out) from every client we use."""
+    CONNECT_ERRORS: tuple[type[BaseException], ...]
+    """Failures to open a connection at all: the request never reached the server."""
+
+_LAZY_ERRORS = {"NETWORK_ERRORS": _network_errors, "CONNECT_ERRORS": _connect_errors}
+
+
+def __getattr__(name: str) -> Any:
+    # The error tuples are built on first use: they import the HTTP clients, which a DAG file's parse
+    # never needs.
+    if name in _LAZY_ERRORS:
+        return _LAZY_ERRORS[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Files ---------------------------------------------------------------------------------------------
@@ -151,6 +168,8 @@ def file_verdict(
 
     A file that a fetch did not find is :attr:`FileVerdict.GONE`; that is known from the fetch, not the ref.
     """
+    from google.genai import types
+
     if ref.state == types.FileState.FAILED.value:
         return FileVerdict.FAILED
     if ref.is_expired(now=now, margin=margin):
@@ -201,6 +220,8 @@ def verdict_error(ref: GeminiFileRef, verdict: FileVerdict) -> GeminiFileNotUsab
 
 def _lifetime(ref: GeminiFileRef) -> str:
     """How long Gemini keeps a file like ``ref``, for messages (its ``expiration_time`` is what counts)."""
+    from google.genai import types
+
     if ref.source == types.FileSource.REGISTERED.value:
         return "a registration gives access for up to 30 days"
     if ref.source == types.FileSource.UPLOADED.value:
@@ -423,11 +444,13 @@ def classify_api_error(
 
 def is_network_error(error: BaseException) -> bool:
     """A connection-level failure: refused, reset, dropped mid-body or timed out."""
-    return isinstance(error, NETWORK_ERRORS)
+    return isinstance(error, _network_errors())
 
 
 def is_transient(error: BaseException) -> bool:
     """Whether trying the same call again soon may work: 408/429/5xx answers and network failures."""
+    from google.genai import errors
+
     if isinstance(error, GeminiFilesError):
         return isinstance(error, GeminiConnectionError)
     if isinstance(error, errors.APIError):
@@ -445,13 +468,17 @@ def was_not_processed(error: BaseException) -> bool:
     or a connection cut after the request was sent may come after the work was done: a call that creates
     something (a registration, a batch job) is not repeated after those.
     """
+    from google.genai import errors
+
     if isinstance(error, errors.APIError):
         return error.code == 429 and not is_quota_full(error.code, str(error.message or ""))
-    return isinstance(error, CONNECT_ERRORS)
+    return isinstance(error, _connect_errors())
 
 
 def is_permanent(error: BaseException) -> bool:
     """Whether no retry can help: bad input, a FAILED or vanished file, a rejected key or request."""
+    from google.genai import errors
+
     if isinstance(error, AirflowFailException | AirflowNotFoundException):
         return True
     code = error.code if isinstance(error, errors.APIError) else _google_status(error)

@@ -22,9 +22,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from google.genai import types
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_gemini_files.hooks.policy import (
     RETRYABLE_STATUSES,
@@ -40,6 +38,9 @@ T = TypeVar("T")
 
 DEFAULT_MAX_TOTAL_WAIT = 180.0
 """Seconds one call may spend waiting between its tries, in total (extra ``retry_max_total_wait``)."""
+
+if TYPE_CHECKING:
+    from google.genai import types
 
 _EXTRA_KEYS = {
     "retry_attempts": "attempts",
@@ -115,6 +116,8 @@ class RetryPolicy:
 
         ``attempts=1`` (not None) also stops the SDK's implicit retry of dropped aiohttp connections.
         """
+        from google.genai import types
+
         return types.HttpRetryOptions(attempts=1)
 
     def delay(self, retry_number: int, rng: random.Random | None = None) -> float:

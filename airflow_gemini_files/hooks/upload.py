@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
@@ -35,6 +35,10 @@ BinaryStream: TypeAlias = IO[bytes] | io.RawIOBase | io.BufferedIOBase
 
 MiB = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 8 * MiB
+SEND_PIECE = MiB
+"""A chunk is read, kept and sent as pieces of at most this size, never joined into one buffer: httpx's
+transport copies whatever a socket send leaves over before the next send, so one 8 MiB write was copied
+again and again (about half the chunk per chunk on loopback)."""
 #: Used when the caller gives no timeout: never hang forever on a dead peer.
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=30.0)
 _PROGRESS_STEP = 0.10  # log every 10 % ...
@@ -198,14 +202,14 @@ class _Session:
         offset = rewinds = 0
         while True:
             want = min(chunk_size, self.size - offset)
-            chunk = _read_exact(stream, want)
+            chunk = _read_chunk(stream, want)
             if len(chunk) < want:
                 raise GeminiInputError(
                     f"{self.source_name}: the stream ended after {offset + len(chunk)} bytes but "
                     f"size={self.size} was announced; pass the stream's real size."
                 )
             last = offset + want >= self.size
-            if last and _read_exact(stream, 1):
+            if last and len(_read_chunk(stream, 1)):
                 raise GeminiInputError(
                     f"{self.source_name}: the stream holds more than the announced size={self.size} bytes; "
                     "pass the stream's real size."
@@ -268,16 +272,16 @@ class _Session:
         granularity = response.headers.get("x-goog-upload-chunk-granularity")
         return int(granularity) if granularity and granularity.isdigit() and int(granularity) > 0 else None
 
-    def send_chunk(self, chunk: bytes, chunk_offset: int, *, last: bool) -> types.File | None:
+    def send_chunk(self, chunk: _Chunk, chunk_offset: int, *, last: bool) -> types.File | None:
         """Send one chunk until the server has all of it; the File when the upload is final."""
         end = chunk_offset + len(chunk)
         command = "upload, finalize" if last else "upload"
         pos = chunk_offset
         budget = RetryBudget(self.retry)
         while True:
-            body = chunk[pos - chunk_offset :] if pos > chunk_offset else chunk
+            body = chunk.after(pos - chunk_offset)
             headers = {"X-Goog-Upload-Command": command, "X-Goog-Upload-Offset": str(pos)}
-            self.count_sent(pos, len(body))
+            self.count_sent(pos, end - pos)
             problem: Exception | httpx.Response
             try:
                 response = self.post(self.url, headers, body, chunk=True)
@@ -369,19 +373,21 @@ class _Session:
         self,
         url: str,
         headers: dict[str, str],
-        body: bytes,
+        body: bytes | Sequence[bytes],
         *,
         chunk: bool = False,
         timeout: float | None = None,
     ) -> httpx.Response:
         if self.owner._server_timeout:
             headers = {**headers, "X-Server-Timeout": self.owner._server_timeout}
+        pieces = [body] if isinstance(body, bytes) else body
         # The body goes in as a one-shot iterator: httpx keeps a Request (and bytes content) inside a
         # Request/Response reference cycle that only the garbage collector frees, which held every
-        # sent chunk alive until a collection; an exhausted generator holds nothing.
-        headers = {**headers, "Content-Length": str(len(body))}
+        # sent chunk alive until a collection; an exhausted generator holds nothing. Each piece is
+        # written to the socket on its own (see SEND_PIECE).
+        headers = {**headers, "Content-Length": str(sum(len(piece) for piece in pieces))}
         request = self.http.build_request(
-            "POST", url, headers=headers, content=_once(body), timeout=timeout or self.owner._timeout
+            "POST", url, headers=headers, content=_each(pieces), timeout=timeout or self.owner._timeout
         )
         if chunk:
             request.headers.pop("x-goog-api-key", None)  # session URLs are the credential; never send the key
@@ -485,28 +491,48 @@ class _Progress:
         )
 
 
-def _once(body: bytes) -> Iterator[bytes]:
-    yield body
+def _each(pieces: Sequence[bytes]) -> Iterator[bytes]:
+    yield from pieces
 
 
-def _read_exact(stream: BinaryStream, n: int) -> bytes:
-    """Read `n` bytes, looping over short reads (pipes, sockets); fewer only at end of stream."""
-    if n <= 0:
-        return b""
-    data = stream.read(n)
-    if isinstance(data, str):
-        raise GeminiInputError("The stream was opened in text mode; open it in binary mode ('rb').")
-    if data is None or len(data) >= n or not data:
-        return data or b""
-    parts = [data]
-    got = len(data)
+class _Chunk:
+    """One chunk's bytes, as the pieces they were read in (joining or slicing them would copy them)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+        self.length = sum(len(piece) for piece in pieces)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def after(self, skip: int) -> list[bytes]:
+        """The pieces from byte `skip` on; only the piece `skip` falls into is sliced."""
+        if skip <= 0:
+            return self.pieces
+        out = []
+        for piece in self.pieces:
+            if skip >= len(piece):
+                skip -= len(piece)
+                continue
+            out.append(piece[skip:] if skip else piece)
+            skip = 0
+        return out
+
+
+def _read_chunk(stream: BinaryStream, n: int) -> _Chunk:
+    """Read `n` bytes in pieces of at most SEND_PIECE, looping over short reads (pipes, sockets); fewer
+    only at end of stream."""
+    pieces: list[bytes] = []
+    got = 0
     while got < n:
-        more = stream.read(n - got)
-        if not more:
+        piece = stream.read(min(SEND_PIECE, n - got))
+        if isinstance(piece, str):
+            raise GeminiInputError("The stream was opened in text mode; open it in binary mode ('rb').")
+        if not piece:
             break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
+        pieces.append(piece)
+        got += len(piece)
+    return _Chunk(pieces)
 
 
 def _tell(stream: BinaryStream) -> int | None:

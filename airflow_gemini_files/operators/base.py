@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from airflow.sdk import BaseOperator
 
@@ -139,12 +139,17 @@ class GeminiTaskMixin:
     gcp_conn_id: str | None = None
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     log: Any
+    prebuild_sdk_client: ClassVar[bool] = True
+    """Build the SDK client with the hook (every item of the work calls it); False where items seldom do."""
 
     @cached_property
     def hook(self) -> GeminiHook:
         """The hook, built from ``gemini_conn_id`` (and ``gcp_conn_id``), its connection read once."""
         hook = GeminiHook(gemini_conn_id=self.gemini_conn_id, gcp_conn_id=self.gcp_conn_id)
-        hook.get_conn()  # read the connection once, not in every worker thread
+        if self.prebuild_sdk_client:
+            hook.get_conn()  # read the connection once, not in every worker thread
+        else:
+            _ = hook.settings  # the connection, read and checked once; no client (its TLS set-up costs CPU)
         return hook
 
     def file_refs(

@@ -69,6 +69,7 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
 
     template_fields: Sequence[str] = ("source", "mime_type", "display_name", "gemini_conn_id", "gcp_conn_id")
     ui_color = "#d2e3fc"
+    prebuild_sdk_client = False  # uploads send their bytes through the hook's HTTP client, not the SDK's
 
     def __init__(
         self,

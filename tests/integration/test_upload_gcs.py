@@ -38,15 +38,15 @@ class WatchedReader(GcsReadAhead):
         self.lock = threading.Lock()
         super().__init__(blob, **kwargs)  # starts the fetcher: set the fields above first
 
-    def _read_range(self, start: int, end: int) -> bytes:
+    def _read_range(self, start: int, end: int) -> list[bytes]:
         with self.lock:
             self.reads += 1
             if self.failures:
                 raise self.failures.pop(0)
-        data = super()._read_range(start, end)
+        pieces = super()._read_range(start, end)
         if start == self.corrupt_at:
-            data = bytes([data[0] ^ 1]) + data[1:]  # one flipped bit on the way
-        return data
+            pieces[0] = bytes([pieces[0][0] ^ 1]) + pieces[0][1:]  # one flipped bit on the way
+        return pieces
 
 
 @pytest.fixture

@@ -35,6 +35,13 @@ def test_upload_one_path_returns_one_ref(fake_hook, docs):
     assert list(fake_hook.files) == [ref.name]
 
 
+def test_upload_reads_the_connection_once_and_builds_no_sdk_client(fake_hook, docs):
+    """Uploads go through the hook's own HTTP client: the SDK client (two TLS contexts) is not built."""
+    GeminiUploadFileOperator(task_id="up", source=docs, max_concurrency=3).execute(context())
+    assert fake_hook.calls["settings"] == 1
+    assert "get_conn" not in fake_hook.calls
+
+
 def test_upload_list_returns_refs_in_source_order_with_display_names(fake_hook, docs):
     fake_hook.upload_delay = 0.01
     names = [f"Report {i}" for i in range(len(docs))]
@@ -165,6 +172,7 @@ def test_register_uris_in_batches_keeps_order_and_source_uri(fake_hook):
     refs = GeminiRegisterGcsFilesOperator(task_id="reg", uris=uris, max_concurrency=3).execute(context())
     assert [ref.source_uri for ref in refs] == uris
     assert sorted(len(batch) for batch in fake_hook.register_batches) == [50, 100, 100]
+    assert fake_hook.calls["get_conn"] == 1, "the SDK client is built once, before the batches fan out"
 
 
 def test_register_lists_the_bucket_through_the_hook(fake_hook):

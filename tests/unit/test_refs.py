@@ -44,6 +44,42 @@ def test_xcom_round_trip_through_airflow_serde_with_default_config():
     assert decoded[0].expiration_time == CREATED + timedelta(hours=48)
 
 
+def test_the_xcom_form_leaves_out_what_is_none_and_keeps_everything_else():
+    ref = full_ref()
+    assert ref.serialize() == {key: value for key, value in ref.to_dict().items() if key != "error"}
+    failed = ref.with_state("FAILED", "bad pdf").serialize()
+    assert failed["error"] == "bad pdf"
+    assert len(failed) == len(ref.to_dict())
+    assert GeminiFileRef(name="files/x").serialize() == {"name": "files/x"}
+    assert GeminiFileRef.deserialize(ref.serialize(), version=XCOM_FORMAT_VERSION) == ref
+
+
+# An XCom pushed by an earlier release (every field written, None as null): it must still be read.
+EARLIER_RELEASE_XCOM = (
+    '[{"__classname__": "airflow_gemini_files.refs.GeminiFileRef", "__version__": 1, "__data__": '
+    '{"name": "files/abc-123", "uri": "https://generativelanguage.googleapis.com/v1beta/files/abc-123", '
+    '"mime_type": "application/pdf", "display_name": "report.pdf", "size_bytes": 1234, '
+    '"sha256_hash": "q83vEjRWeJA=", "state": "ACTIVE", "source": "REGISTERED", '
+    '"source_uri": "gs://docs/incoming/report.pdf", "create_time": "2026-11-22T01:00:00+00:00", '
+    '"expiration_time": "2026-11-24T01:00:00+00:00", "error": null}}]'
+)
+
+
+def test_an_xcom_written_by_an_earlier_release_is_read():
+    from airflow.sdk.serde import deserialize
+
+    assert deserialize(json.loads(EARLIER_RELEASE_XCOM)) == [full_ref()]
+
+
+def test_todays_xcom_is_smaller_and_reads_as_the_earlier_one():
+    from airflow.sdk.serde import deserialize, serialize
+
+    today = json.dumps(serialize([full_ref()]))
+    assert len(today) < len(EARLIER_RELEASE_XCOM)
+    assert deserialize(json.loads(today)) == deserialize(json.loads(EARLIER_RELEASE_XCOM))
+    assert json.loads(today)[0]["__version__"] == 1  # version-1 readers (earlier releases) read it too
+
+
 def test_newer_serialized_version_is_refused_with_upgrade_hint():
     with pytest.raises(TypeError, match="upgrade the provider"):
         GeminiFileRef.deserialize(full_ref().serialize(), version=GeminiFileRef.__version__ + 1)
@@ -125,6 +161,31 @@ def test_expiry_uses_expiration_time_and_margin():
     assert ref.is_expired(now=CREATED + timedelta(hours=47), margin=timedelta(hours=2))
     assert ref.is_expired(now=CREATED + timedelta(hours=48))
     assert not GeminiFileRef(name="files/x").is_expired()
+
+
+def test_expiry_without_a_time_is_judged_now():
+    now = datetime.now(UTC)
+    assert not GeminiFileRef(name="files/x", expiration_time=now + timedelta(hours=1)).is_expired()
+    assert GeminiFileRef(name="files/x", expiration_time=now - timedelta(hours=1)).is_expired()
+
+
+def test_a_fresh_worker_reads_refs_from_xcom_with_the_default_config():
+    """Importing the provider allow-lists the class; nothing in airflow.cfg is needed."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from airflow.sdk.serde import deserialize\n"
+        "import airflow_gemini_files.refs\n"
+        "ref = deserialize(json.loads(sys.argv[1]))[0]\n"
+        "print(type(ref).__name__, ref.name)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, EARLIER_RELEASE_XCOM], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["GeminiFileRef", "files/abc-123"]
 
 
 def test_to_part_points_at_the_file_and_refuses_bare_names():
