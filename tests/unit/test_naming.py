@@ -88,6 +88,14 @@ def test_a_blank_configured_id_counts_as_none(monkeypatch):
     assert naming.configured_deployment_id() == "prod"
 
 
+def test_a_worker_without_the_providers_configuration_has_no_deployment_id(monkeypatch):
+    from airflow.sdk import conf
+
+    monkeypatch.delenv("AIRFLOW__GEMINI_FILES__DEPLOYMENT_ID", raising=False)
+    with conf.make_sure_configuration_loaded(with_providers=False):  # [gemini_files] is unknown here
+        assert naming.configured_deployment_id() is None
+
+
 def test_a_source_path_that_is_not_utf8_still_gets_an_id():
     undecodable = "/data/scan-\udcff.pdf"  # os.fsdecode(b"/data/scan-\xff.pdf")
     assert FILE_ID_PATTERN.match(naming.upload_file_id(context(), undecodable))
@@ -291,3 +299,19 @@ def test_a_long_name_is_cut_to_200_characters():
 
     [key] = naming.document_keys([Ref(name="files/a", display_name="x" * 300 + ".pdf")])
     assert key == "x" * 200
+
+
+def test_a_cut_leaves_no_dot_at_either_end_of_a_key():
+    from airflow_gemini_files.refs import GeminiFileRef as Ref
+
+    [hidden] = naming.document_keys([Ref(name="files/a", display_name="." + "a" * 250)])
+    assert hidden == "a" * 200
+    [dotted] = naming.document_keys([Ref(name="files/a", display_name="a" * 199 + "." + "b" * 50)])
+    assert dotted == "a" * 199
+
+
+def test_a_key_keeps_an_x_at_either_end_of_the_name():
+    from airflow_gemini_files.refs import GeminiFileRef as Ref
+
+    refs = [Ref(name="files/a", source_uri="gs://b/scans/XBOX"), Ref(name="files/b", display_name="X.pdfX")]
+    assert naming.document_keys(refs) == ["XBOX", "X.pdfX"]

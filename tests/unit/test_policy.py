@@ -767,6 +767,15 @@ def test_a_foreign_error_travels_as_a_provider_error_naming_its_type():
     assert str(rebuilt) == "RuntimeError: boom"
 
 
+def test_only_a_failed_file_error_puts_its_error_in_the_event():
+    class ForeignError(Exception):
+        error = object()  # some libraries' exceptions carry an ``error`` attribute; events stay primitive
+
+    payload = policy.error_to_event(ForeignError("boom"))
+    assert payload["error"] is None
+    assert str(policy.error_from_event(payload)) == "ForeignError: boom"
+
+
 def test_an_unknown_event_kind_is_a_provider_error():
     rebuilt = policy.error_from_event({"kind": "martian"})
     assert type(rebuilt) is GeminiFilesError
@@ -849,18 +858,27 @@ def test_every_sdk_job_state_is_known_to_the_policy():
 @pytest.mark.parametrize(
     ("state", "says"),
     [
-        ("BATCH_STATE_FAILED", "ended FAILED with no results: Gemini does not say why through the API"),
+        (
+            "BATCH_STATE_FAILED",
+            "ended FAILED with no results: Gemini does not say why through the API (look the job up in AI "
+            "Studio). A retry of the task submits a new job.",
+        ),
         (
             "JOB_STATE_CANCELLED",
-            "ended CANCELLED with no results: it was cancelled (by a user, a killed task",
+            "ended CANCELLED with no results: it was cancelled (by a user, a killed task or a cleanup task) "
+            "before it finished. A retry of the task submits a new job.",
         ),
-        ("EXPIRED", "ended EXPIRED with no results: Gemini did not finish it within 48 hours"),
+        (
+            "EXPIRED",
+            "ended EXPIRED with no results: Gemini did not finish it within 48 hours of its creation. Retry "
+            "later, or split the documents into smaller batches.",
+        ),
     ],
 )
 def test_a_job_ending_without_results_has_one_message_naming_the_job(state, says):
     error = policy.job_error("batches/j1", state)
     assert type(error) is GeminiBatchJobError
-    assert str(error).startswith(f"Batch job batches/j1 {says}")
+    assert str(error) == f"Batch job batches/j1 {says}"
     assert (error.job_name, error.state) == ("batches/j1", policy.job_state_name(state))
     assert not isinstance(error, AirflowFailException), "a retry submits a new job"
 
@@ -874,17 +892,22 @@ def test_a_job_with_results_or_still_running_has_no_ending_error(state):
 
 
 @pytest.mark.parametrize(
-    ("cancelled", "outcome"), [(True, "Cancelled it: nothing"), (False, "Could not cancel")]
+    ("cancelled", "outcome"),
+    [
+        (True, "Cancelled it: nothing was published"),
+        (False, "Could not cancel it (see the log); cancel it in AI Studio"),
+    ],
 )
 def test_a_job_past_its_timeout_says_its_state_and_whether_it_was_cancelled(cancelled, outcome):
     error = policy.job_timeout_error("batches/j1", "BATCH_STATE_PENDING", timeout=90.0, cancelled=cancelled)
     assert isinstance(error, GeminiWaitTimeoutError)
     assert isinstance(error, AirflowSensorTimeout)  # no retry: waiting again needs a longer timeout
     assert error.pending == ["batches/j1"]
-    assert str(error).startswith(
-        f"Batch job batches/j1 was still PENDING 90 s after it was created (the task's timeout). {outcome}"
+    assert str(error) == (
+        f"Batch job batches/j1 was still PENDING 90 s after it was created (the task's timeout). {outcome}. "
+        "Raise timeout (the Batch API's target turnaround is 24 hours; jobs have been seen PENDING for "
+        "longer) or retry later."
     )
-    assert "Raise timeout" in str(error)
 
 
 def test_a_job_is_first_checked_after_5_seconds_then_backs_off_to_the_poll_interval():
@@ -930,6 +953,28 @@ def test_a_job_wait_gives_up_after_too_many_failed_checks_in_a_row():
     assert isinstance(raised.value.__cause__, RuntimeError)
 
 
+def test_a_job_wait_logs_each_failed_check_printably(caplog):
+    caplog.set_level("WARNING", logger="airflow_gemini_files.hooks.policy")
+    wait = policy.JobWait("batches/j1", max_failures=4)
+    wait.record(RuntimeError("503\nunavailable"))
+    wait.record(RuntimeError("reset"))
+    assert caplog.messages == [
+        "Could not check batch job batches/j1 (1 check(s) in a row failed; giving up after 4): "
+        "503\\nunavailable",
+        "Could not check batch job batches/j1 (2 check(s) in a row failed; giving up after 4): reset",
+    ]
+
+
+def test_a_job_wait_gives_up_quoting_500_characters_of_the_last_error():
+    wait = policy.JobWait("batches/j1", max_failures=1)
+    with pytest.raises(GeminiFilesError) as raised:
+        wait.record(RuntimeError("e" * 600))
+    assert str(raised.value) == (
+        "Gave up waiting for batch job batches/j1 after 1 checks in a row failed; the last error: "
+        f"{'e' * 500}. The job may still run: retry the task to re-attach to it."
+    )
+
+
 @pytest.mark.parametrize(
     "error",
     [
@@ -964,6 +1009,15 @@ def test_a_file_expiring_before_the_jobs_deadline_is_not_sent_and_the_error_name
     )
     at_deadline = ref(expiration_time=NOW + timedelta(hours=24))
     assert policy.batch_file_problem(at_deadline, deadline=NOW + timedelta(hours=24), now=NOW) is not None
+
+
+def test_a_batch_checks_files_against_the_real_clock_by_default():
+    lives = ref(expiration_time=datetime.now(UTC) + timedelta(hours=30))
+    assert policy.batch_file_problem(lives, deadline=datetime.now(UTC) + timedelta(hours=24)) is None
+    expired = ref(expiration_time=datetime.now(UTC) - timedelta(minutes=1))
+    problem = policy.batch_file_problem(expired, deadline=datetime.now(UTC) - timedelta(hours=1))
+    assert type(problem) is GeminiFileGoneError
+    assert "expired at" in str(problem)
 
 
 @pytest.mark.parametrize(
@@ -1007,6 +1061,9 @@ def test_a_file_the_policy_calls_unusable_is_not_sent_in_a_batch(state, expires_
         ({"code": 13, "message": "internal"}, "INTERNAL (13): internal"),
         ({"code": 99}, "ERROR (99): no message"),
         ({"code": "7", "message": "m"}, "ERROR (7): m"),
+        ({"code": [5], "message": "m"}, "ERROR ([5]): m"),
+        ({"code": 13, "message": "x" * 600}, f"INTERNAL (13): {'x' * 500}"),
+        ("b" * 400, f"Gemini returned an error it did not describe: {'b' * 300}"),
         ("boom", "Gemini returned an error it did not describe: boom"),
         (None, "Gemini returned an error it did not describe: None"),
     ],
