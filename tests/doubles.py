@@ -21,7 +21,9 @@ from typing import Any
 
 from google.genai import types
 
-from airflow_gemini_files.exceptions import GeminiFileExistsError, GeminiFileGoneError
+from airflow_gemini_files.exceptions import GeminiFileExistsError, GeminiFileGoneError, GeminiInputError
+from airflow_gemini_files.pricing import DEFAULT_PRICES
+from airflow_gemini_files.quota import PROJECT_STORAGE_BYTES, FilesUsage, files_usage
 from airflow_gemini_files.refs import GeminiFileRef
 
 RUN_ID = "scheduled__2026-11-21T00:00:00+00:00"
@@ -133,6 +135,16 @@ class FakeGeminiHook:
         self.listed: list[tuple[str, str | None, str | None]] = []
         self.model_errors: dict[str, Exception] = {}
         self.checked_models: list[str] = []
+        self.prices = DEFAULT_PRICES
+        self.ledger: Any = None
+        self.quota_bytes = PROJECT_STORAGE_BYTES
+        self.sizes: dict[str, int] = {}
+        self.usage_metadata: dict[str, int] = {
+            "prompt_token_count": 10,
+            "candidates_token_count": 2,
+            "total_token_count": 12,
+        }
+        self.input_tokens = 10
 
     def _count(self, what: str) -> None:
         with self.lock:
@@ -157,6 +169,22 @@ class FakeGeminiHook:
     # Hook API -----------------------------------------------------------------------------------------
     def get_conn(self) -> None:
         self._count("get_conn")
+
+    def require_ledger(self, what: str) -> Any:
+        if self.ledger is None:
+            raise GeminiInputError(f"{what} needs a ledger (fake hook)")
+        return self.ledger
+
+    def count_tokens(self, *, model: str, contents: list[Any]) -> int:
+        self._count("count_tokens")
+        return self.input_tokens
+
+    def source_size(self, source: Any) -> int:
+        return self.sizes.get(str(source), 0) if str(source) in self.sizes else os.path.getsize(source)
+
+    def files_usage(self) -> FilesUsage:
+        self._count("files_usage")
+        return files_usage(list(self.files.values()), quota_bytes=self.quota_bytes)
 
     def upload_file(
         self,
@@ -288,10 +316,6 @@ class FakeGeminiHook:
                         "finish_reason": "STOP",
                     }
                 ],
-                "usage_metadata": {
-                    "prompt_token_count": 10,
-                    "candidates_token_count": 2,
-                    "total_token_count": 12,
-                },
+                "usage_metadata": dict(self.usage_metadata),
             }
         )
