@@ -31,6 +31,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_gemini_files.operators.files",
                     "airflow_gemini_files.operators.generate",
+                    "airflow_gemini_files.operators.sweep",
                 ],
             }
         ],
@@ -38,7 +39,13 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Gemini Files", "python-modules": ["airflow_gemini_files.sensors.files"]}
         ],
         "triggers": [
-            {"integration-name": "Gemini Files", "python-modules": ["airflow_gemini_files.triggers.files"]}
+            {
+                "integration-name": "Gemini Files",
+                "python-modules": [
+                    "airflow_gemini_files.triggers.files",
+                    "airflow_gemini_files.triggers.quota",
+                ],
+            }
         ],
         "config": {
             "gemini_files": {
@@ -115,6 +122,27 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["integer", "null"], "minimum": 262144, "multipleOf": 262144},
                         "description": "Bytes per resumable-upload request and per GCS ranged read, a "
                         "multiple of 256 KiB (default 8388608, 8 MiB).",
+                    },
+                    "ledger": {
+                        "label": "Ledger",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Where budgets and the records of created files live, reachable by "
+                        "every worker: gs://bucket/prefix/ (or an absolute directory on a disk every worker "
+                        "shares). Needed for per-run budgets and to trace registered files for the sweeper.",
+                    },
+                    "prices": {
+                        "label": "Prices",
+                        "schema": {"type": ["object", "null"]},
+                        "description": "Price overrides in USD per million tokens, e.g. "
+                        '{"models": {"gemini-2.5-flash": {"input": 0.3, "cached_input": 0.03, '
+                        '"output": 2.5}}, "batch_discount": 0.5, "as_of": "2026-12-01"}. Models listed '
+                        "replace or add to the shipped table.",
+                    },
+                    "storage_quota_bytes": {
+                        "label": "Storage quota (bytes)",
+                        "schema": {"type": ["integer", "null"], "minimum": 1},
+                        "description": "The project's Files API storage quota the upload operator checks "
+                        "against (default 21474836480, 20 GB).",
                     },
                 },
                 "ui-field-behaviour": {

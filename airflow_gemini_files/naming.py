@@ -16,6 +16,12 @@ task while the run runs. Clearing a *finished* run restarts it with a new start 
 (the earlier start's files were its own cleanup's business); with a deployment id set, a cleared run
 keeps its prefix.
 
+**Which run a file belongs to.** :func:`run_prefix_of` reads the run prefix back from a file name of
+that shape (``None`` for any other name): the storage report groups uploads by it and the orphan sweeper
+asks whether its run is still running. A batch job's input file is named the same way
+(:func:`batch_input_file_id`), so the sweeper finds it too; files Gemini names itself (registrations, a
+batch job's results) are traced through the ledger instead (:mod:`airflow_gemini_files.ledger`).
+
 **Display names and logs.** File names come from users and from the data: :func:`printable` shows
 control characters, ANSI escapes, bidirectional overrides and undecodable bytes as escapes, so a name can
 never forge a log line; :func:`check_display_name` refuses them in a display name given explicitly.
@@ -140,6 +146,23 @@ def upload_file_id(context: Context | dict[str, Any], source: str) -> str:
     ti = context["ti"]
     key = f"{ti.task_id}\x00{ti.map_index}\x00{source}"
     return f"{context_run_prefix(context)}-{hashlib.sha256(_utf8(key)).hexdigest()[:25]}"
+
+
+def batch_input_file_id(context: Context | dict[str, Any], job_key: str) -> str:
+    """
+    The deterministic Files API id of a Batch API job's input (JSONL) file: the running task's run prefix,
+    like an upload's, so the orphan sweeper finds it; ``job_key`` tells one task's jobs apart.
+    """
+    return upload_file_id(context, f"batch-input\x00{job_key}")
+
+
+_RUN_FILE_ID = re.compile(rf"^({RUN_PREFIX_MARK}[0-9a-f]{{12}})-[0-9a-f]{{25}}$")
+
+
+def run_prefix_of(name: str) -> str | None:
+    """The run prefix of a file named by :func:`upload_file_id` (``files/<id>`` or ``<id>``), else None."""
+    match = _RUN_FILE_ID.match(str(name).removeprefix("files/"))
+    return match.group(1) if match else None
 
 
 def _utf8(text: str) -> bytes:
