@@ -48,7 +48,8 @@ PRICES_SOURCE = "https://ai.google.dev/gemini-api/docs/pricing"
 "Batch" columns. Read on 2026-11-30 through the stored transcriptions of that page available here
 (api-evangelist/gemini ``plans/gemini-plans-pricing.yml``, read from the page on 2026-09-20, and the
 ``model_prices_and_context_window.json`` of litellm 1.110.2, which cites the page per model): the page
-itself could not be fetched from this machine. Check it before you rely on a figure."""
+itself could not be fetched from this machine, and the Gemini docs this project was built from (the Files
+API guides) state no prices. Check the page before you rely on a figure."""
 
 CURRENCY = "USD"
 PER_TOKENS = 1_000_000
@@ -383,9 +384,7 @@ def _parse_rates(where: str, values: Any, *, allow_tier: bool) -> tuple[Rates, A
             f"{where}: missing token kind(s) {missing}; every model needs {', '.join(REQUIRED_KINDS)} "
             "(USD per million tokens)."
         )
-    rates = Rates(
-        **{kind: _price(where, kind, values[kind]) for kind in TOKEN_KINDS if values.get(kind) is not None}
-    )
+    rates = Rates(**{kind: _price(where, kind, values[kind]) for kind in TOKEN_KINDS if kind in values})
     return rates, values.get("long_context")
 
 
