@@ -77,6 +77,10 @@ died after the call was billed)."""
 DEFAULT_WAIT_TIMEOUT = 10 * 60.0
 """Seconds a call waits for calls in flight to settle before it is refused."""
 
+FIRST_PAUSE = 0.25
+"""Seconds a waiting call sleeps first (times 0.5 to 1.5, at random); each wait is 1.5 times longer, up
+to 5 s. Waiting calls see each other's reservations while they check: random pauses break the tie."""
+
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
@@ -247,7 +251,7 @@ def summarize(
         spent_tokens += tokens
         spent_cost += cost
         if state == "spent":
-            calls += 1
+            calls += int(record.get("calls") or 1)
             max_output = max(max_output, int(record.get("output") or 0))
         task = str(record.get("where") or key.rsplit("/", 1)[-1])
         entry = by_task.setdefault(task, [0, 0.0])
@@ -388,7 +392,7 @@ class BudgetTracker:
         tokens = int(input_tokens) + allowance
         cost = self.cost(TokenUsage(prompt=int(input_tokens), candidates=allowance, calls=1))
         deadline = self.clock() + self.wait_timeout
-        pause = 0.25
+        pause = FIRST_PAUSE
         while True:
             key = self._new_key()
             self._write(key, "reserved", tokens, cost, lease_until=self.clock() + self.lease)
@@ -403,13 +407,14 @@ class BudgetTracker:
             self.ledger.delete(key)
             if verdict == Admission.REFUSE or self.clock() >= deadline:
                 raise self._exceeded(state, tokens, cost, what=what, waited=verdict == Admission.WAIT)
-            log.info(
-                "Budget %r: %d tokens are reserved by calls in flight; %s waits for them to settle.",
-                self.budget.name,
-                state.reserved_tokens,
-                what or "this call",
-            )
-            self.sleep(pause * (0.5 + random.random()))
+            if pause == FIRST_PAUSE:
+                log.info(
+                    "Budget %r: %d tokens are reserved by calls in flight; %s waits for them to settle.",
+                    self.budget.name,
+                    state.reserved_tokens,
+                    what or "this call",
+                )
+            self.sleep(pause * (0.5 + random.random()))  # random: waiters must not retry in step
             pause = min(pause * 1.5, 5.0)
 
     def settle(self, reservation: Reservation, usage: TokenUsage) -> None:
