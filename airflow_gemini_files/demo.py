@@ -273,13 +273,21 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
 
 
 def manifest_summary(manifest: dict[str, Any]) -> str:
-    """The manifest's counts, tokens and failures as a few readable lines."""
+    """The manifest's counts, tokens, estimated cost and failures as a few readable lines."""
     tokens = manifest.get("tokens") or {}
     lines = [
         f"documents {manifest.get('documents')}, analysed {manifest.get('succeeded')}, "
         f"failed {manifest.get('failed')}; tokens: prompt {tokens.get('prompt')}, "
-        f"output {tokens.get('output')}, total {tokens.get('total')}",
+        f"output {tokens.get('output')}, thinking {tokens.get('thoughts', 0)}, total {tokens.get('total')}",
     ]
+    cost = manifest.get("cost") or {}  # cost and storage: the run's estimated price
+    if cost:
+        amount = cost.get("estimated")
+        shown = "unknown (a model without a price)" if amount is None else f"${amount:.6f}"
+        lines.append(
+            f"estimated cost {shown} {cost.get('currency', 'USD')} ({cost.get('pricing')} prices as of "
+            f"{cost.get('prices_as_of')}, {cost.get('prices_source')})"
+        )
     for failure in manifest.get("failures") or []:
         lines.append(
             f"failed: {failure.get('document') or '-'} at {failure.get('failed_at')} ({failure.get('state')})"

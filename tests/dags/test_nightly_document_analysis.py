@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_gemini_files.demo import seed_documents
+from airflow_gemini_files.pricing import PRICES_AS_OF, TokenUsage, estimate_cost
 from airflow_gemini_files.samples import NIGHTLY_DOCUMENTS
 
 from .conftest import read_json_objects
@@ -79,6 +80,24 @@ def test_every_document_is_analysed_stored_and_cleaned_up(
     assert (manifest["documents"], manifest["succeeded"], manifest["failed"]) == (5, 5, 0)
     assert manifest["mode"] == mode
     assert manifest["tokens"]["total"] == sum(r["usage"]["total_tokens"] for r in results.values())
+    # Each result's price is its tokens at the shipped table's gemini-2.5-flash rates; the run's is the sum.
+    for result in results.values():
+        tokens = result["usage"]
+        usage = TokenUsage(
+            prompt=tokens["prompt_tokens"],
+            audio_prompt=tokens["audio_prompt_tokens"],
+            candidates=tokens["output_tokens"],
+            thoughts=tokens["thoughts_tokens"] or 0,
+        )
+        assert result["usage"]["estimated_cost"] == pytest.approx(
+            estimate_cost("gemini-2.5-flash", usage), abs=1e-6
+        )
+    assert manifest["cost"]["estimated"] == pytest.approx(
+        sum(r["usage"]["estimated_cost"] for r in results.values()), abs=1e-6
+    )
+    assert manifest["cost"]["estimated"] > 0
+    assert results["support_call_chime.wav.json"]["usage"]["audio_prompt_tokens"] > 0  # priced at audio rates
+    assert (manifest["cost"]["prices_as_of"], manifest["cost"]["pricing"]) == (PRICES_AS_OF, "online")
     # The results prefix is announced as an Asset event through the alias, for downstream DAGs.
     assert asset_events(run) == [f"gs://{manifest['bucket']}/results/today"]
     # Cleanup: nothing left in Gemini.

@@ -131,7 +131,9 @@ def test_generate_per_file_reports_only_the_answered_files_and_their_summed_usag
     assert "schema" not in result.outputs[0].facets
     usage = json.loads(Serde.to_json(result.run_facets["gemini_usage"]))
     assert {k: v for k, v in usage.items() if not k.startswith("_")} == {
-        key: value for key, value in ctx["ti"].xcom["usage"].items() if value is not None  # no price for "m"
+        key: value
+        for key, value in ctx["ti"].xcom["usage"].items()
+        if value is not None  # no price for "m"
     }
     assert usage["calls"] == 2
 
