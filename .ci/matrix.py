@@ -194,11 +194,49 @@ def run_env(env: Env, wheel: Path) -> float:
     return elapsed
 
 
+def run_concurrently(names: list[str], wheel: Path, jobs: int) -> int:
+    """Each env in its own process, ``jobs`` at a time; an env's output is printed whole when it ends.
+
+    One env's tests keep about one core busy (the pytest process and the emulators' threads share one
+    interpreter), so two envs side by side on CI's two cores take about the time of the slower one.
+    """
+    waiting = list(names)
+    running: dict[str, subprocess.Popen[bytes]] = {}
+    failed: list[str] = []
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="gemini-files-matrix-logs-") as logs:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                name = waiting.pop(0)
+                command = [sys.executable, __file__, name, "--wheel", str(wheel)]
+                with open(Path(logs) / name, "wb") as log:
+                    running[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                print(f"[matrix] {name}: started", flush=True)
+            time.sleep(2)
+            for name, process in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[name]
+                sys.stdout.flush()
+                sys.stdout.buffer.write((Path(logs) / name).read_bytes())
+                verdict = "OK" if process.returncode == 0 else f"FAILED (exit {process.returncode})"
+                print(f"[matrix] {name}: {verdict} after {time.monotonic() - start:.0f}s", flush=True)
+                if process.returncode != 0:
+                    failed.append(name)
+    if failed:
+        print(f"[matrix] failed envs: {', '.join(failed)}", flush=True)
+        return 1
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("envs", nargs="*", help=f"envs to run (default: all of {', '.join(ENVS)})")
     parser.add_argument("--wheel", type=Path, help="the built wheel (default: the newest in dist/)")
     parser.add_argument("--list", action="store_true", help="list the envs and exit")
+    parser.add_argument(
+        "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="envs run side by side (default 2)"
+    )
     args = parser.parse_args()
     if args.list:
         for env in ENVS.values():
@@ -211,9 +249,12 @@ def main() -> int:
     unknown = [name for name in args.envs if name not in ENVS]
     if unknown:
         parser.error(f"unknown env(s) {unknown}; choose from {list(ENVS)}")
-    for name in args.envs or list(ENVS):
-        run_env(ENVS[name], wheel.resolve())
-    return 0
+    names = args.envs or list(ENVS)
+    if len(names) == 1 or args.jobs == 1:
+        for name in names:
+            run_env(ENVS[name], wheel.resolve())
+        return 0
+    return run_concurrently(names, wheel.resolve(), args.jobs)
 
 
 if __name__ == "__main__":

@@ -159,8 +159,9 @@ class GeminiEmulator:
 
     # ---- controls -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Request counts per operation (``batch_create`` ... included), stored files, their bytes, and
-        the number of stored batch jobs (``batches``)."""
+        """Request counts per operation (``batch_create`` ... included), the most requests of each operation
+        served at once (``peak_in_flight``: what a concurrency cap such as an Airflow pool must bound), the
+        number of stored files and their bytes, and the number of stored batch jobs (``batches``)."""
         return {**self.store.stats(), "batches": len(self.batch_store.jobs())}
 
     def reset(self) -> None:

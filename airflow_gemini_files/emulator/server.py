@@ -272,17 +272,19 @@ class Handler(BaseHTTPRequestHandler):
                 if match is None or method != self.command:
                     continue
                 if action == "upload" and "upload_id" in query:
-                    self._upload_chunk(query["upload_id"])
+                    with emu.store.serving("upload_chunk"):
+                        self._upload_chunk(query["upload_id"])
                     return
                 params = match.groupdict()
                 operation = _OPERATION_OF.get(action, action)
                 emu.store.count(operation)  # refused requests count too: stats must show retry storms
-                if action == "register":
-                    self._check_register_auth(query)
-                else:
-                    self._check_api_key(query)
-                if not self._apply_faults(operation, params.get("model")):
-                    getattr(self, f"_{action}")(params, query)
+                with emu.store.serving(operation):  # peak concurrency per operation, for stats()
+                    if action == "register":
+                        self._check_register_auth(query)
+                    else:
+                        self._check_api_key(query)
+                    if not self._apply_faults(operation, params.get("model")):
+                        getattr(self, f"_{action}")(params, query)
                 return
             raise ApiError(404, f"Method or path not found: {self.command} {parsed.path}", "NOT_FOUND")
         except ApiError as error:

@@ -26,7 +26,7 @@ import string
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -333,6 +333,8 @@ class FileStore:
         self._reserved_ids: set[str] = set()
         self._fail_rules: list[tuple[str, str]] = []
         self.counters: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
+        self._in_flight: dict[str, int] = {}
+        self.peak_in_flight: dict[str, int] = {}
         self.prepare()
 
     @property
@@ -364,6 +366,18 @@ class FileStore:
         with self._lock:
             self.counters[operation] = self.counters.get(operation, 0) + 1
 
+    @contextlib.contextmanager
+    def serving(self, operation: str) -> Iterator[None]:
+        """Count a request of ``operation`` as in flight while it is served; remember the most at once."""
+        with self._lock:
+            now = self._in_flight[operation] = self._in_flight.get(operation, 0) + 1
+            self.peak_in_flight[operation] = max(now, self.peak_in_flight.get(operation, 0))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[operation] -= 1
+
     def reset(self) -> None:
         """Forget every file, session, counter, failure rule; rewind the clock. Deletes the bytes of the
         files and sessions the emulator created, nothing else."""
@@ -371,6 +385,7 @@ class FileStore:
             self._forget_all()
             self._fail_rules.clear()
             self.counters = dict.fromkeys(OPERATIONS, 0)
+            self.peak_in_flight = {op: n for op, n in self._in_flight.items() if n}
             self.clock.reset()
 
     def _forget_all(self) -> None:
@@ -402,6 +417,7 @@ class FileStore:
             self._purge_expired()
             return {
                 "requests": dict(self.counters),
+                "peak_in_flight": dict(self.peak_in_flight),
                 "files": len(self._files),
                 "bytes": sum(f.size for f in self._files.values() if f.source == "UPLOADED"),
             }

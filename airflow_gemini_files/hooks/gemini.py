@@ -32,6 +32,7 @@ from airflow_gemini_files.exceptions import (
 from airflow_gemini_files.gcs_uri import parse_gs_uri
 from airflow_gemini_files.hooks import gcs, policy
 from airflow_gemini_files.hooks.policy import ActiveWait, ApiProblem, PollSchedule
+from airflow_gemini_files.hooks.process_local import process_cached_property
 from airflow_gemini_files.hooks.retry import RetryPolicy, acall_with_retries, call_with_retries, number_extra
 from airflow_gemini_files.hooks.sources import UploadSource, open_source
 from airflow_gemini_files.ledger import Ledger, check_ledger_uri, open_ledger
@@ -265,7 +266,8 @@ class GeminiHook(BaseHook):
     The connection (type ``gemini``) holds the API key in its password; optional extras: ``base_url``,
     ``api_version``, ``timeout`` (seconds), ``retry_attempts``, ``retry_initial_delay``,
     ``retry_max_delay``, ``retry_max_total_wait`` (seconds), ``upload_chunk_size`` (bytes),
-    ``register_auth`` (``key_and_bearer`` or ``key_only``). One ``genai.Client`` is built per hook; every
+    ``register_auth`` (``key_and_bearer`` or ``key_only``). One ``genai.Client`` is built per hook and
+    per process (a forked worker builds its own, never sharing pooled connections with its parent); every
     call through it is retried by :meth:`call_with_retries`, which honours the server's ``RetryInfo`` and
     ``Retry-After``. ``gcp_conn_id`` names the GCP connection used to read ``gs://`` objects and to
     register them (see :mod:`airflow_gemini_files.hooks.gcs`); one storage client per hook.
@@ -323,9 +325,9 @@ class GeminiHook(BaseHook):
     def _build_client(self, settings: GeminiConnectionSettings) -> genai.Client:
         return genai.Client(api_key=settings.api_key, vertexai=False, http_options=settings.http_options())
 
-    @cached_property
+    @process_cached_property
     def client(self) -> genai.Client:
-        """The ``genai.Client`` for this hook's connection (built once, with retries)."""
+        """The ``genai.Client`` for this hook's connection (built once per process, with retries)."""
         return self._build_client(self.settings)
 
     def get_conn(self) -> genai.Client:
@@ -334,12 +336,12 @@ class GeminiHook(BaseHook):
 
     async def aget_client(self) -> Any:
         """The SDK's async client (``client.aio``) for triggers, reading the connection without blocking."""
-        if "client" not in self.__dict__:
+        if GeminiHook.client.cached(self) is None:
             try:
                 conn = await self.aget_connection(self.gemini_conn_id)
             except AirflowNotFoundException:
                 raise self._missing_connection() from None
-            self.__dict__["client"] = self._build_client(self._settings_from(conn))
+            self.client = self._build_client(self._settings_from(conn))
         return self.client.aio
 
     @cached_property
@@ -347,7 +349,7 @@ class GeminiHook(BaseHook):
         """The GCP identity of ``gcp_conn_id`` (see :mod:`airflow_gemini_files.hooks.gcs`)."""
         return gcs.gcp_access(self.gcp_conn_id)
 
-    @cached_property
+    @process_cached_property
     def storage_client(self) -> storage.Client:
         """The ``google.cloud.storage.Client`` of this hook (one per hook): reads, listings, your writes."""
         return gcs.storage_client(self.gcp_access)
@@ -638,7 +640,7 @@ class GeminiHook(BaseHook):
         except GeminiFileNotUsableError:
             return None
 
-    @cached_property
+    @process_cached_property
     def _upload_http(self) -> httpx.Client:
         """One httpx client for every upload of this hook (not one per file)."""
         return httpx.Client(headers={"user-agent": "airflow-gemini-files"})

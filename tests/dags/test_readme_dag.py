@@ -34,10 +34,15 @@ CONFTEST = readme_python_block("A ready `tests/conftest.py`")
 DAG_TESTS = readme_python_block("Then a DAG test parses your DAG file")
 CONTROLS = readme_python_block("Controls for the unhappy paths")
 LINEAGE = readme_python_block("## Lineage (OpenLineage)")  # run by tests/unit/test_lineage.py
+# Run by the Celery cluster test (tests/system/test_celery_cluster.py): the pool policy and the preload.
+POOL_POLICY = readme_python_block("### One pool for every Gemini call of the cluster")
+CELERY_PRELOAD = readme_python_block("### Celery workers: import the provider once")
 
 
 def test_every_python_block_of_the_readme_is_one_these_tests_run() -> None:
-    assert BLOCK.findall(README) == [MINIMAL_DAG, LINEAGE, CONFTEST, DAG_TESTS, CONTROLS]
+    assert BLOCK.findall(README) == [
+        MINIMAL_DAG, LINEAGE, CELERY_PRELOAD, POOL_POLICY, CONFTEST, DAG_TESTS, CONTROLS
+    ]  # fmt: skip
 
 
 @pytest.fixture

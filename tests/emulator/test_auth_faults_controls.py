@@ -196,6 +196,7 @@ def test_http_control_endpoints(client: genai.Client, gemini_emulator: GeminiEmu
             "delete": 0, "register": 0, "generate": 0, "count_tokens": 0, "models": 0, "download": 0,
             "batch_create": 0, "batch_get": 0, "batch_list": 0, "batch_cancel": 0, "batch_delete": 0,
         },
+        "peak_in_flight": {"upload_start": 1, "upload_chunk": 1},
         "files": 1,
         "bytes": 3,
         "batches": 0,

@@ -1,10 +1,12 @@
-"""Real Airflow 3 services (scheduler, dag-processor, triggerer, api-server) in a throw-away home.
+"""Real Airflow 3 services (scheduler, dag-processor, triggerer, api-server, ...) in a throw-away home.
 
 Each service is an ``airflow <service>`` subprocess in its own process group, logging to
-``<home>/services/<name>.log`` (``<name>-2.log`` after a restart). The metadata DB is SQLite, the
-executor LocalExecutor; the api-server listens on a free 127.0.0.1 port and also serves the execution
-API the task processes talk to. The scheduler and the triggerer run with ``--skip-serve-logs`` so they
-open no fixed ports (8793/8794): the logs are read from disk.
+``<home>/services/<name>.log`` (``<name>-2.log`` after a restart). By default the metadata DB is SQLite
+and the executor LocalExecutor; ``AirflowServices.create(settings=..., database_url=...)`` gives another
+executor and a PostgreSQL database (``tests/system/cluster.py`` builds a CeleryExecutor deployment on it,
+with ``define()``-d Celery worker services). The api-server listens on a free 127.0.0.1 port and also
+serves the execution API the task processes talk to. The scheduler and the triggerer run with
+``--skip-serve-logs`` so they open no fixed ports (8793/8794): the logs are read from disk.
 
 Settings changed from Airflow's defaults, and why:
 
@@ -32,7 +34,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -46,6 +47,8 @@ import httpx
 import psutil
 from cryptography.fernet import Fernet
 
+from .backing_services import free_port
+
 SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
 TERMINAL_RUN_STATES = ("success", "failed")
 _ADMIN = "admin"
@@ -54,14 +57,6 @@ _ADMIN = "admin"
 def airflow_command(*args: str) -> list[str]:
     """The Airflow CLI of this interpreter's environment (no reliance on PATH)."""
     return [sys.executable, "-m", "airflow", *args]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def service_settings(home: Path, api_port: int, fernet_key: str) -> dict[str, str]:
@@ -86,6 +81,20 @@ def service_settings(home: Path, api_port: int, fernet_key: str) -> dict[str, st
     }
 
 
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to start a service: the ``airflow`` CLI arguments and environment variables of its own."""
+
+    args: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def default_spec(name: str) -> ServiceSpec:
+    """``airflow <name>`` (``--skip-serve-logs`` for the scheduler and the triggerer)."""
+    extra = ("--skip-serve-logs",) if name in ("scheduler", "triggerer") else ()
+    return ServiceSpec((name, *extra))
+
+
 @dataclass
 class Service:
     """One running ``airflow <name>`` process group and its log file."""
@@ -105,21 +114,47 @@ class AirflowServices:
     api_port: int
     fernet_key: str
     password: str
+    database_url: str | None = None
+    """SQLAlchemy URL of a PostgreSQL metadata DB; None: SQLite in ``<home>/airflow.db``."""
+    specs: dict[str, ServiceSpec] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     log_paths: list[Path] = field(default_factory=list)
     starts: dict[str, int] = field(default_factory=dict)
     _token: str | None = None
 
     @classmethod
-    def create(cls, home: Path, base_env: Mapping[str, str]) -> AirflowServices:
-        """Settings for a deployment in ``home``; ``base_env`` holds the DAGs folder, connections, etc."""
+    def create(
+        cls,
+        home: Path,
+        base_env: Mapping[str, str],
+        *,
+        settings: Mapping[str, str] | None = None,
+        database_url: str | None = None,
+    ) -> AirflowServices:
+        """Settings for a deployment in ``home``; ``base_env`` holds the DAGs folder, connections, etc.;
+        ``settings`` override :func:`service_settings` (executor, ...); ``database_url`` is a PostgreSQL
+        metadata DB (default: SQLite in ``home``)."""
         api_port = free_port()
         fernet_key = Fernet.generate_key().decode()
         password = secrets.token_urlsafe(16)
         (home / "services").mkdir(parents=True, exist_ok=True)
         (home / "simple_auth_manager_passwords.json").write_text(json.dumps({_ADMIN: password}))
-        env = {**base_env, **service_settings(home, api_port, fernet_key), "AIRFLOW_HOME": str(home)}
-        return cls(home=home, env=env, api_port=api_port, fernet_key=fernet_key, password=password)
+        env = {**base_env, **service_settings(home, api_port, fernet_key), **(settings or {})}
+        env["AIRFLOW_HOME"] = str(home)
+        if database_url is not None:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = database_url
+        return cls(
+            home=home,
+            env=env,
+            api_port=api_port,
+            fernet_key=fernet_key,
+            password=password,
+            database_url=database_url,
+        )
+
+    def define(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> None:
+        """Make ``start(name)`` run ``airflow <args>`` with ``env`` added (e.g. a second Celery worker)."""
+        self.specs[name] = ServiceSpec(tuple(args), dict(env or {}))
 
     @property
     def base_url(self) -> str:
@@ -127,6 +162,7 @@ class AirflowServices:
 
     @property
     def db_path(self) -> Path:
+        """The SQLite metadata DB file (unused with a ``database_url``)."""
         return self.home / "airflow.db"
 
     # ---- processes ---------------------------------------------------------------------------------
@@ -151,11 +187,11 @@ class AirflowServices:
         self.starts[name] = count = self.starts.get(name, 0) + 1
         log_path = self.home / "services" / (f"{name}.log" if count == 1 else f"{name}-{count}.log")
         self.log_paths.append(log_path)
-        extra = ("--skip-serve-logs",) if name in ("scheduler", "triggerer") else ()
+        spec = self.specs.get(name) or default_spec(name)
         log_file = log_path.open("wb")
         process = subprocess.Popen(
-            airflow_command(name, *extra),
-            env=self.env,
+            airflow_command(*spec.args),
+            env={**self.env, **spec.env},
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -264,7 +300,9 @@ class AirflowServices:
 
     # ---- metadata DB -------------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read-only query on the metadata DB (retrying while a writer holds the lock)."""
+        """Run a read-only query (``?`` placeholders) on the metadata DB, SQLite or PostgreSQL."""
+        if self.database_url is not None:
+            return _postgres_query(self.database_url, sql, params)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -303,6 +341,27 @@ class AirflowServices:
             tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
             parts.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(line[:400] for line in tail))
         return "\n".join(parts)
+
+
+def _postgres_query(url: str, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """One read-only transaction on PostgreSQL (``?`` placeholders become psycopg2's ``%s``)."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    with contextlib.closing(
+        psycopg2.connect(
+            host=parsed.host,
+            port=parsed.port,
+            user=parsed.username,
+            dbname=parsed.database,
+            connect_timeout=10,
+        )
+    ) as db:
+        db.set_session(readonly=True, autocommit=True)
+        with db.cursor() as cursor:
+            cursor.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(params))
+            return list(cursor.fetchall())
 
 
 def _signal_processes(processes: Sequence[psutil.Process], leader: int, sig: signal.Signals) -> None:

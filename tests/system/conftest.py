@@ -26,11 +26,18 @@ from airflow_gemini_files.gcs_emulator import GcsEmulator
 
 from .airflow_services import AirflowServices, running
 from .fake_gcp import TokenEndpoint, private_key_fragments, service_account_key, token_endpoint
+from .runs import PARKED
 
 BUCKET = "system-test-documents"
 GCP_CONN_ID = "gcp_system_test"
-PARKED = 3600.0
-"""Processing delay that keeps files PROCESSING until a test advances the emulator's clock past it."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "celery: starts PostgreSQL, Redis and a CeleryExecutor deployment with two workers (slow; needs "
+        "Debian's postgresql and redis-server, see .ci/services.sh)",
+    )
 
 
 @dataclass

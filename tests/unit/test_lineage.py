@@ -477,7 +477,8 @@ def test_importing_the_provider_does_not_import_openlineage():
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ)
     )
-    assert done.stdout.strip() == "[]"
+    # Airflow may log a warning on stdout first (google.api_core's Python support notice on 3.11).
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_the_readme_snippet_reports_what_store_result_read_and_wrote():

@@ -505,7 +505,9 @@ def test_error_reasons_reads_every_error_info():
     unwrapped = errors.ClientError(401, {"code": 401, "details": [{"reason": "OVERLOADED_CREDENTIALS"}]})
     assert policy.error_reasons(unwrapped) == {"OVERLOADED_CREDENTIALS"}
     assert policy.error_reasons(api_error(400, "x", None, "not a list")) == set()
-    assert policy.error_reasons(errors.ClientError(400, ["not", "a", "dict"])) == set()
+    not_a_dict = errors.ClientError(400, {})  # google-genai < 1.62 cannot build one from a list
+    not_a_dict.details = ["not", "a", "dict"]
+    assert policy.error_reasons(not_a_dict) == set()
 
 
 def test_a_scope_refusal_is_known_by_its_reason_alone():
