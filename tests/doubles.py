@@ -154,13 +154,13 @@ class FakeGeminiHook:
         """Put a file in the store directly."""
         fields.setdefault("display_name", name.removeprefix("files/") + ".pdf")
         fields.setdefault("expiration_time", datetime.now(UTC) + timedelta(hours=48))
+        fields.setdefault("create_time", datetime.now(UTC))
         ref = GeminiFileRef(
             name=name,
             uri=f"https://emulator/v1beta/{name}",
             mime_type="application/pdf",
             state=state,
             source="UPLOADED",
-            create_time=datetime.now(UTC),
             **fields,
         )
         self.files[ref.name] = ref

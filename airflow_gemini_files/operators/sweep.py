@@ -12,7 +12,10 @@ from airflow_gemini_files.naming import printable
 from airflow_gemini_files.operators.base import GeminiBaseOperator
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
+
+    from airflow_gemini_files.refs import GeminiFileRef
 
 
 def utcnow() -> datetime:
@@ -57,6 +60,7 @@ class GeminiSweepFilesOperator(GeminiBaseOperator):
         return sweep.run_state_from_counts(int(live), int(known))
 
     def execute(self, context: Context) -> dict[str, Any]:
+        self._lineage_deleted: list[GeminiFileRef] = []
         hook = self.hook
         ledger = hook.ledger
         runs = read_runs(ledger) if ledger is not None else {}
@@ -111,6 +115,7 @@ class GeminiSweepFilesOperator(GeminiBaseOperator):
             return report
         outcomes = self.fan_out(lambda verdict: hook.delete_file(verdict.file), doomed, action="deletes")
         deleted = [outcome.item for outcome in outcomes if outcome.ok]
+        self._lineage_deleted = [outcome.item.file for outcome in outcomes if outcome.ok and outcome.value]
         report["deleted"] = [verdict.as_dict() for verdict in deleted]
         report["freed_bytes"] = sum(verdict.file.size_bytes or 0 for verdict in deleted)
         report["errors"] = [
@@ -127,3 +132,13 @@ class GeminiSweepFilesOperator(GeminiBaseOperator):
             single_as_is=False,
         )
         return report
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the files this sweep deleted, as outputs with the lifecycle state change DROP.
+
+        A dry run, and the files it only listed, report nothing: listing reads no file's content."""
+        from airflow_gemini_files import lineage
+
+        return lineage.deletion_lineage(
+            getattr(self, "_lineage_deleted", []), lineage.connection_base_url(self)
+        )
