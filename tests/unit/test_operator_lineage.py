@@ -13,12 +13,12 @@ from doubles import FakeGeminiHook, context
 from openlineage.client.serde import Serde
 
 from airflow_gemini_files.exceptions import GeminiFilesError
+from airflow_gemini_files.naming import upload_file_id
 from airflow_gemini_files.operators.files import (
     GeminiDeleteFilesOperator,
     GeminiRegisterGcsFilesOperator,
     GeminiUploadFileOperator,
 )
-from airflow_gemini_files.naming import upload_file_id
 from airflow_gemini_files.operators.generate import GeminiGenerateContentOperator
 from airflow_gemini_files.operators.sweep import GeminiSweepFilesOperator
 from airflow_gemini_files.sensors.files import GeminiFileActiveSensor
