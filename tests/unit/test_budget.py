@@ -37,7 +37,10 @@ class Clock:
 
 
 def tracker(ledger: Any, budget: RunBudget, **kwargs: Any) -> BudgetTracker:
-    kwargs.setdefault("sleep", lambda seconds: None)
+    # A fake clock that a wait moves on: a call that waits when it should not fails at its wait timeout.
+    clock = kwargs.setdefault("clock", Clock())
+    if isinstance(clock, Clock):
+        kwargs.setdefault("sleep", lambda seconds: setattr(clock, "now", clock.now + seconds))
     kwargs.setdefault("task", task())
     return BudgetTracker(budget, ledger, prices=DEFAULT_PRICES, model="gemini-2.5-flash", **kwargs)
 
@@ -64,6 +67,9 @@ def ledger(tmp_path: Any) -> LocalLedger:
         ({}, r"needs max_total_tokens and/or max_cost"),
         ({"max_cost": 1, "on_exceeded": "warn"}, r"on_exceeded='warn' must be 'fail'"),
         ({"max_cost": 1, "name": "My Budget"}, r"name='My Budget' must be lowercase"),
+        ({"max_cost": 1, "name": ""}, r"name='' must be lowercase"),
+        ({"max_total_tokens": "many"}, r"pass e\.g\. max_total_tokens=100000\."),
+        ({"max_cost": "lots"}, r"pass e\.g\. max_cost=5\.0\."),
     ],
 )
 def test_a_bad_budget_is_refused_naming_the_value(fields: dict[str, Any], message: str) -> None:
@@ -83,6 +89,7 @@ def test_numeric_text_from_a_rendered_template_is_a_number() -> None:
         (None, None),
         ("None", None),
         ("", None),
+        ("null", None),
         ('{"max_total_tokens": 10}', RunBudget(max_total_tokens=10)),
         ("{'max_cost': 1.5, 'on_exceeded': 'skip'}", RunBudget(max_cost=1.5, on_exceeded="skip")),
         ({"max_cost": 2}, RunBudget(max_cost=2.0)),
@@ -287,7 +294,11 @@ def test_eight_tasks_at_once_never_pass_the_limit_and_stop_within_one_call_of_it
 
     def worker(index: int) -> None:  # waiting calls back off at random, as in production (100x faster)
         mine = tracker(
-            ledger, budget, task=task(map_index=index), sleep=lambda seconds: time.sleep(seconds / 100)
+            ledger,
+            budget,
+            task=task(map_index=index),
+            clock=time.time,
+            sleep=lambda seconds: time.sleep(seconds / 100),
         )
         while True:
             with lock:
@@ -309,3 +320,164 @@ def test_eight_tasks_at_once_never_pass_the_limit_and_stop_within_one_call_of_it
     spent = tracker(ledger, budget).state().spent_tokens
     assert spent <= limit
     assert spent > limit - largest
+
+
+def test_a_name_may_use_every_allowed_character() -> None:
+    name = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+    assert RunBudget(max_cost=1, name=name).name == name
+
+
+def test_a_cost_exactly_at_the_limit_still_fits() -> None:
+    budget = RunBudget(max_cost=1.0)
+    assert decide(budget, BudgetState(spent_cost=0.5), 0, 0.5) == Admission.GO
+    assert decide(budget, BudgetState(spent_cost=0.5), 0, 0.5000001) == Admission.REFUSE
+
+
+def test_the_sums_read_every_record_whatever_it_lacks() -> None:
+    records = [
+        ("budgets/p/run/junk.json", {"tokens": "many"}),  # unreadable: skipped, the others still count
+        ("budgets/p/run/1~a.json", {"state": "spent", "tokens": 10}),  # no cost, output, where
+        ("budgets/p/run/1~b.json", {"state": "reserved", "tokens": 5, "cost": 0.5}),  # no lease: lapsed
+        ("budgets/p/run/2~c.json", {"state": "reserved", "tokens": 3, "cost": 0.25, "lease_until": 11}),
+        ("budgets/p/run/2~d.json", {"state": "reserved", "tokens": 4, "cost": 0.25, "lease_until": 11}),
+        ("budgets/p/run/3~g.json", {"state": "spent", "tokens": 50, "cost": 0.0, "where": "u (try 1)"}),
+        ("budgets/p/run/3~e.json", {"state": "spent", "tokens": 20, "cost": 0.1, "where": "t (try 1)"}),
+        ("budgets/p/run/3~f.json", {"state": "spent", "tokens": 30, "cost": 0.2, "where": "t (try 1)"}),
+    ]
+    state = summarize(records, now=10.0)
+    assert (state.spent_tokens, state.reserved_tokens) == (115, 7)
+    assert state.spent_cost == pytest.approx(0.8)
+    assert state.reserved_cost == pytest.approx(0.5)
+    assert (state.calls, state.max_output) == (4, 0)
+    # biggest spender first, by tokens, then by name; a record without "where" is named by its key
+    assert state.spenders == (
+        ("t (try 1)", 50, pytest.approx(0.3)),
+        ("u (try 1)", 50, 0.0),
+        ("1~a.json", 10, 0.0),
+        ("1~b.json", 5, 0.5),
+    )
+
+
+def test_the_first_allowance_is_no_output_and_zero_max_output_tokens_means_unset(ledger: LocalLedger) -> None:
+    budget = RunBudget(max_total_tokens=1000)
+    fresh = tracker(ledger, budget)
+    assert fresh.output_allowance(None) == 0
+    fresh.settle(fresh.admit(10), TokenUsage(prompt=10, candidates=70, total=80))
+    assert fresh.output_allowance(0) == 70
+
+
+def test_records_say_what_a_call_reserved_and_cost_and_with_which_model(ledger: LocalLedger) -> None:
+    budget = RunBudget(max_cost=1.0)
+    online = tracker(ledger, budget)
+    reservation = online.admit(1000, max_output_tokens=100)
+    assert online.state().reserved_cost == pytest.approx(0.00055)
+    record = dict(ledger.scan(online.prefix))[reservation.key]
+    assert (record["state"], record["model"], record["pricing"], record["where"]) == (
+        "reserved",
+        "gemini-2.5-flash",
+        "online",
+        "analyse (try 1)",
+    )
+    assert record["at"] == 1_000_000.0
+    batch = tracker(ledger, budget, task=task(map_index=1), batch=True)
+    assert batch.admit(1000, max_output_tokens=100).cost == pytest.approx(0.000275)  # half price
+    assert [r["pricing"] for _, r in ledger.scan(batch.prefix)].count("batch") == 1
+
+
+def test_a_token_budget_with_an_unpriced_model_records_no_cost(ledger: LocalLedger) -> None:
+    budget = RunBudget(max_total_tokens=1000)
+    one = BudgetTracker(budget, ledger, task(), prices=DEFAULT_PRICES, model="my-model")
+    reservation = one.admit(100, max_output_tokens=10)
+    assert reservation.cost == 0.0
+    one.settle(reservation, TokenUsage(prompt=100, candidates=10, total=110))
+    assert (one.state().spent_tokens, one.state().spent_cost) == (110, 0.0)
+
+
+def test_an_unknown_outcome_counts_its_reservation_as_one_call_with_no_output(ledger: LocalLedger) -> None:
+    one = tracker(ledger, RunBudget(max_cost=1.0))
+    reservation = one.admit(1000, max_output_tokens=100)
+    one.keep(reservation)
+    state = one.state()
+    assert (state.spent_tokens, state.calls, state.max_output, state.reserved_tokens) == (1100, 1, 0, 0)
+    assert state.spent_cost == pytest.approx(0.00055)
+    assert dict(ledger.scan(one.prefix))[reservation.key]["unknown"] is True
+
+
+def test_recorded_spend_counts_its_cost_calls_and_output(ledger: LocalLedger) -> None:
+    one = tracker(ledger, RunBudget(max_cost=1.0))
+    one.record(TokenUsage(prompt=1000, candidates=60, thoughts=40, total=1100, calls=3))
+    state = tracker(ledger, RunBudget(max_cost=1.0)).state()
+    assert (state.spent_tokens, state.calls, state.max_output) == (1100, 3, 100)
+    assert state.spent_cost == pytest.approx(0.00055)
+
+
+def test_an_estimate_counts_the_calls_in_flight(ledger: LocalLedger) -> None:
+    tracker(ledger, RunBudget(max_total_tokens=1000, max_cost=1.0)).admit(300, max_output_tokens=100)
+    other = tracker(ledger, RunBudget(max_total_tokens=1000, max_cost=1.0), task=task(map_index=1))
+    other.check_estimate(TokenUsage(prompt=600, total=600), what="the fan-out")
+    with pytest.raises(GeminiBudgetExceededError, match="400 tokens reserved by calls in flight"):
+        other.check_estimate(TokenUsage(prompt=601, total=601), what="the fan-out")
+    by_cost = tracker(ledger, RunBudget(max_cost=0.0005, name="cost"), task=task(map_index=2))
+    by_cost.admit(1000, max_output_tokens=0)  # 0.0003 reserved
+    with pytest.raises(GeminiBudgetExceededError) as caught:
+        by_cost.check_estimate(TokenUsage(prompt=1000, total=1000), what="the fan-out")
+    message = str(caught.value)
+    assert "needs at least 1000 tokens (~$0.0003), that would pass it." in message
+    assert "Biggest spenders: none." in message  # nothing spent yet: the reservation is in flight
+
+
+def test_a_refusal_says_it_would_pass_the_budget_and_carries_skip(ledger: LocalLedger) -> None:
+    budget = RunBudget(max_total_tokens=100, on_exceeded="skip")
+    for index in range(6):
+        one = tracker(ledger, budget, task=task(map_index=index))
+        one.settle(one.admit(10, max_output_tokens=1), TokenUsage(prompt=10, total=10 + index))
+    with pytest.raises(GeminiBudgetExceededError) as caught:
+        tracker(ledger, budget).admit(50, max_output_tokens=1)
+    message = str(caught.value)
+    assert "would need 51 tokens (~$0.0000), that would pass it." in message
+    assert "calls in flight still held" not in message
+    # the five biggest spenders, biggest first
+    assert "Biggest spenders: analyse[5] (try 1) 15 tokens" in message
+    assert "analyse[1] (try 1)" in message
+    assert "analyse[0] (try 1)" not in message
+    assert caught.value.on_exceeded == "skip"
+
+
+def test_a_failed_check_leaves_no_reservation(ledger: LocalLedger) -> None:
+    class Broken(LocalLedger):
+        def scan(self, prefix: str) -> Any:
+            raise OSError("disk gone")
+
+    broken = tracker(Broken(str(ledger.root)), RunBudget(max_total_tokens=1000))
+    with pytest.raises(OSError, match="disk gone"):
+        broken.admit(10)
+    assert list(LocalLedger.scan(broken.ledger, broken.prefix)) == []
+
+
+def test_waiting_calls_back_off_at_random_and_log_once(
+    ledger: LocalLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    budget = RunBudget(max_total_tokens=1000)
+    tracker(ledger, budget, task=task(map_index=0)).admit(500, max_output_tokens=400)  # never settles
+    clock = Clock()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.now += seconds
+
+    waiting = tracker(ledger, budget, task=task(map_index=1), clock=clock, sleep=sleep, wait_timeout=60)
+    with (
+        caplog.at_level("INFO", logger="airflow_gemini_files.budget"),
+        pytest.raises(GeminiBudgetExceededError, match="after 60 s of waiting"),
+    ):
+        waiting.admit(300, max_output_tokens=100)
+    assert 0.125 <= waits[0] <= 0.375  # 0.25 s, times 0.5 to 1.5
+    pauses = [0.25 * 1.5**n for n in range(len(waits))]
+    for waited, pause in zip(waits, pauses, strict=True):
+        assert 0.5 * min(pause, 5.0) <= waited <= 1.5 * min(pause, 5.0)
+    assert len(waits) > 10  # it reached the 5 s cap (checked above) and kept waiting
+    logged = [r.getMessage() for r in caplog.records if "waits for them to settle" in r.getMessage()]
+    assert logged == [
+        "Budget 'run': 900 tokens are reserved by calls in flight; this call waits for them to settle."
+    ]

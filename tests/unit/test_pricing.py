@@ -225,7 +225,7 @@ def test_no_override_is_the_default_table_and_json_text_is_read() -> None:
         ),
         (
             {"models": {"m": {"input": 0.3, "cached_input": 0.03, "output": 2.5, "ouput": 1}}},
-            r"unknown token kind\(s\) \['ouput'\]",
+            r"unknown token kind\(s\) \['ouput'\]; the kinds are .* \(and long_context\)\.$",
         ),
         (
             {"models": {"m": {"input": -0.3, "cached_input": 0.03, "output": 2.5}}},
@@ -287,3 +287,123 @@ def test_a_table_is_reusable_as_a_base() -> None:
     table = price_table_from_extra({"models": {"a": {"input": 1, "cached_input": 1, "output": 1}}}, base=base)
     assert list(table.models) == ["a"]
     assert table.source == "y"
+
+
+# What the mutation run showed untested ------------------------------------------------------------------
+def test_a_plain_dict_in_the_sdk_spelling_is_read_in_full() -> None:
+    reply = {
+        "usage_metadata": {
+            "prompt_token_count": 100,
+            "cached_content_token_count": 40,
+            "prompt_tokens_details": [
+                {"modality": "AUDIO", "token_count": 30},
+                {"modality": "AUDIO", "token_count": 20},  # several entries of one modality add up
+                {"modality": "TEXT", "token_count": 50},
+            ],
+            "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 10}],
+        }
+    }
+    usage = usage_from_response(reply)
+    assert (usage.prompt, usage.cached, usage.audio_prompt, usage.cached_audio) == (100, 40, 50, 10)
+    with pytest.raises(ValueError, match=r"AUDIO tokens=-1"):
+        usage_from_response({"prompt_tokens_details": [{"modality": "AUDIO", "token_count": -1}]})
+
+
+@pytest.mark.parametrize("key", ["prompt_token_count", "audio_prompt_token_count", "calls"])
+def test_a_bad_count_in_the_usage_xcom_is_refused_naming_it(key: str) -> None:
+    values = {**TokenUsage(calls=1).as_dict(), key: -3}
+    with pytest.raises(ValueError, match=rf"{key}=-3"):
+        usage_from_dict(values)
+
+
+def test_the_usage_xcom_keeps_its_audio_share_when_priced() -> None:
+    xcom = TokenUsage(prompt=100, audio_prompt=100, calls=1).as_dict()
+    assert estimate_cost("gemini-2.5-flash", xcom) == pytest.approx(100 * 1.00 / M)  # audio rate
+    # an API usageMetadata dict is not the XCom: read as a response
+    assert estimate_cost("gemini-2.5-flash", {"promptTokenCount": 100}) == pytest.approx(100 * 0.30 / M)
+
+
+def test_batch_halves_audio_input_but_not_cached_audio() -> None:
+    usage = TokenUsage(prompt=300, audio_prompt=300, cached=100, cached_audio=100)
+    # fresh audio 200 at 1.00 / 2; cached audio 100 at 0.10
+    assert estimate_cost("gemini-2.5-flash", usage, batch=True) == pytest.approx((200 * 0.5 + 100 * 0.10) / M)
+    table = price_table_from_extra({"models": {"m": {"input": 1, "cached_input": 0.1, "output": 1}}})
+    # a model without audio prices charges audio as text, online and batch
+    assert table.cost("m", TokenUsage(prompt=10, audio_prompt=10), batch=True) == pytest.approx(10 * 0.5 / M)
+
+
+def test_output_alone_costs_only_output() -> None:
+    assert estimate_cost("gemini-2.5-flash", TokenUsage(candidates=10)) == pytest.approx(10 * 2.50 / M)
+
+
+def test_a_name_far_from_any_priced_model_gets_no_suggestion() -> None:
+    with pytest.raises(UnknownModelPriceError) as caught:
+        estimate_cost("claude-3", TokenUsage())
+    assert "Did you mean" not in str(caught.value)
+
+
+def test_usage_report_prices_batch_rounds_to_micro_dollars_and_names_the_model() -> None:
+    usage = TokenUsage(prompt=1000, candidates=100, total=1100, calls=1)
+    report = usage_report("models/gemini-2.5-flash", usage, batch=True)
+    assert report["estimated_cost"] == pytest.approx(0.000275)
+    assert report["model"] == "gemini-2.5-flash"
+    assert usage_report("gemini-2.5-flash", TokenUsage(prompt=1))["estimated_cost"] == 0.0  # 3e-7 rounds to 0
+    assert DEFAULT_PRICES.describe() == {
+        "prices_as_of": PRICES_AS_OF,
+        "prices_source": PRICES_SOURCE,
+        "currency": "USD",
+    }
+
+
+def test_free_prices_and_a_free_batch_api_are_accepted() -> None:
+    table = price_table_from_extra(
+        {"models": {"free": {"input": 0, "cached_input": 0, "output": 0}}, "batch_discount": 1}
+    )
+    assert table.cost("free", TokenUsage(prompt=M, candidates=M)) == 0.0
+    assert table.cost("gemini-2.5-flash", TokenUsage(prompt=M), batch=True) == 0.0
+    assert table.currency == "USD"
+
+
+def test_the_date_says_when_the_connection_changed_the_prices() -> None:
+    models = {"m": {"input": 1, "cached_input": 1, "output": 1}}
+    assert price_table_from_extra({"models": models}).as_of == f"{PRICES_AS_OF} with connection overrides"
+    assert price_table_from_extra({"source": "our copy"}).as_of == PRICES_AS_OF  # same prices
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ({5: {"input": 1, "cached_input": 1, "output": 1}}, r"5 is not a model id"),
+        (
+            {"m": {"input": 1, "cached_input": 1, "output": 1, "long_context": 5}},
+            r"long_context=5 must be an object",
+        ),
+        (
+            {"m": {"input": 1, "cached_input": 1, "output": 1, "long_context": {"above_tokens": True}}},
+            r"above_tokens=True must be",
+        ),
+        (
+            {
+                "m": {
+                    "input": 1,
+                    "cached_input": 1,
+                    "output": 1,
+                    "long_context": {"input": 1, "cached_input": 1, "output": 1, "long_context": {}},
+                }
+            },
+            r"long_context: unknown token kind\(s\) \['long_context'\]; the kinds are [a-z_, ]+\.$",
+        ),
+    ],
+)
+def test_a_bad_model_entry_is_refused_naming_it(models: object, message: str) -> None:
+    with pytest.raises(GeminiInputError, match=message):
+        price_table_from_extra({"models": models})
+
+
+def test_a_long_context_tier_may_start_above_one_token() -> None:
+    tier = {"above_tokens": 1, "input": 2, "cached_input": 2, "output": 2}
+    table = price_table_from_extra(
+        {"models": {"m": {"input": 1, "cached_input": 1, "output": 1, "long_context": tier}}}
+    )
+    assert table.cost("m", TokenUsage(prompt=1)) == pytest.approx(1 / M)
+    assert table.cost("m", TokenUsage(prompt=2)) == pytest.approx(4 / M)
