@@ -20,14 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow_gemini_files.naming import printable, run_prefix_of
-from airflow_gemini_files.refs import GeminiFileRef
+from airflow_gemini_files.refs import GENERATED, REGISTERED, GeminiFileRef
 
 PROJECT_STORAGE_BYTES = 20 * 1024**3
 """The Files API's storage per project: 21474836480 bytes (the limit the live 429 names)."""
 
-UPLOADED = "UPLOADED"
-REGISTERED = "REGISTERED"
-GENERATED = "GENERATED"
 
 OWNER_RUN = "provider run"
 OWNER_REGISTERED = "registered"

@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from airflow_gemini_files.exceptions import GeminiInputError
 from airflow_gemini_files.ledger import FileRecord, RunRecord
 from airflow_gemini_files.naming import run_prefix_of
-from airflow_gemini_files.refs import GeminiFileRef
+from airflow_gemini_files.refs import REGISTERED, GeminiFileRef
 
 MATCH_WINDOW = timedelta(minutes=15)
 """How long after a registration record was written its files can have been created (a register call
@@ -149,7 +149,7 @@ def attribute(files: Sequence[GeminiFileRef], records: Sequence[FileRecord]) -> 
         start, end = written - CLOCK_SKEW, written + MATCH_WINDOW
         names = {_basename(uri) for uri in record.uris} | set(record.uris)
         for ref in files:
-            if ref.source != "REGISTERED" or ref.name in named or ref.create_time is None:
+            if ref.source != REGISTERED or ref.name in named or ref.create_time is None:
                 continue
             if not start <= ref.create_time <= end:
                 continue
