@@ -29,7 +29,7 @@ from airflow_gemini_files.exceptions import (
     GeminiFilesError,
     GeminiInputError,
 )
-from airflow_gemini_files.gcs_uri import parse_gs_uri
+from airflow_gemini_files.gcs_uri import is_gs_uri, parse_gs_uri
 from airflow_gemini_files.hooks import gcs, policy
 from airflow_gemini_files.hooks.policy import ActiveWait, ApiProblem, PollSchedule
 from airflow_gemini_files.hooks.process_local import process_cached_property
@@ -565,8 +565,8 @@ class GeminiHook(BaseHook):
     def source_size(self, source: str | os.PathLike[str]) -> int:
         """The size in bytes of a local file or a ``gs://`` object (its metadata only; nothing is read)."""
         text = os.fspath(source)
-        if isinstance(text, str) and text.startswith("gs://"):
-            size = gcs.get_blob(self.storage_client, text).size
+        if is_gs_uri(text):  # also a malformed "gs:/..." one: get_blob names it and the fix
+            size = gcs.get_blob(self.storage_client, str(text)).size
             return int(size or 0)
         return os.path.getsize(text)
 
