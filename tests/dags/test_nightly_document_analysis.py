@@ -24,13 +24,14 @@ def nightly(
     """``nightly(mode)``: seed the day's partition, run the DAG, return (run, results, manifest)."""
 
     def run(
-        mode: str = "register", seed: bool = True, tweak: Any = None
+        mode: str = "register", seed: bool = True, tweak: Any = None, **params: Any
     ) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
         conf = {
             "bucket": bucket,
             "mode": mode,
             "prefix": "incoming/today/",
             "results_prefix": "results/today/",
+            **params,
         }
         if seed:
             seed_documents(gcs_emulator.client(), bucket, "incoming/today/")
@@ -166,3 +167,34 @@ def test_an_empty_partition_is_a_successful_run_with_an_empty_manifest(nightly: 
     assert results == {}
     assert manifest is not None
     assert (manifest["documents"], manifest["succeeded"], manifest["failures"]) == (0, 0, [])
+
+
+def test_a_run_budget_stops_the_analyses_at_its_limit_and_cleanup_still_runs(
+    nightly: Any, gemini_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    extra = {"base_url": gemini_emulator.base_url, "ledger": str(tmp_path / "ledger")}
+    conn = {"conn_type": "gemini", "password": gemini_emulator.api_key, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_DEFAULT", json.dumps(conn))
+    limit = 1200  # room for two or so of the five documents (about 300 to 600 tokens each)
+
+    run, results, manifest = nightly("register", budget={"max_total_tokens": limit})
+
+    assert run.state == "failed"  # documents the budget had no room for fail the run
+    analysed = run.mapped("per_document.analyse")
+    assert 1 <= list(analysed.values()).count("success") < len(DOCUMENTS)
+    assert manifest is not None
+    assert manifest["succeeded"] == len(results) == list(analysed.values()).count("success")
+    assert {f["failed_at"] for f in manifest["failures"]} == {"analyse"}
+    # Calls run one after another here: a call is admitted on its counted input plus the largest output
+    # seen so far, so the run passes the limit by at most one call's output beyond that.
+    largest_output = max(
+        r["usage"]["output_tokens"] + (r["usage"]["thoughts_tokens"] or 0) for r in results.values()
+    )
+    assert manifest["tokens"]["total"] <= limit + largest_output
+    budget_records = list((tmp_path / "ledger" / "budgets").rglob("*.json"))
+    assert len(budget_records) == len(results)  # one record per call that ran; refused calls left none
+    assert gemini_emulator.files() == []  # cleanup ran
+    # the refused documents never reached the model: refused before the call, on their counted input
+    requests = gemini_emulator.stats()["requests"]
+    assert requests["generate"] == len(results)
+    assert requests["count_tokens"] >= len(DOCUMENTS)
