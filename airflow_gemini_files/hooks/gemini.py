@@ -1008,20 +1008,15 @@ class GeminiHook(BaseHook):
         config: dict[str, Any] | types.GenerateContentConfig | None = None,
     ) -> types.GenerateContentResponse:
         """Call ``models.generateContent``; GeminiFileRef items in ``contents`` become file parts."""
-        if not isinstance(model, str) or not model.strip():
-            raise GeminiInputError(f"model {model!r} must be a model id such as 'gemini-2.5-flash'.")
-        items = contents if isinstance(contents, list | tuple) else [contents]
-        parts = [item.to_part() if isinstance(item, GeminiFileRef) else item for item in items]
-        if not parts:
-            raise GeminiInputError("contents is empty: pass a prompt (and files) to generate from.")
-        refused = f" Check the request for model {model.strip()!r}{_config_summary(config)}."
-        with self._api(model=model.strip(), refused=refused):
+        model, parts = _model_and_parts(model, contents, to="generate from")
+        refused = f" Check the request for model {model!r}{_config_summary(config)}."
+        with self._api(model=model, refused=refused):
             return self.call_with_retries(
                 self.client.models.generate_content,
-                model=model.strip(),
+                model=model,
                 contents=parts,
                 config=config,
-                what=f"generateContent ({model.strip()})",
+                what=f"generateContent ({model})",
             )
 
     def count_tokens(self, *, model: str, contents: Sequence[Any] | Any) -> int:
@@ -1030,18 +1025,13 @@ class GeminiHook(BaseHook):
         a ``generate_content`` with the same contents is billed for. The Gemini Developer API counts the
         contents only: put a system instruction in ``contents`` as text to count it too.
         """
-        if not isinstance(model, str) or not model.strip():
-            raise GeminiInputError(f"model {model!r} must be a model id such as 'gemini-2.5-flash'.")
-        items = contents if isinstance(contents, list | tuple) else [contents]
-        parts = [item.to_part() if isinstance(item, GeminiFileRef) else item for item in items]
-        if not parts:
-            raise GeminiInputError("contents is empty: pass a prompt (and files) to count.")
-        with self._api(model=model.strip()):
+        model, parts = _model_and_parts(model, contents, to="count")
+        with self._api(model=model):
             response = self.call_with_retries(
                 self.client.models.count_tokens,
-                model=model.strip(),
+                model=model,
                 contents=parts,
-                what=f"countTokens ({model.strip()})",
+                what=f"countTokens ({model})",
             )
         return int(response.total_tokens or 0)
 
@@ -1063,6 +1053,17 @@ class GeminiHook(BaseHook):
             f"Connected to the Gemini Files API at {self.settings.base_url} ({count} file(s) on the first "
             "page).",
         )
+
+
+def _model_and_parts(model: Any, contents: Sequence[Any] | Any, *, to: str) -> tuple[str, list[Any]]:
+    """The model id (stripped) and the request parts (GeminiFileRef items become file parts), or an error."""
+    if not isinstance(model, str) or not model.strip():
+        raise GeminiInputError(f"model {model!r} must be a model id such as 'gemini-2.5-flash'.")
+    items = contents if isinstance(contents, list | tuple) else [contents]
+    parts = [item.to_part() if isinstance(item, GeminiFileRef) else item for item in items]
+    if not parts:
+        raise GeminiInputError(f"contents is empty: pass a prompt (and files) to {to}.")
+    return model.strip(), parts
 
 
 def _config_summary(config: Any) -> str:
