@@ -274,13 +274,21 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
 
 
 def manifest_summary(manifest: dict[str, Any]) -> str:
-    """The manifest's counts, tokens and failures as a few readable lines (online or batch manifest)."""
+    """The manifest's counts, tokens, estimated cost and failures in a few lines (online or batch)."""
     lines = [
         f"documents {manifest.get('documents')}, analysed {manifest.get('succeeded')}, "
         f"failed {manifest.get('failed')}; tokens: " + _tokens(manifest),
     ]
     if manifest.get("batch"):
         lines.append(f"batch job {manifest['batch']} ended {manifest.get('state')} (batch price: half)")
+    cost = manifest.get("cost") or {}  # cost and storage: the run's estimated price
+    if cost:
+        amount = cost.get("estimated")
+        shown = "unknown (a model without a price)" if amount is None else f"${amount:.6f}"
+        lines.append(
+            f"estimated cost {shown} {cost.get('currency', 'USD')} ({cost.get('pricing')} prices as of "
+            f"{cost.get('prices_as_of')}, {cost.get('prices_source')})"
+        )
     for failure in manifest.get("failures") or []:
         where = failure.get("failed_at") or failure.get("stage")
         why = failure.get("state") or failure.get("reason")
@@ -291,7 +299,10 @@ def manifest_summary(manifest: dict[str, Any]) -> str:
 def _tokens(manifest: dict[str, Any]) -> str:
     online = manifest.get("tokens")
     if online is not None:
-        return f"prompt {online.get('prompt')}, output {online.get('output')}, total {online.get('total')}"
+        return (
+            f"prompt {online.get('prompt')}, output {online.get('output')}, "
+            f"thinking {online.get('thoughts', 0)}, total {online.get('total')}"
+        )
     usage = manifest.get("usage") or {}
     output = (usage.get("candidates") or 0) + (usage.get("thoughts") or 0)
     return f"prompt {usage.get('prompt')}, output {output}, total {usage.get('total')}"

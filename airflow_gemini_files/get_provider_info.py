@@ -32,6 +32,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_gemini_files.operators.files",
                     "airflow_gemini_files.operators.generate",
                     "airflow_gemini_files.operators.batch",
+                    "airflow_gemini_files.operators.sweep",
                 ],
             }
         ],
@@ -44,6 +45,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_gemini_files.triggers.files",
                     "airflow_gemini_files.triggers.batch",
+                    "airflow_gemini_files.triggers.quota",
                 ],
             }
         ],
@@ -122,6 +124,27 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["integer", "null"], "minimum": 262144, "multipleOf": 262144},
                         "description": "Bytes per resumable-upload request and per GCS ranged read, a "
                         "multiple of 256 KiB (default 8388608, 8 MiB).",
+                    },
+                    "ledger": {
+                        "label": "Ledger",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Where budgets and the records of created files live, reachable by "
+                        "every worker: gs://bucket/prefix/ (or an absolute directory on a disk every worker "
+                        "shares). Needed for per-run budgets and to trace registered files for the sweeper.",
+                    },
+                    "prices": {
+                        "label": "Prices",
+                        "schema": {"type": ["object", "null"]},
+                        "description": "Price overrides in USD per million tokens, e.g. "
+                        '{"models": {"gemini-2.5-flash": {"input": 0.3, "cached_input": 0.03, '
+                        '"output": 2.5}}, "batch_discount": 0.5, "as_of": "2026-12-01"}. Models listed '
+                        "replace or add to the shipped table.",
+                    },
+                    "storage_quota_bytes": {
+                        "label": "Storage quota (bytes)",
+                        "schema": {"type": ["integer", "null"], "minimum": 1},
+                        "description": "The project's Files API storage quota the upload operator checks "
+                        "against (default 21474836480, 20 GB).",
                     },
                 },
                 "ui-field-behaviour": {

@@ -23,6 +23,13 @@ created instead of paying for a second one, and cleanup finds every job of a run
 Each document of a batch gets a key (:func:`document_keys`): its file's base name, made safe for an
 object name, unique within the batch; results map back by it and are stored as ``<key>.json``.
 
+**Which run a file belongs to.** :func:`run_prefix_of` reads the run prefix back from a file name of
+that shape (``None`` for any other name): the storage report groups uploads by it and the orphan sweeper
+asks whether its run is still running. A batch job's input file is named the same way
+(:func:`batch_input_file_id`), so the sweeper finds it too. Registrations (Gemini names them) are traced
+through the ledger instead (:mod:`airflow_gemini_files.ledger`); a batch job's results file goes with its
+job (cleanup ends and deletes the run's jobs, :func:`is_run_batch`).
+
 **Display names and logs.** File names come from users and from the data: :func:`printable` shows
 control characters, ANSI escapes, bidirectional overrides and undecodable bytes as escapes, so a name can
 never forge a log line; :func:`check_display_name` refuses them in a display name given explicitly.
@@ -205,6 +212,15 @@ def _document_base(ref: GeminiFileRef) -> str:
     base = raw.rstrip("/").rsplit("/", 1)[-1] if raw else ""
     safe = _UNSAFE_IN_KEY.sub("_", printable(base)).strip(" .")[:MAX_KEY_CHARS].strip(" .")
     return safe or ref.file_id
+
+
+_RUN_FILE_ID = re.compile(rf"^({RUN_PREFIX_MARK}[0-9a-f]{{12}})-[0-9a-f]{{25}}$")
+
+
+def run_prefix_of(name: str) -> str | None:
+    """The run prefix of a file named by :func:`upload_file_id` (``files/<id>`` or ``<id>``), else None."""
+    match = _RUN_FILE_ID.match(str(name).removeprefix("files/"))
+    return match.group(1) if match else None
 
 
 def _utf8(text: str) -> bytes:

@@ -116,6 +116,12 @@ def _enum_text(value: Any) -> str | None:
     return str(getattr(value, "value", value))
 
 
+UPLOADED = "UPLOADED"
+REGISTERED = "REGISTERED"
+GENERATED = "GENERATED"
+"""The File resource's ``source``: uploaded through the Files API, registered from GCS, or made by Gemini."""
+
+
 @dataclasses.dataclass(frozen=True)
 class GeminiFileRef:
     """
@@ -139,6 +145,7 @@ class GeminiFileRef:
     sha256_hash: str | None = None
     state: str | None = None
     source: str | None = None
+    """How the file came to be: :data:`UPLOADED`, :data:`REGISTERED` or :data:`GENERATED`."""
     source_uri: str | None = None
     create_time: datetime | None = None
     expiration_time: datetime | None = None

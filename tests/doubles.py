@@ -23,7 +23,9 @@ from typing import Any
 
 from google.genai import types
 
-from airflow_gemini_files.exceptions import GeminiFileExistsError, GeminiFileGoneError
+from airflow_gemini_files.exceptions import GeminiFileExistsError, GeminiFileGoneError, GeminiInputError
+from airflow_gemini_files.pricing import DEFAULT_PRICES
+from airflow_gemini_files.quota import PROJECT_STORAGE_BYTES, FilesUsage, files_usage
 from airflow_gemini_files.refs import GeminiFileRef
 
 RUN_ID = "scheduled__2026-11-21T00:00:00+00:00"
@@ -136,6 +138,16 @@ class FakeGeminiHook:
         self.batch_jobs: list[types.BatchJob] = []
         self.model_errors: dict[str, Exception] = {}
         self.checked_models: list[str] = []
+        self.prices = DEFAULT_PRICES
+        self.ledger: Any = None
+        self.quota_bytes = PROJECT_STORAGE_BYTES
+        self.sizes: dict[str, int] = {}
+        self.usage_metadata: dict[str, int] = {
+            "prompt_token_count": 10,
+            "candidates_token_count": 2,
+            "total_token_count": 12,
+        }
+        self.input_tokens = 10
 
     def _count(self, what: str) -> None:
         with self.lock:
@@ -145,13 +157,13 @@ class FakeGeminiHook:
         """Put a file in the store directly."""
         fields.setdefault("display_name", name.removeprefix("files/") + ".pdf")
         fields.setdefault("expiration_time", datetime.now(UTC) + timedelta(hours=48))
+        fields.setdefault("create_time", datetime.now(UTC))
         ref = GeminiFileRef(
             name=name,
             uri=f"https://emulator/v1beta/{name}",
             mime_type="application/pdf",
             state=state,
             source="UPLOADED",
-            create_time=datetime.now(UTC),
             **fields,
         )
         self.files[ref.name] = ref
@@ -164,6 +176,22 @@ class FakeGeminiHook:
     @property
     def settings(self) -> None:
         self._count("settings")
+
+    def require_ledger(self, what: str) -> Any:
+        if self.ledger is None:
+            raise GeminiInputError(f"{what} needs a ledger (fake hook)")
+        return self.ledger
+
+    def count_tokens(self, *, model: str, contents: list[Any]) -> int:
+        self._count("count_tokens")
+        return self.input_tokens
+
+    def source_size(self, source: Any) -> int:
+        return self.sizes.get(str(source), 0) if str(source) in self.sizes else os.path.getsize(source)
+
+    def files_usage(self) -> FilesUsage:
+        self._count("files_usage")
+        return files_usage(list(self.files.values()), quota_bytes=self.quota_bytes)
 
     def upload_file(
         self,
@@ -305,11 +333,7 @@ class FakeGeminiHook:
                         "finish_reason": "STOP",
                     }
                 ],
-                "usage_metadata": {
-                    "prompt_token_count": 10,
-                    "candidates_token_count": 2,
-                    "total_token_count": 12,
-                },
+                "usage_metadata": dict(self.usage_metadata),
             }
         )
 

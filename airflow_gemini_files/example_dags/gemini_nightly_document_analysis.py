@@ -22,6 +22,11 @@ still written, and the manifest lists which documents failed and why. The run is
 document failed, after everything else has been written and cleaned up; the Gemini files are deleted
 whatever happened (never while a batch job of the run could still read them).
 
+The manifest carries the run's token totals (prompt, cached, output, thinking) and its estimated price
+(the connection's price table, dated). The ``budget`` param (e.g. ``{"max_cost": 5.0}``) caps the run: every
+analyse task and retry draws from it, and a document it has no room for fails naming the budget (the
+connection needs the extra ``ledger``).
+
 Configure: an Airflow connection ``gemini_default`` (type ``gemini``, API key as password), GCP credentials
 that can read and write the bucket (Application Default Credentials, or a connection holding a
 service-account key named by env ``GEMINI_GCP_CONN_ID``), and the bucket (env ``GEMINI_DOCUMENTS_BUCKET``;
@@ -165,6 +170,13 @@ def _document_name(ref: GeminiFileRef, input_prefix: str) -> str:
         ),
         "model": Param("gemini-2.5-flash", type="string", description="Gemini model name."),
         "prompt": Param(PROMPT, type="string", description="Instruction sent with each document."),
+        # Cost and storage (issue 13): a per-run budget shared by every analyse task and retry of the run.
+        "budget": Param(
+            None,
+            type=["null", "object"],
+            description='Per-run budget, e.g. {"max_total_tokens": 2000000} or {"max_cost": 5.0} (USD); '
+            "needs the Gemini connection's extra 'ledger'. Empty: no budget.",
+        ),
         "mode": Param(
             "register",
             enum=["register", "upload"],
@@ -223,10 +235,14 @@ def gemini_nightly_document_analysis() -> None:
         document = _document_name(ref, input_prefix)
         context["document"] = document  # type: ignore[typeddict-unknown-key]
         usage = usage or {}
-        tokens = {
+        tokens = {  # the usage the analyse task reported, and its estimated price (USD)
             "prompt_tokens": usage.get("prompt_token_count"),
+            "audio_prompt_tokens": usage.get("audio_prompt_token_count"),  # priced apart
+            "cached_tokens": usage.get("cached_content_token_count"),
             "output_tokens": usage.get("candidates_token_count"),
+            "thoughts_tokens": usage.get("thoughts_token_count"),
             "total_tokens": usage.get("total_token_count"),
+            "estimated_cost": usage.get("estimated_cost"),
         }
         result = {
             "document": document,
@@ -273,6 +289,7 @@ def gemini_nightly_document_analysis() -> None:
             files=active.output,
             response_schema=ANALYSIS_SCHEMA,
             generation_config={"temperature": 0.1},
+            budget="{{ params.budget }}",  # None unless the run sets one
         )
         return store_result(
             active.output,
@@ -380,6 +397,15 @@ def gemini_nightly_document_analysis() -> None:
         def total(key: str) -> int:
             return sum(int(line.get(key) or 0) for line in lines)
 
+        # Cost and storage: the estimated price of the run, from the connection's price table.
+        # None when a document's model has no price: an unknown part makes the whole unknown.
+        costs = [line.get("estimated_cost") for line in lines]
+        cost = {
+            "estimated": None if None in costs else round(sum(costs), 6),
+            "pricing": "online",
+            **GeminiHook(gcp_conn_id=GCP_CONN_ID).prices.describe(),
+        }
+
         manifest = {
             "dag_id": ti.dag_id,
             "run_id": ti.run_id,
@@ -396,9 +422,12 @@ def gemini_nightly_document_analysis() -> None:
             "failures": failures,
             "tokens": {
                 "prompt": total("prompt_tokens"),
+                "cached": total("cached_tokens"),
                 "output": total("output_tokens"),
+                "thoughts": total("thoughts_tokens"),
                 "total": total("total_tokens"),
             },
+            "cost": cost,
             "results": sorted(line["result"] for line in lines),
             "written_at": pendulum.now("UTC").isoformat(),
         }
@@ -419,7 +448,7 @@ def gemini_nightly_document_analysis() -> None:
                     f"{f['document'] or '-'} failed at {f['failed_at']} ({f['state']})" for f in failures
                 )
             )
-        return {key: manifest[key] for key in ("documents", "succeeded", "failed", "tokens")}
+        return {key: manifest[key] for key in ("documents", "succeeded", "failed", "tokens", "cost")}
 
     def _check_batch(
         context: Any,

@@ -32,14 +32,17 @@ from airflow_gemini_files.exceptions import (
     GeminiFilesError,
     GeminiInputError,
 )
-from airflow_gemini_files.gcs_uri import parse_gs_uri
+from airflow_gemini_files.gcs_uri import is_gs_uri, parse_gs_uri
 from airflow_gemini_files.hooks import gcs, policy
 from airflow_gemini_files.hooks.policy import ActiveWait, ApiProblem, PollSchedule
 from airflow_gemini_files.hooks.process_local import process_cached_property
 from airflow_gemini_files.hooks.retry import RetryPolicy, acall_with_retries, call_with_retries, number_extra
 from airflow_gemini_files.hooks.sources import UploadSource, open_source
+from airflow_gemini_files.ledger import Ledger, check_ledger_uri, open_ledger
 from airflow_gemini_files.mime import resolve_mime_type
 from airflow_gemini_files.naming import check_display_name, printable
+from airflow_gemini_files.pricing import DEFAULT_PRICES, PriceTable, price_table_from_extra
+from airflow_gemini_files.quota import PROJECT_STORAGE_BYTES, FilesUsage, files_usage
 from airflow_gemini_files.refs import GeminiFileRef, normalize_file_name
 
 if TYPE_CHECKING:
@@ -76,6 +79,9 @@ CONNECTION_EXTRAS = frozenset(
         "retry_max_total_wait",
         "upload_chunk_size",
         "register_auth",
+        "prices",
+        "ledger",
+        "storage_quota_bytes",
     }
 )
 """The extras a ``gemini`` connection understands (all optional); the connection form lists the same."""
@@ -108,6 +114,9 @@ class GeminiConnectionSettings:
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     upload_chunk_size: int = DEFAULT_UPLOAD_CHUNK_SIZE
     register_auth: str = policy.DEFAULT_REGISTER_AUTH
+    prices: PriceTable = DEFAULT_PRICES
+    ledger: str | None = None
+    storage_quota_bytes: int = PROJECT_STORAGE_BYTES
 
     @classmethod
     def from_connection(cls, conn: Connection) -> GeminiConnectionSettings:
@@ -148,6 +157,10 @@ class GeminiConnectionSettings:
             raise GeminiInputError(f"Gemini connection {conn_id!r}: {err}") from None
         chunk = _chunk_size(conn_id, extra.get("upload_chunk_size"))
         register_auth = _register_auth(conn_id, extra.get("register_auth"))
+        try:
+            prices = price_table_from_extra(extra.get("prices"))
+        except GeminiInputError as err:
+            raise GeminiInputError(f"Gemini connection {conn_id!r}: {err}") from None
         return cls(
             conn_id,
             api_key,
@@ -157,6 +170,9 @@ class GeminiConnectionSettings:
             retry,
             chunk,
             register_auth,
+            prices,
+            check_ledger_uri(extra.get("ledger"), conn_id=conn_id),
+            _quota_bytes(conn_id, extra.get("storage_quota_bytes")),
         )
 
     def http_options(self) -> types.HttpOptions:
@@ -209,6 +225,21 @@ def _chunk_size(conn_id: str, value: Any) -> int:
             f"Gemini connection {conn_id!r}: extra upload_chunk_size={value!r} must be a positive multiple "
             f"of {UPLOAD_CHUNK_QUANTUM} bytes (256 KiB), e.g. {DEFAULT_UPLOAD_CHUNK_SIZE} (8 MiB, the "
             "default); remove it for the default."
+        )
+    return int(number)
+
+
+def _quota_bytes(conn_id: str, value: Any) -> int:
+    try:
+        number = number_extra("storage_quota_bytes", value, integer=True, example=str(PROJECT_STORAGE_BYTES))
+    except ValueError:
+        number = -1
+    if number is None:
+        return PROJECT_STORAGE_BYTES
+    if number <= 0:
+        raise GeminiInputError(
+            f"Gemini connection {conn_id!r}: extra storage_quota_bytes={value!r} must be a positive number "
+            f"of bytes; remove it for the Files API's {PROJECT_STORAGE_BYTES} (20 GB)."
         )
     return int(number)
 
@@ -339,6 +370,28 @@ class GeminiHook(BaseHook):
     def storage_client(self) -> storage.Client:
         """The ``google.cloud.storage.Client`` of this hook (one per hook): reads, listings, your writes."""
         return gcs.storage_client(self.gcp_access)
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table: the defaults (:mod:`airflow_gemini_files.pricing`) with the connection's extra
+        ``prices`` applied."""
+        return self.settings.prices
+
+    @cached_property
+    def ledger(self) -> Ledger | None:
+        """The ledger the connection's extra ``ledger`` names (see :mod:`airflow_gemini_files.ledger`)."""
+        uri = self.settings.ledger
+        return open_ledger(uri, lambda: self.storage_client) if uri else None
+
+    def require_ledger(self, what: str) -> Ledger:
+        """:attr:`ledger`, or an error saying that ``what`` needs one and how to set it."""
+        if self.ledger is None:
+            raise GeminiInputError(
+                f"{what} needs a ledger every worker can reach, and Gemini connection "
+                f"{self.gemini_conn_id!r} names none: set its extra 'ledger' to a GCS prefix such as "
+                "'gs://my-bucket/gemini-ledger/' (or, with every worker on one machine, a directory)."
+            )
+        return self.ledger
 
     @cached_property
     def gcp_credentials(self) -> Credentials:
@@ -541,6 +594,14 @@ class GeminiHook(BaseHook):
     ) -> list[str]:
         """The ``gs://`` URIs under ``gs://bucket/prefix`` matching ``match_glob`` (GCS glob), sorted."""
         return gcs.list_objects(self.storage_client, bucket, prefix, match_glob)
+
+    def source_size(self, source: str | os.PathLike[str]) -> int:
+        """The size in bytes of a local file or a ``gs://`` object (its metadata only; nothing is read)."""
+        text = os.fspath(source)
+        if is_gs_uri(text):  # also a malformed "gs:/..." one: get_blob names it and the fix
+            size = gcs.get_blob(self.storage_client, str(text)).size
+            return int(size or 0)
+        return os.path.getsize(text)
 
     # Upload ------------------------------------------------------------------------------------------
     def upload_file(
@@ -785,6 +846,30 @@ class GeminiHook(BaseHook):
             ):
                 yield GeminiFileRef.from_file(file)
 
+    def files_usage(self) -> FilesUsage:
+        """
+        The project's Files API storage: uploaded bytes against the quota (the connection's extra
+        ``storage_quota_bytes``, default 20 GB), and bytes and files by state and by who created them
+        (this provider's uploads by run prefix, registered files, generated files, other uploads), with
+        the biggest holders. One ``files.list`` page per 100 files.
+        """
+        return files_usage(self.list_files(), quota_bytes=self.settings.storage_quota_bytes)
+
+    async def afiles_usage(self) -> FilesUsage:
+        """Async :meth:`files_usage` (for triggers): never blocks the event loop."""
+        client = await self.aget_client()
+        refs: list[GeminiFileRef] = []
+        config: dict[str, Any] = {"page_size": 100}
+        with self._api():
+            while True:
+                pager = await self.acall_with_retries(client.files.list, config=config, what="files.list")
+                refs.extend(GeminiFileRef.from_file(file) for file in pager.page)
+                token = pager.config.get("page_token")
+                if not token:
+                    break
+                config = {**config, "page_token": token}
+        return files_usage(refs, quota_bytes=self.settings.storage_quota_bytes)
+
     def delete_file(self, file: GeminiFileRef | str | dict[str, Any]) -> bool:
         """Delete a file; False (and a log line) when it was already gone (403/404)."""
         ref = self._coerce(file)
@@ -960,21 +1045,32 @@ class GeminiHook(BaseHook):
         config: dict[str, Any] | types.GenerateContentConfig | None = None,
     ) -> types.GenerateContentResponse:
         """Call ``models.generateContent``; GeminiFileRef items in ``contents`` become file parts."""
-        if not isinstance(model, str) or not model.strip():
-            raise GeminiInputError(f"model {model!r} must be a model id such as 'gemini-2.5-flash'.")
-        items = contents if isinstance(contents, list | tuple) else [contents]
-        parts = [item.to_part() if isinstance(item, GeminiFileRef) else item for item in items]
-        if not parts:
-            raise GeminiInputError("contents is empty: pass a prompt (and files) to generate from.")
-        refused = f" Check the request for model {model.strip()!r}{_config_summary(config)}."
-        with self._api(model=model.strip(), refused=refused):
+        model, parts = _model_and_parts(model, contents, to="generate from")
+        refused = f" Check the request for model {model!r}{_config_summary(config)}."
+        with self._api(model=model, refused=refused):
             return self.call_with_retries(
                 self.client.models.generate_content,
-                model=model.strip(),
+                model=model,
                 contents=parts,
                 config=config,
-                what=f"generateContent ({model.strip()})",
+                what=f"generateContent ({model})",
             )
+
+    def count_tokens(self, *, model: str, contents: Sequence[Any] | Any) -> int:
+        """
+        ``models.countTokens`` for ``contents`` (GeminiFileRef items become file parts): the input tokens
+        a ``generate_content`` with the same contents is billed for. The Gemini Developer API counts the
+        contents only: put a system instruction in ``contents`` as text to count it too.
+        """
+        model, parts = _model_and_parts(model, contents, to="count")
+        with self._api(model=model):
+            response = self.call_with_retries(
+                self.client.models.count_tokens,
+                model=model,
+                contents=parts,
+                what=f"countTokens ({model})",
+            )
+        return int(response.total_tokens or 0)
 
     # Connection test ---------------------------------------------------------------------------------
     def test_connection(self) -> tuple[bool, str]:
@@ -1350,6 +1446,17 @@ class _CountingWriter(io.RawIOBase):
         size = len(data)
         self.written += size
         return size
+
+
+def _model_and_parts(model: Any, contents: Sequence[Any] | Any, *, to: str) -> tuple[str, list[Any]]:
+    """The model id (stripped) and the request parts (GeminiFileRef items become file parts), or an error."""
+    if not isinstance(model, str) or not model.strip():
+        raise GeminiInputError(f"model {model!r} must be a model id such as 'gemini-2.5-flash'.")
+    items = contents if isinstance(contents, list | tuple) else [contents]
+    parts = [item.to_part() if isinstance(item, GeminiFileRef) else item for item in items]
+    if not parts:
+        raise GeminiInputError(f"contents is empty: pass a prompt (and files) to {to}.")
+    return model.strip(), parts
 
 
 def _config_summary(config: Any) -> str:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import TriggerRule
+from airflow.sdk import TriggerRule, conf
 
-from airflow_gemini_files.exceptions import GeminiInputError
+from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
 from airflow_gemini_files.gcs_uri import is_gs_uri
 from airflow_gemini_files.hooks.sources import check_local_file
+from airflow_gemini_files.ledger import FileRecords, TaskKey, record_run
 from airflow_gemini_files.naming import (
     context_run_prefix,
     default_display_name,
@@ -27,6 +30,7 @@ from airflow_gemini_files.operators.base import (
     set_map_index_label,
     states_summary,
 )
+from airflow_gemini_files.quota import upload_refusal
 from airflow_gemini_files.refs import GeminiFileRef
 
 if TYPE_CHECKING:
@@ -35,6 +39,16 @@ if TYPE_CHECKING:
 
 MAX_BATCH_SIZE = 100
 """The Files API registers at most this many objects per call."""
+
+DEFAULT_QUOTA_CHECK_MIN_BYTES = 256 * 1024**2
+"""Uploads of at least this many bytes (per task) check the project's storage quota first."""
+
+
+class GeminiStorageQuotaError(GeminiFilesError):
+    """An upload would pass the project's file storage quota; names the usage and the biggest holders.
+
+    Retried as Airflow's retries say: space frees up when files expire or are deleted.
+    """
 
 
 class GeminiUploadFileOperator(GeminiBaseOperator):
@@ -57,6 +71,17 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
 
     Mapped (``.expand(source=...)``), each task instance is labelled with its file's name in the grid.
 
+    **Storage quota.** Before uploading ``quota_check_min_bytes`` or more, the task reads the project's
+    file storage (:meth:`~airflow_gemini_files.hooks.gemini.GeminiHook.files_usage`). When the upload
+    would pass the quota (20 GB; uploads count, registered files do not), it waits up to
+    ``quota_wait_timeout`` for room (deferred to the triggerer with ``deferrable=True``, else polling in
+    the worker) and then fails with :class:`GeminiStorageQuotaError` naming the usage and the biggest
+    holders, instead of failing half-way through its files. Uploads running at the same time are not
+    seen by each other's check: the API's own refusal then still rolls the task back.
+
+    With the connection's extra ``ledger`` set, the task records its DAG run there, so the orphan sweeper
+    (:class:`~airflow_gemini_files.operators.sweep.GeminiSweepFilesOperator`) knows whose files these are.
+
     :param source: A local path, a ``gs://bucket/object`` URI, or a list of them. Templated.
     :param mime_type: MIME type for every source (default: detected per source). Templated.
     :param display_name: The display name (a list aligned with ``source`` for a list); default: the
@@ -65,6 +90,13 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
         if defined, else Application Default Credentials).
     :param deterministic_names: Name files after the run, task and source (see above); False lets Gemini
         choose random names.
+    :param quota_check_min_bytes: Check the storage quota before uploads of at least this many bytes
+        (default 256 MiB); None never checks.
+    :param quota_wait_timeout: Seconds (or a timedelta) to wait for room when the upload would pass the
+        quota; 0 (the default) fails at once.
+    :param quota_poll_interval: Seconds between looks at the storage while waiting.
+    :param deferrable: Wait for room in the triggerer instead of the worker (default: the config
+        ``[operators] default_deferrable``).
     """
 
     template_fields: Sequence[str] = ("source", "mime_type", "display_name", "gemini_conn_id", "gcp_conn_id")
@@ -79,6 +111,10 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
         display_name: str | Sequence[str] | None = None,
         gcp_conn_id: str | None = None,
         deterministic_names: bool = True,
+        quota_check_min_bytes: int | None = DEFAULT_QUOTA_CHECK_MIN_BYTES,
+        quota_wait_timeout: float | timedelta = 0,
+        quota_poll_interval: float = 60.0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -87,6 +123,37 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
         self.display_name = display_name
         self.gcp_conn_id = gcp_conn_id
         self.deterministic_names = deterministic_names
+        if quota_check_min_bytes is not None and (
+            isinstance(quota_check_min_bytes, bool)
+            or not isinstance(quota_check_min_bytes, int)
+            or quota_check_min_bytes < 0
+        ):
+            raise GeminiInputError(
+                f"Task {self.task_id!r}: quota_check_min_bytes={quota_check_min_bytes!r} must be a whole "
+                "number of bytes >= 0 (0 checks every upload), or None to never check."
+            )
+        self.quota_check_min_bytes = quota_check_min_bytes
+        wait = (
+            quota_wait_timeout.total_seconds()
+            if isinstance(quota_wait_timeout, timedelta)
+            else quota_wait_timeout
+        )
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
+            raise GeminiInputError(
+                f"Task {self.task_id!r}: quota_wait_timeout={quota_wait_timeout!r} must be seconds >= 0 (or "
+                "a timedelta); 0 fails at once when the upload would pass the quota."
+            )
+        if (
+            isinstance(quota_poll_interval, bool)
+            or not isinstance(quota_poll_interval, int | float)
+            or (quota_poll_interval <= 0)
+        ):
+            raise GeminiInputError(
+                f"Task {self.task_id!r}: quota_poll_interval={quota_poll_interval!r} must be seconds > 0."
+            )
+        self.quota_wait_timeout = float(wait)
+        self.quota_poll_interval = float(quota_poll_interval)
+        self.deferrable = deferrable
 
     def _jobs(self) -> tuple[list[tuple[str, str | None]], bool]:
         """``(source, display name)`` per distinct source, and whether a list was given."""
@@ -150,12 +217,82 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
 
     def execute(self, context: Context) -> GeminiFileRef | list[GeminiFileRef]:
         self._lineage_files: list[GeminiFileRef] = []
-        jobs, many = self._jobs()
+        jobs, _ = self._jobs()
         first = jobs[0][1] or default_display_name(jobs[0][0])
         set_map_index_label(context, first if len(jobs) == 1 else f"{first} (+{len(jobs) - 1} more)")
         for source, _ in jobs:  # fail before anything is uploaded
             if not is_gs_uri(source):
                 check_local_file(source)
+        refusal, size = self._quota_refusal(jobs)
+        if refusal is not None:
+            self._wait_for_room(refusal, size, len(jobs))
+        return self._upload_all(context)
+
+    def execute_complete(
+        self, context: Context, event: Mapping[str, Any]
+    ) -> GeminiFileRef | list[GeminiFileRef]:
+        """Back from the quota trigger: upload when there is room, else fail with its message."""
+        self._lineage_files = []
+        if event.get("status") != "fits":
+            raise GeminiStorageQuotaError(str(event.get("message") or event))
+        self.log.info("There is room in the project's file storage now; uploading.")
+        return self._upload_all(context)
+
+    # Quota ----------------------------------------------------------------------------------------
+    def _quota_refusal(self, jobs: Sequence[tuple[str, str | None]]) -> tuple[str | None, int]:
+        """Why these uploads would pass the quota (None: they fit, or are too small to check); their size."""
+        if self.quota_check_min_bytes is None:
+            return None, 0
+        size = sum(self.hook.source_size(source) for source, _ in jobs)
+        if size < self.quota_check_min_bytes:
+            return None, size
+        usage = self.hook.files_usage()
+        what = self._what(len(jobs))
+        refusal = upload_refusal(usage, size, what=what)
+        if refusal is None:
+            self.log.info("The %s (%d bytes) fits: %s", what, size, usage.describe())
+        return refusal, size
+
+    def _what(self, count: int) -> str:
+        return f"upload of {count} file(s) by task {self.task_id!r}"
+
+    def _wait_for_room(self, refusal: str, size: int, count: int) -> None:
+        """Wait up to ``quota_wait_timeout`` for room (deferred, or polling here); raise if none comes."""
+        if self.quota_wait_timeout <= 0:
+            raise GeminiStorageQuotaError(refusal)
+        self.log.warning("%s Waiting up to %.0f s for room.", refusal, self.quota_wait_timeout)
+        if self.deferrable:
+            from airflow_gemini_files.triggers.quota import GeminiStorageQuotaTrigger
+
+            self.defer(
+                trigger=GeminiStorageQuotaTrigger(
+                    gemini_conn_id=self.gemini_conn_id,
+                    needed_bytes=size,
+                    what=self._what(count),
+                    poll_interval=self.quota_poll_interval,
+                    end_time=time.time() + self.quota_wait_timeout,
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.quota_wait_timeout + 10 * self.quota_poll_interval),
+            )
+        deadline = time.monotonic() + self.quota_wait_timeout
+        while True:
+            time.sleep(max(0.0, min(self.quota_poll_interval, deadline - time.monotonic())))
+            refusal_now = upload_refusal(self.hook.files_usage(), size, what=self._what(count))
+            if refusal_now is None:
+                self.log.info("There is room in the project's file storage now; uploading.")
+                return
+            if time.monotonic() >= deadline:
+                raise GeminiStorageQuotaError(
+                    f"Waited {self.quota_wait_timeout:.0f} s in vain: {refusal_now}"
+                )
+
+    # Upload ---------------------------------------------------------------------------------------
+    def _upload_all(self, context: Context) -> GeminiFileRef | list[GeminiFileRef]:
+        jobs, many = self._jobs()
+        ledger = self.hook.ledger
+        if ledger is not None:
+            record_run(ledger, TaskKey.from_context(context))
         self.log.info("Uploading %d file(s) to Gemini, %d at a time.", len(jobs), self.max_concurrency)
         outcomes = self.fan_out(
             lambda job: self._upload_one(context, job), jobs, action="uploads", stop_on_error=True
@@ -198,6 +335,12 @@ class GeminiRegisterGcsFilesOperator(GeminiBaseOperator):
     A retried task registers the objects again (Gemini gives registered files new names); the earlier
     attempt's files are deleted on failure, and a registration lapses after at most 30 days in any case
     (registered files hold no bytes and use none of the 20 GB upload quota).
+
+    Gemini names registered files itself and ``files:register`` takes no display name (its request holds
+    only ``uris`` in every google-genai version this provider supports). With the connection's extra
+    ``ledger`` set, the task therefore records the URIs of each call in the ledger *before* the call and
+    the names Gemini gave right after: a task killed in between leaves a record from which the orphan
+    sweeper (:class:`~airflow_gemini_files.operators.sweep.GeminiSweepFilesOperator`) finds its files.
 
     :param uris: ``gs://bucket/object`` URIs (one or a list). Templated.
     :param bucket: Bucket to list instead of ``uris``. Templated.
@@ -301,12 +444,18 @@ class GeminiRegisterGcsFilesOperator(GeminiBaseOperator):
             len(batches),
             self.max_concurrency,
         )
-        outcomes = self.fan_out(
-            lambda batch: self.hook.register_gcs_files(batch, batch_size=self.batch_size),
-            batches,
-            action="register calls",
-            stop_on_error=True,
-        )
+        ledger = self.hook.ledger
+        records = FileRecords(ledger, TaskKey.from_context(context)) if ledger is not None else None
+
+        def register(batch: list[str]) -> list[GeminiFileRef]:
+            if records is None:
+                return self.hook.register_gcs_files(batch, batch_size=self.batch_size)
+            key = records.begin_registration(batch)
+            refs = self.hook.register_gcs_files(batch, batch_size=self.batch_size)
+            records.end_registration(key, batch, [ref.name for ref in refs])
+            return refs
+
+        outcomes = self.fan_out(register, batches, action="register calls", stop_on_error=True)
         registered = [ref for outcome in outcomes if outcome.ok for ref in outcome.value or []]
         self.raise_for_failures(
             outcomes,

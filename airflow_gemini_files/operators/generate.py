@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow_gemini_files.exceptions import GeminiFileGoneError, GeminiFilesError, GeminiInputError
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_gemini_files.budget import BudgetTracker, GeminiBudgetExceededError, Reservation, RunBudget
+from airflow_gemini_files.exceptions import (
+    GeminiConnectionError,
+    GeminiFileGoneError,
+    GeminiFilesError,
+    GeminiInputError,
+)
 from airflow_gemini_files.hooks import policy
 from airflow_gemini_files.hooks.policy import FileVerdict
+from airflow_gemini_files.ledger import TaskKey
 from airflow_gemini_files.naming import printable
 from airflow_gemini_files.operators._generation import (
     JSON_MIME_TYPE,
@@ -17,14 +26,19 @@ from airflow_gemini_files.operators._generation import (
     check_response_schema,
     request_config,
     request_contents,
-    sum_usage,
-    usage_counts,
 )
 from airflow_gemini_files.operators.base import (
     GeminiBaseOperator,
     is_many,
     map_index_label,
     set_map_index_label,
+)
+from airflow_gemini_files.pricing import (
+    TokenUsage,
+    sum_usage,
+    usage_from_dict,
+    usage_from_response,
+    usage_report,
 )
 from airflow_gemini_files.refs import GeminiFileRef
 
@@ -33,7 +47,12 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 USAGE_XCOM_KEY = "usage"
-"""XCom key of the token usage (summed over the calls the task made)."""
+"""XCom key of the token usage summed over the calls the task made, with the estimated cost
+(:func:`airflow_gemini_files.pricing.usage_report`)."""
+
+USAGE_BY_CALL_XCOM_KEY = "usage_by_call"
+"""XCom key of the usage of each call: ``[{"files": [...], "label": ..., <usage report>}]`` (with
+``per_file``, one entry per document)."""
 
 ERRORS_XCOM_KEY = "errors"
 """XCom key of the per-file errors of a ``per_file`` run: ``[{"file", "display_name", "error"}]``."""
@@ -53,8 +72,19 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
     twice is sent once.
 
     With ``response_schema`` (a JSON schema dict, or a pydantic model class) the model is asked for JSON,
-    and the reply is parsed and validated; a pydantic reply is returned as a plain dict. Token usage goes to
-    the XCom key ``usage``.
+    and the reply is parsed and validated; a pydantic reply is returned as a plain dict.
+
+    Token usage (prompt, cached, answer, thinking tokens) and its estimated cost (the connection's price
+    table, :mod:`airflow_gemini_files.pricing`) go to the XCom key ``usage`` (summed over the task's calls)
+    and ``usage_by_call`` (one entry per call: per document with ``per_file``).
+
+    With a ``budget`` (:class:`~airflow_gemini_files.budget.RunBudget`: ``max_total_tokens`` and/or
+    ``max_cost``) every call draws from a budget shared by the whole DAG run, across mapped tasks and
+    retries (records in the connection's extra ``ledger``): each call's input is counted first
+    (``countTokens``) and reserved with its output allowance; a call the budget has no room for fails the
+    task (or skips it, ``on_exceeded="skip"``) with an error naming the budget, the spend and the
+    spenders. With ``per_file`` the whole fan-out's input is counted before any call, and a fan-out whose
+    input alone would pass what is left is refused at once. See :mod:`airflow_gemini_files.budget`.
 
     With a list of files and ``per_file=True`` the prompt is sent once per file (``max_concurrency`` calls at
     once) and the result is a list aligned with the (distinct) files. Each file's failure is collected rather
@@ -79,6 +109,8 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
     :param fail_on_error: With ``per_file``, fail the task if any file's call failed (after all have run);
         False returns None for those files instead. A single call always fails on error.
     :param max_concurrency: Calls in flight at once (``per_file``) and parallel file refreshes.
+    :param budget: A :class:`~airflow_gemini_files.budget.RunBudget`, a dict of its fields, or None (no
+        budget). Templated (a rendered dict, or ``"None"``, is read back).
     """
 
     template_fields: Sequence[str] = (
@@ -87,6 +119,7 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
         "files",
         "system_instruction",
         "generation_config",
+        "budget",
         "gemini_conn_id",
     )
     template_fields_renderers = {"prompt": "md", "system_instruction": "md", "generation_config": "json"}
@@ -104,9 +137,13 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
         label_files: bool = True,
         per_file: bool = False,
         fail_on_error: bool = True,
+        budget: RunBudget | Mapping[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not _templated(budget):
+            RunBudget.coerce(budget)  # a bad budget fails when the DAG is parsed
+        self.budget = budget
         self.model = model
         self.prompt = prompt
         self.files = files
@@ -118,6 +155,18 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
         self.fail_on_error = fail_on_error
 
     # Inputs ---------------------------------------------------------------------------------------
+    def _budget_tracker(self, context: Context) -> BudgetTracker | None:
+        budget = RunBudget.coerce(self.budget)
+        if budget is None:
+            return None
+        return BudgetTracker(
+            budget,
+            self.hook.require_ledger(f"Task {self.task_id!r}: the budget {budget.name!r}"),
+            TaskKey.from_context(context),
+            prices=self.hook.prices,
+            model=self.model,
+        )
+
     def _check_arguments(self) -> None:
         check_request(self.prompt, self.model, self.generation_config, task_id=self.task_id)
 
@@ -143,27 +192,88 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
     def _config(self) -> dict[str, Any]:
         return request_config(self.generation_config, self.system_instruction, self.response_schema)
 
+    def _contents(self, refs: Sequence[GeminiFileRef]) -> list[Any]:
+        return request_contents(self.prompt, refs, label_files=self.label_files)
+
     @cached_property
     def _reader(self) -> ReplyReader:
         json_reply = self._config().get("response_mime_type") == JSON_MIME_TYPE
         return ReplyReader(self.model, self.response_schema, json_reply=json_reply)
 
-    def _generate(self, refs: Sequence[GeminiFileRef]) -> tuple[Any, dict[str, int]]:
+    def _count_input(self, refs: Sequence[GeminiFileRef]) -> int:
+        """``countTokens`` of the request for ``refs``: the contents, and the system instruction as text."""
+        head = [self.system_instruction] if self.system_instruction else []
+        return self.hook.count_tokens(model=self.model, contents=head + self._contents(refs))
+
+    def _generate(self, refs: Sequence[GeminiFileRef], counted: int | None = None) -> tuple[Any, TokenUsage]:
         config = self._config()
-        response = self.hook.generate_content(
-            model=self.model,
-            contents=request_contents(self.prompt, refs, label_files=self.label_files),
-            config=config or None,
+        label = map_index_label(refs) if refs else "the prompt"
+        reservation: Reservation | None = None
+        if self._tracker is not None:
+            tokens = self._count_input(refs) if counted is None else counted
+            reservation = self._tracker.admit(
+                tokens, max_output_tokens=config.get("max_output_tokens"), what=f"the call for {label}"
+            )
+        try:
+            response = self.hook.generate_content(
+                model=self.model, contents=self._contents(refs), config=config or None
+            )
+        except BaseException as error:
+            if reservation is not None and self._tracker is not None:
+                if _cost_nothing(error):
+                    self._tracker.release(reservation)
+                else:
+                    self._tracker.keep(reservation)
+            raise
+        usage = usage_from_response(response)
+        if reservation is not None and self._tracker is not None:
+            self._tracker.settle(reservation, usage)
+        report = usage_report(self.model, usage, prices=self.hook.prices)
+        self._lineage_calls.append((list(refs), report))
+        self.log.info(
+            "Usage for %s: %d prompt token(s) (%d cached) + %d answer + %d thinking = %d, ~$%s.",
+            label,
+            usage.prompt,
+            usage.cached,
+            usage.candidates,
+            usage.thoughts,
+            usage.total,
+            "?" if report["estimated_cost"] is None else f"{report['estimated_cost']:.6f}",
         )
-        result, usage = self._reader.read(response), usage_counts(response)
-        self._lineage_calls.append((list(refs), dict(usage)))
-        return result, usage
+        return self._reader.read(response), usage
+
+    def _push_usage(self, context: Context) -> None:
+        """XCom ``usage`` (the task's total) and ``usage_by_call``."""
+        calls = self._lineage_calls
+        total = sum_usage(usage_from_dict(report) for _, report in calls)
+        context["ti"].xcom_push(
+            key=USAGE_XCOM_KEY, value=usage_report(self.model, total, prices=self.hook.prices)
+        )
+        context["ti"].xcom_push(
+            key=USAGE_BY_CALL_XCOM_KEY,
+            value=[
+                {
+                    "files": [ref.name for ref in refs],
+                    "label": map_index_label(refs) if refs else None,
+                    **report,
+                }
+                for refs, report in calls
+            ],
+        )
+
+    def _budget_stop(self, error: GeminiBudgetExceededError) -> NoReturn:
+        """Fail, or skip (``on_exceeded="skip"``), a task the budget stopped."""
+        if error.on_exceeded == "skip":
+            raise AirflowSkipException(str(error)) from error
+        raise error
 
     # Execute --------------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
-        self._lineage_calls: list[tuple[list[GeminiFileRef], dict[str, int]]] = []
+        self._lineage_calls: list[tuple[list[GeminiFileRef], dict[str, Any]]] = []
+        self._tracker: BudgetTracker | None = None
         self._check_arguments()
         self.hook.check_model(self.model)  # a typo fails here, before any file is looked at
+        self._tracker = self._budget_tracker(context)
         many = is_many(self.files)
         if self.files is None and self.per_file:
             raise GeminiInputError(f"Task {self.task_id!r}: per_file=True needs files (got None).")
@@ -175,7 +285,7 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
                     "document. Check the upstream task found files, or pass files=None for a prompt alone."
                 )
             self.log.info("No files: nothing to ask the model.")
-            context["ti"].xcom_push(key=USAGE_XCOM_KEY, value={"calls": 0})
+            self._push_usage(context)
             context["ti"].xcom_push(key=ERRORS_XCOM_KEY, value=[])
             return []
         set_map_index_label(context, map_index_label(refs) if refs else "prompt only")
@@ -189,9 +299,12 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
 
         if not self.per_file:
             self.log.info("Asking %s about %d file(s).", self.model, len(usable))
-            result, usage = self._generate(usable)
-            usage["calls"] = 1
-            context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=usage)
+            try:
+                result, _ = self._generate(usable)
+            except GeminiBudgetExceededError as error:
+                self._budget_stop(error)
+            finally:
+                self._push_usage(context)
             return result
 
         self.log.info(
@@ -200,35 +313,67 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
             len(refs),
             self.max_concurrency,
         )
-        outcomes = self.fan_out(lambda ref: self._generate([ref]), usable, action="generate calls")
+        counted = self._check_fan_out(context, usable)
+        outcomes = self.fan_out(
+            lambda ref: self._generate([ref], counted.get(ref.name)), usable, action="generate calls"
+        )
         by_name = {outcome.item.name: outcome for outcome in outcomes}
         results: list[Any] = []
         errors: list[dict[str, str]] = []
-        usages: list[dict[str, int]] = []
+        budget_errors: list[GeminiBudgetExceededError] = []
         for ref, item in zip(refs, fresh, strict=True):
             outcome = by_name.get(ref.name) if isinstance(item, GeminiFileRef) else None
             if outcome is not None and outcome.ok and outcome.value is not None:
-                value, usage = outcome.value
-                results.append(value)
-                usages.append(usage)
+                results.append(outcome.value[0])
                 continue
+            if outcome is not None and isinstance(outcome.error, GeminiBudgetExceededError):
+                budget_errors.append(outcome.error)
             message = (
                 str(item) if isinstance(item, GeminiFilesError) else str(outcome.error if outcome else "")
             )
             label = item.label if isinstance(item, GeminiFileRef) else ref.label
             errors.append({"file": ref.name, "display_name": label, "error": printable(message)})
             results.append(None)
-        total = sum_usage(usages)
-        context["ti"].xcom_push(key=USAGE_XCOM_KEY, value=total)
+        self._push_usage(context)
         context["ti"].xcom_push(key=ERRORS_XCOM_KEY, value=errors)
         if errors:
             summary = f"{len(errors)} of {len(refs)} generate call(s) failed: " + "; ".join(
                 f"{error['file']} ({error['display_name']}): {error['error']}" for error in errors[:20]
             )
-            if self.fail_on_error:
+            if self.fail_on_error and len(budget_errors) < len(errors):
                 raise GeminiFilesError(summary)
-            self.log.warning("%s. Their results are None; see XCom %r.", summary, ERRORS_XCOM_KEY)
+            if budget_errors:
+                stopped = len(budget_errors)
+                if budget_errors[0].on_exceeded == "fail" or stopped == len(refs):
+                    self._budget_stop(budget_errors[0])
+                self.log.warning(
+                    "The budget stopped %d of %d call(s); their results are None.", stopped, len(refs)
+                )
+            else:
+                self.log.warning("%s. Their results are None; see XCom %r.", summary, ERRORS_XCOM_KEY)
         return results if many else results[0]
+
+    def _check_fan_out(self, context: Context, refs: Sequence[GeminiFileRef]) -> dict[str, int]:
+        """With a budget: count each file's input before any call; refuse a fan-out that cannot fit."""
+        tracker = self._tracker
+        if tracker is None or not refs:
+            return {}
+        outcomes = self.fan_out(
+            lambda ref: self._count_input([ref]), refs, action="token counts", log_progress=False
+        )
+        counted = {o.item.name: o.value for o in outcomes if o.ok and isinstance(o.value, int)}
+        total = sum(counted.values())
+        self.log.info("Counted %d input token(s) for %d of %d file(s).", total, len(counted), len(refs))
+        try:
+            tracker.check_estimate(
+                TokenUsage(prompt=total, total=total, calls=len(refs)),
+                what=f"the fan-out over {len(refs)} file(s) (input alone)",
+            )
+        except GeminiBudgetExceededError as error:
+            self._push_usage(context)
+            context["ti"].xcom_push(key=ERRORS_XCOM_KEY, value=[])
+            self._budget_stop(error)
+        return counted
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the files in, one model response per answered call out, model and token usage."""
@@ -240,6 +385,28 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
             answered=[files for files, _ in calls],
             model=self.model,
             response_schema=self.response_schema,
-            usage=sum_usage([usage for _, usage in calls]) if calls else None,
+            usage=usage_report(
+                self.model, sum_usage(usage_from_dict(report) for _, report in calls), prices=self.hook.prices
+            )
+            if calls
+            else None,
             base_url=lineage.connection_base_url(self),
         )
+
+
+def _templated(value: Any) -> bool:
+    """Whether a value still holds a Jinja template (checked again once rendered)."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(_templated(item) for item in value.values())
+    return False
+
+
+def _cost_nothing(error: BaseException) -> bool:
+    """Whether a failed generate call was surely not billed: the API answered it with an error."""
+    from google.genai import errors as genai_errors
+
+    if isinstance(error, GeminiConnectionError):
+        return False
+    return isinstance(error, genai_errors.APIError | GeminiFilesError)

@@ -44,7 +44,10 @@ def test_nightly_dag_runs_daily_over_the_previous_day_with_documented_params(dag
     assert type(timetable).__name__ == "CronDataIntervalTimetable"
     assert timetable.expression in ("@daily", "0 0 * * *")  # Airflow 3.2 keeps the alias, 3.3 expands it
     params = dag.params  # type: ignore[attr-defined]
-    assert set(params) == {"bucket", "prefix", "results_prefix", "model", "prompt", "mode", "analysis"}
+    assert set(params) == {
+        "bucket", "prefix", "results_prefix", "model", "prompt", "mode", "analysis", "budget"
+    }  # fmt: skip
+    assert params["budget"] is None  # no budget unless a run sets one
     assert params["mode"] == "register"
     assert params["analysis"] == "online"
     for name in params:

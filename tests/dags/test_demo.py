@@ -30,6 +30,8 @@ def test_demo_runs_the_nightly_dag_offline_and_prints_results_and_cleanup() -> N
     for name in NIGHTLY_DOCUMENTS:
         assert name in table
     assert "documents 5, analysed 5, failed 0" in out
+    assert "estimated cost $0.00" in out  # the run's price from the shipped table (a few cents at most)
+    assert "online prices as of 2026-11-30" in out
     assert "Cleanup check: files left in the Gemini emulator: 0, batch jobs left: 0" in out
     log = Path(out.rsplit("full Airflow log: ", 1)[1].strip())
     assert "DagRun Finished" in log.read_text(encoding="utf-8")
@@ -116,11 +118,21 @@ def test_results_table_and_manifest_summary_are_readable() -> None:
         "documents": 2,
         "succeeded": 1,
         "failed": 1,
-        "tokens": {"prompt": 10, "output": 5, "total": 15},
+        "tokens": {"prompt": 10, "output": 5, "thoughts": 3, "total": 18},
+        "cost": {
+            "estimated": 0.0000205,
+            "currency": "USD",
+            "pricing": "online",
+            "prices_as_of": "2026-11-30",
+            "prices_source": "https://ai.google.dev/gemini-api/docs/pricing",
+        },
         "failures": [{"document": "b.csv", "failed_at": "wait_active", "state": "failed"}],
     }
     summary = manifest_summary(manifest)
-    assert "documents 2, analysed 1, failed 1; tokens: prompt 10, output 5, total 15" in summary
+    assert "documents 2, analysed 1, failed 1; tokens: prompt 10, output 5, thinking 3, total 18" in summary
+    assert "estimated cost $0.000021 USD (online prices as of 2026-11-30, https://ai.google.dev/" in summary
+    manifest["cost"]["estimated"] = None
+    assert "estimated cost unknown (a model without a price)" in manifest_summary(manifest)
     assert "failed: b.csv at wait_active (failed)" in summary
 
 

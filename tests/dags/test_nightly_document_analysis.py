@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_gemini_files.demo import seed_documents
+from airflow_gemini_files.pricing import PRICES_AS_OF, TokenUsage, estimate_cost
 from airflow_gemini_files.samples import NIGHTLY_DOCUMENTS
 
 from .conftest import read_json_objects
@@ -23,7 +24,11 @@ def nightly(
     """``nightly(mode)``: seed the day's partition, run the DAG, return (run, results, manifest)."""
 
     def run(
-        mode: str = "register", seed: bool = True, tweak: Any = None, analysis: str = "online"
+        mode: str = "register",
+        seed: bool = True,
+        tweak: Any = None,
+        analysis: str = "online",
+        **params: Any,
     ) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
         conf = {
             "bucket": bucket,
@@ -31,6 +36,7 @@ def nightly(
             "analysis": analysis,
             "prefix": "incoming/today/",
             "results_prefix": "results/today/",
+            **params,
         }
         if seed:
             seed_documents(gcs_emulator.client(), bucket, "incoming/today/")
@@ -80,6 +86,24 @@ def test_every_document_is_analysed_stored_and_cleaned_up(
     assert (manifest["documents"], manifest["succeeded"], manifest["failed"]) == (5, 5, 0)
     assert manifest["mode"] == mode
     assert manifest["tokens"]["total"] == sum(r["usage"]["total_tokens"] for r in results.values())
+    # Each result's price is its tokens at the shipped table's gemini-2.5-flash rates; the run's is the sum.
+    for result in results.values():
+        tokens = result["usage"]
+        usage = TokenUsage(
+            prompt=tokens["prompt_tokens"],
+            audio_prompt=tokens["audio_prompt_tokens"],
+            candidates=tokens["output_tokens"],
+            thoughts=tokens["thoughts_tokens"] or 0,
+        )
+        assert result["usage"]["estimated_cost"] == pytest.approx(
+            estimate_cost("gemini-2.5-flash", usage), abs=1e-6
+        )
+    assert manifest["cost"]["estimated"] == pytest.approx(
+        sum(r["usage"]["estimated_cost"] for r in results.values()), abs=1e-6
+    )
+    assert manifest["cost"]["estimated"] > 0
+    assert results["support_call_chime.wav.json"]["usage"]["audio_prompt_tokens"] > 0  # priced at audio rates
+    assert (manifest["cost"]["prices_as_of"], manifest["cost"]["pricing"]) == (PRICES_AS_OF, "online")
     # The results prefix is announced as an Asset event through the alias, for downstream DAGs.
     assert asset_events(run) == [f"gs://{manifest['bucket']}/results/today"]
     # Cleanup: nothing left in Gemini.
@@ -222,3 +246,34 @@ def test_batch_analysis_of_an_empty_partition_is_a_successful_run_with_an_empty_
     assert manifest is not None
     assert (manifest["documents"], manifest["succeeded"], manifest["failures"]) == (0, 0, [])
     assert manifest["analysis"] == "batch"
+
+
+def test_a_run_budget_stops_the_analyses_at_its_limit_and_cleanup_still_runs(
+    nightly: Any, gemini_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    extra = {"base_url": gemini_emulator.base_url, "ledger": str(tmp_path / "ledger")}
+    conn = {"conn_type": "gemini", "password": gemini_emulator.api_key, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_DEFAULT", json.dumps(conn))
+    limit = 1200  # room for two or so of the five documents (about 300 to 600 tokens each)
+
+    run, results, manifest = nightly("register", budget={"max_total_tokens": limit})
+
+    assert run.state == "failed"  # documents the budget had no room for fail the run
+    analysed = run.mapped("per_document.analyse")
+    assert 1 <= list(analysed.values()).count("success") < len(DOCUMENTS)
+    assert manifest is not None
+    assert manifest["succeeded"] == len(results) == list(analysed.values()).count("success")
+    assert {f["failed_at"] for f in manifest["failures"]} == {"analyse"}
+    # Calls run one after another here: a call is admitted on its counted input plus the largest output
+    # seen so far, so the run passes the limit by at most one call's output beyond that.
+    largest_output = max(
+        r["usage"]["output_tokens"] + (r["usage"]["thoughts_tokens"] or 0) for r in results.values()
+    )
+    assert manifest["tokens"]["total"] <= limit + largest_output
+    budget_records = list((tmp_path / "ledger" / "budgets").rglob("*.json"))
+    assert len(budget_records) == len(results)  # one record per call that ran; refused calls left none
+    assert gemini_emulator.files() == []  # cleanup ran
+    # the refused documents never reached the model: refused before the call, on their counted input
+    requests = gemini_emulator.stats()["requests"]
+    assert requests["generate"] == len(results)
+    assert requests["count_tokens"] >= len(DOCUMENTS)

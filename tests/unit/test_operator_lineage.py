@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from doubles import FakeGeminiHook, context
 from openlineage.client.serde import Serde
 
 from airflow_gemini_files.exceptions import GeminiFilesError
+from airflow_gemini_files.naming import upload_file_id
 from airflow_gemini_files.operators.batch import GeminiBatchGenerateOperator
 from airflow_gemini_files.operators.files import (
     GeminiDeleteFilesOperator,
@@ -19,6 +21,7 @@ from airflow_gemini_files.operators.files import (
     GeminiUploadFileOperator,
 )
 from airflow_gemini_files.operators.generate import GeminiGenerateContentOperator
+from airflow_gemini_files.operators.sweep import GeminiSweepFilesOperator
 from airflow_gemini_files.sensors.files import GeminiFileActiveSensor
 
 NS = "gemini://emulator"  # the fake hook's files live at https://emulator/v1beta/files/<id>
@@ -47,6 +50,7 @@ def test_the_openlineage_listener_finds_an_extractor_for_every_operator():
         GeminiBatchGenerateOperator(
             task_id="batch", model="m", prompt="p", files=[], results_uri="gs://b/r/"
         ),
+        GeminiSweepFilesOperator(task_id="sweep", max_age_hours=48),
     ]
     manager = ExtractorManager()
     for operator in operators:
@@ -135,7 +139,9 @@ def test_generate_per_file_reports_only_the_answered_files_and_their_summed_usag
     assert "schema" not in result.outputs[0].facets
     usage = json.loads(Serde.to_json(result.run_facets["gemini_usage"]))
     assert {k: v for k, v in usage.items() if not k.startswith("_")} == {
-        key: value for key, value in ctx["ti"].xcom["usage"].items()
+        key: value
+        for key, value in ctx["ti"].xcom["usage"].items()
+        if value is not None  # no price for "m"
     }
     assert usage["calls"] == 2
 
@@ -180,3 +186,19 @@ def test_delete_reports_only_what_it_deleted_as_dropped(hook):
     assert result.inputs == []
     assert names(result.outputs) == [(NS, "files/a")]
     assert facet(result.outputs[0], "lifecycleStateChange")["lifecycleStateChange"] == "DROP"
+
+
+def test_sweep_reports_only_the_orphans_it_deleted_as_dropped_and_a_dry_run_nothing(hook):
+    old = datetime.now(UTC) - timedelta(hours=3)
+    orphan = hook.add("files/" + upload_file_id(context(), "a.pdf"), create_time=old)
+    hook.add("files/" + upload_file_id(context(), "b.pdf"))  # ours, but younger than the max age
+    hook.add("files/someone-elses", create_time=old)  # not created by this provider
+    dry = GeminiSweepFilesOperator(task_id="sweep", max_age_hours=2, dry_run=True)
+    assert [entry["file"] for entry in dry.execute(context())["would_delete"]] == [orphan.name]
+    assert dry.get_openlineage_facets_on_complete(None).outputs == []
+    sweep = GeminiSweepFilesOperator(task_id="sweep", max_age_hours=2)
+    sweep.execute(context())
+    result = sweep.get_openlineage_facets_on_complete(None)
+    assert names(result.outputs) == [(NS, orphan.name)]
+    assert facet(result.outputs[0], "lifecycleStateChange")["lifecycleStateChange"] == "DROP"
+    assert result.inputs == []

@@ -56,16 +56,44 @@ def test_file_labels_can_be_turned_off(fake_hook):
     assert texts(fake_hook.contents[0]) == ["Summarise.", "FILE a"]
 
 
-def test_usage_goes_to_its_own_xcom_key(fake_hook):
+def test_usage_goes_to_its_own_xcom_key_normalised_and_priced(fake_hook):
     fake_hook.add("files/a")
-    ctx = context()
-    GeminiGenerateContentOperator(task_id="gen", model="m", prompt="Summarise.", files="files/a").execute(ctx)
-    assert ctx["ti"].xcom["usage"] == {
-        "calls": 1,
-        "prompt_token_count": 10,
-        "candidates_token_count": 2,
-        "total_token_count": 12,
+    fake_hook.usage_metadata = {
+        "prompt_token_count": 1000,
+        "cached_content_token_count": 400,
+        "candidates_token_count": 200,
+        "thoughts_token_count": 100,
+        "total_token_count": 1300,
     }
+    ctx = context()
+    GeminiGenerateContentOperator(
+        task_id="gen", model="gemini-2.5-flash", prompt="Summarise.", files="files/a"
+    ).execute(ctx)
+    usage = ctx["ti"].xcom["usage"]
+    assert {key: value for key, value in usage.items() if key.endswith("_count") or key == "calls"} == {
+        "calls": 1,
+        "prompt_token_count": 1000,
+        "cached_content_token_count": 400,
+        "candidates_token_count": 200,
+        "thoughts_token_count": 100,
+        "tool_use_prompt_token_count": 0,
+        "audio_prompt_token_count": 0,
+        "cached_audio_token_count": 0,
+        "total_token_count": 1300,
+    }
+    # 600 fresh input at $0.30, 400 cached at $0.03, 300 output (answer and thinking) at $2.50 per million
+    assert usage["estimated_cost"] == pytest.approx((600 * 0.30 + 400 * 0.03 + 300 * 2.50) / 1e6)
+    assert (usage["pricing"], usage["currency"], usage["prices_as_of"]) == ("online", "USD", "2026-11-30")
+    [call] = ctx["ti"].xcom["usage_by_call"]
+    assert call["files"] == ["files/a"]
+    assert call["total_token_count"] == 1300
+
+
+def test_a_model_the_price_table_does_not_know_has_no_cost_but_its_tokens(fake_hook):
+    ctx = context()
+    GeminiGenerateContentOperator(task_id="gen", model="my-tuned-model", prompt="Hi").execute(ctx)
+    assert ctx["ti"].xcom["usage"]["total_token_count"] == 12
+    assert ctx["ti"].xcom["usage"]["estimated_cost"] is None
 
 
 def test_system_instruction_and_generation_config_reach_the_model(fake_hook):
@@ -312,7 +340,7 @@ def test_an_empty_file_list_is_an_error_unless_per_file(fake_hook):
         task_id="gen", model="m", prompt="Hi", files=[], per_file=True
     ).execute(ctx)
     assert result == []
-    assert ctx["ti"].xcom["usage"] == {"calls": 0}
+    assert (ctx["ti"].xcom["usage"]["calls"], ctx["ti"].xcom["usage"]["total_token_count"]) == (0, 0)
     assert fake_hook.calls.get("generate", 0) == 0
 
 
