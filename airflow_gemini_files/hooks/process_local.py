@@ -4,15 +4,23 @@ HTTP clients keep connections open in a pool. A client built before a fork (Cele
 Airflow's task supervisor both fork) would hand the same sockets to parent and child, which then
 interleave requests and read each other's responses. A value cached by this descriptor is remembered with
 the id of the process that built it; any other process builds its own on first use.
+
+The first use builds under a lock: the fan-out's threads share one hook, and two threads that each built a
+``genai.Client`` would keep one and drop the other, whose ``__del__`` closes the HTTP pool that the
+dropping thread's call is still using ("the client has been closed").
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
+
+_BUILDING = threading.RLock()
+"""One lock for every build: a build that reads another cached attribute cannot deadlock."""
 
 
 class process_cached_property(Generic[T]):  # lower case, like functools.cached_property
@@ -42,9 +50,13 @@ class process_cached_property(Generic[T]):  # lower case, like functools.cached_
         cached = self.cached(instance)
         if cached is not None:
             return cached
-        value = self.func(instance)
-        self.__set__(instance, value)
-        return value
+        with _BUILDING:
+            cached = self.cached(instance)  # another thread may have built it meanwhile
+            if cached is not None:
+                return cached
+            value = self.func(instance)
+            self.__set__(instance, value)
+            return value
 
     def __set__(self, instance: object, value: T) -> None:
         instance.__dict__[self._key] = (os.getpid(), value)
