@@ -160,7 +160,8 @@ class GeminiEmulator:
     # ---- controls -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Request counts per operation (``batch_create`` ... included), the most requests of each operation
-        served at once (``peak_in_flight``: what a concurrency cap such as an Airflow pool must bound), the
+        served at once (``peak_in_flight``: what a concurrency cap such as an Airflow pool must bound), those
+        being served now (``in_flight``; a client has its answer a moment before the server is done), the
         number of stored files and their bytes, and the number of stored batch jobs (``batches``)."""
         return {**self.store.stats(), "batches": len(self.batch_store.jobs())}
 

@@ -418,6 +418,7 @@ class FileStore:
             return {
                 "requests": dict(self.counters),
                 "peak_in_flight": dict(self.peak_in_flight),
+                "in_flight": {op: n for op, n in self._in_flight.items() if n},
                 "files": len(self._files),
                 "bytes": sum(f.size for f in self._files.values() if f.source == "UPLOADED"),
             }

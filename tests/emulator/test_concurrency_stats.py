@@ -7,6 +7,7 @@ on it.
 from __future__ import annotations
 
 import threading
+import time
 
 from google import genai
 
@@ -40,5 +41,11 @@ def test_peak_counts_overlapping_requests_per_operation(
     assert peaks["list"] == 1
     assert peaks["upload_start"] == 1
     assert peaks["upload_chunk"] == 1
+    # A client has its answer a moment before the handler is done: wait until none is served, then a
+    # reset starts the peaks from nothing.
+    deadline = time.monotonic() + 10
+    while gemini_emulator.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gemini_emulator.stats()["in_flight"] == {}
     gemini_emulator.reset()
     assert gemini_emulator.stats()["peak_in_flight"] == {}
