@@ -9,58 +9,18 @@ Every file a test creates through the target is deleted when the test ends. See 
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
-from live import LIVE_BASE_URL_ENV, LIVE_GCS_URI_ENV, LIVE_KEY_ENV, live_model
+from live import LIVE_BASE_URL_ENV, LIVE_KEY_ENV, HookTarget, live_model
 
-from airflow_gemini_files.emulator import GeminiEmulator
 from airflow_gemini_files.hooks.gemini import GeminiHook
-from airflow_gemini_files.refs import GeminiFileRef
 
 LIVE_REGISTER_AUTH_ENV = "GEMINI_LIVE_REGISTER_AUTH"
-SAMPLES = resources.files("airflow_gemini_files.samples")
-_BUCKETS = itertools.count()
-
-
-@dataclass
-class HookTarget:
-    """Where a provider contract test runs: a hook on the emulator or on the real API."""
-
-    hook: GeminiHook
-    model: str
-    emulator: GeminiEmulator | None = None
-    created: list[GeminiFileRef] = field(default_factory=list)
-
-    @property
-    def live(self) -> bool:
-        return self.emulator is None
-
-    def track(self, *refs: GeminiFileRef) -> None:
-        """Delete these files when the test ends."""
-        self.created.extend(refs)
-
-    def gcs_uri(self, request: pytest.FixtureRequest) -> str:
-        """A ``gs://`` object to register: ``GEMINI_LIVE_GCS_URI`` live, a fresh emulator object offline."""
-        if self.live:
-            uri = os.environ.get(LIVE_GCS_URI_ENV)
-            if not uri:
-                pytest.skip(f"set {LIVE_GCS_URI_ENV} (and Application Default Credentials) to register live")
-            return uri
-        gcs = request.getfixturevalue("gcs_emulator")
-        bucket = gcs.client().create_bucket(f"hook-contract-{next(_BUCKETS)}")
-        blob = bucket.blob("docs/invoice.pdf")
-        blob.upload_from_string(
-            SAMPLES.joinpath("invoice_northwind_2026-11.pdf").read_bytes(), content_type="application/pdf"
-        )
-        return f"gs://{bucket.name}/docs/invoice.pdf"
 
 
 @pytest.fixture(params=["emulator", pytest.param("live", marks=pytest.mark.live)])

@@ -13,10 +13,10 @@ from datetime import timedelta
 from importlib import resources
 
 import pytest
+from live import HookTarget
 
 from airflow_gemini_files.exceptions import GeminiFileGoneError, GeminiInputError
 from airflow_gemini_files.hooks import policy
-from tests.integration.conftest import HookTarget
 
 SAMPLES = resources.files("airflow_gemini_files.samples")
 
