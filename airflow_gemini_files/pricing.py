@@ -124,6 +124,12 @@ class TokenUsage:
         values["calls"] = self.calls
         return values
 
+    def counts(self) -> dict[str, int]:
+        """The token counts under this class's own names (``prompt``, ``cached``, ``candidates``,
+        ``thoughts``, ``tool_use_prompt``, ``audio_prompt``, ``cached_audio``, ``total``), without
+        ``calls``: the spelling of the batch operator's results and manifest."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "calls"}
+
 
 def _count(value: Any, name: str) -> int:
     if value is None:
@@ -334,18 +340,30 @@ def usage_report(
     (USD, rounded to 1e-6; None when the table does not price ``model``), ``pricing`` (``online`` or
     ``batch``) and where the prices come from.
     """
+    cost = cost_report(model, usage, batch=batch, prices=prices)
+    return {
+        **usage.as_dict(),
+        "estimated_cost": cost.pop("estimated"),
+        "pricing": cost.pop("pricing"),
+        "model": str(model).strip().removeprefix("models/"),
+        **cost,
+    }
+
+
+def cost_report(
+    model: str, usage: TokenUsage, *, batch: bool = False, prices: PriceTable | None = None
+) -> dict[str, Any]:
+    """
+    A manifest's ``cost`` entry: ``estimated`` (USD, rounded to 1e-6; None when the table does not price
+    ``model``), ``pricing`` (``online`` or ``batch``) and where the prices come from (``prices_as_of``,
+    ``prices_source``, ``currency``).
+    """
     table = prices or DEFAULT_PRICES
     try:
         cost: float | None = round(table.cost(model, usage, batch=batch), 6)
     except UnknownModelPriceError:
         cost = None
-    return {
-        **usage.as_dict(),
-        "estimated_cost": cost,
-        "pricing": "batch" if batch else "online",
-        "model": str(model).strip().removeprefix("models/"),
-        **table.describe(),
-    }
+    return {"estimated": cost, "pricing": "batch" if batch else "online", **table.describe()}
 
 
 # The connection's extra "prices" --------------------------------------------------------------------

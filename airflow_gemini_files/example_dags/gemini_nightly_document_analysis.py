@@ -469,7 +469,7 @@ def gemini_nightly_document_analysis() -> None:
                 f"document and why: {manifest_uri}."
             )
         context["outlet_events"][RESULTS].add(Asset(summary["results_uri"].removesuffix("/")))
-        return {key: summary[key] for key in ("documents", "succeeded", "failed", "usage")}
+        return {key: summary[key] for key in ("documents", "succeeded", "failed", "usage", "cost")}
 
     write_manifest(found, stored, analysed.output, INPUT_PREFIX, RESULTS_PREFIX)
 

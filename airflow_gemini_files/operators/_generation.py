@@ -5,7 +5,8 @@
 - :func:`request_config` / :func:`request_contents`: the ``GenerateContentConfig`` fields and the prompt
   parts (the prompt, then each file after a ``<<<File: display name>>>`` label) of one request.
 - :class:`ReplyReader`: the reply's text, or its JSON parsed and validated against the schema.
-- :func:`usage_counts` / :func:`sum_usage`: the integer token counts of a reply, and their sums.
+
+Token usage and its price live in :mod:`airflow_gemini_files.pricing` (both operators use it).
 """
 
 from __future__ import annotations
@@ -147,24 +148,3 @@ class ReplyReader:
                 f"Model {self.model!r} replied with JSON that does not match response_schema: "
                 f"{detail[:500]}. Reply starts with {text[:200]!r}. Tighten the prompt or the schema."
             ) from error
-
-
-def usage_counts(response: types.GenerateContentResponse) -> dict[str, int]:
-    """The integer token counts of a response's usage metadata (the SDK's field names)."""
-    metadata = response.usage_metadata
-    if metadata is None:
-        return {}
-    return {
-        key: value
-        for key, value in metadata.model_dump(exclude_none=True).items()
-        if isinstance(value, int) and not isinstance(value, bool)
-    }
-
-
-def sum_usage(usages: Sequence[Mapping[str, int]]) -> dict[str, int]:
-    """``{"calls": n, <field>: sum, ...}`` over the usage counts of ``n`` calls."""
-    total: dict[str, int] = {"calls": len(usages)}
-    for usage in usages:
-        for key, value in usage.items():
-            total[key] = total.get(key, 0) + value
-    return total

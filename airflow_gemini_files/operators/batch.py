@@ -30,9 +30,9 @@ from airflow_gemini_files.operators._generation import (
     check_response_schema,
     request_config,
     request_contents,
-    usage_counts,
 )
 from airflow_gemini_files.operators.base import GeminiBaseOperator, set_map_index_label
+from airflow_gemini_files.pricing import PriceTable, TokenUsage, cost_report, usage_from_response
 from airflow_gemini_files.refs import GeminiFileRef
 
 if TYPE_CHECKING:
@@ -64,26 +64,18 @@ MANIFEST_NAME = f"{naming.MANIFEST_KEY}.json"
 WRITE_CHUNK = 256
 """Results parsed, validated and written to GCS per round (``max_concurrency`` writes at a time)."""
 
-_USAGE_FIELDS = {
-    "prompt_token_count": "prompt",
-    "candidates_token_count": "candidates",
-    "thoughts_token_count": "thoughts",
-    "cached_content_token_count": "cached",
-    "total_token_count": "total",
-}
-USAGE_KEYS: tuple[str, ...] = tuple(_USAGE_FIELDS.values())
-"""Token counts in results, manifest and XCom: ``prompt``, ``candidates``, ``thoughts``, ``cached``,
-``total``."""
-
 
 @dataclass
 class _Tally:
-    """What a batch produced, document by document; per-document lines go to temporary files."""
+    """What a batch produced, document by document; per-document lines go to temporary files. Token
+    usage is priced at the Batch API's rates of ``prices`` for ``model``."""
 
     documents: int
+    model: str
+    prices: PriceTable
     succeeded: int = 0
     failed: int = 0
-    usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
+    usage: TokenUsage = field(default_factory=TokenUsage)
     unreadable: list[dict[str, Any]] = field(default_factory=list)
     unreadable_count: int = 0
     results: IO[bytes] = field(default_factory=lambda: tempfile.TemporaryFile())  # noqa: SIM115
@@ -91,20 +83,33 @@ class _Tally:
     examples: list[str] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
 
-    def success(self, entry: dict[str, Any], usage: Mapping[str, int]) -> None:
+    def priced(self, usage: TokenUsage) -> dict[str, Any]:
+        """A document's ``usage`` entry: its token counts and ``estimated_cost`` at batch prices."""
+        cost = cost_report(self.model, usage, batch=True, prices=self.prices)["estimated"]
+        return {**usage.counts(), "estimated_cost": cost}
+
+    def cost(self) -> dict[str, Any]:
+        """The ``cost`` of everything tallied (as the online manifest's): estimate, pricing, its date."""
+        return cost_report(self.model, self.usage, batch=True, prices=self.prices)
+
+    def totals(self) -> dict[str, Any]:
+        """The ``usage`` of the manifest and XCom: the summed counts, ``calls`` and ``estimated_cost``."""
+        return {**self.usage.counts(), "calls": self.usage.calls, "estimated_cost": self.cost()["estimated"]}
+
+    def success(self, entry: dict[str, Any], usage: TokenUsage) -> None:
         self.succeeded += 1
-        for key in USAGE_KEYS:
-            self.usage[key] += usage.get(key, 0)
+        self.usage += usage
         self.results.write(_line(entry))
 
     def failure(
-        self, ref: GeminiFileRef, key: str, stage: str, reason: str, usage: Mapping[str, int]
+        self, ref: GeminiFileRef, key: str, stage: str, reason: str, usage: TokenUsage | None = None
     ) -> None:
         self.failed += 1
-        for name in USAGE_KEYS:
-            self.usage[name] += usage.get(name, 0)
         entry = {"document": key, "gemini_file": ref.name, "source_uri": ref.source_uri, "stage": stage}
-        self.failures.write(_line({**entry, "reason": reason, "usage": dict(usage) or None}))
+        if usage is not None:  # a reply that was paid for, though unusable
+            self.usage += usage
+        shown = self.priced(usage) if usage is not None else None
+        self.failures.write(_line({**entry, "reason": reason, "usage": shown}))
         if len(self.examples) < 10:
             self.examples.append(f"{key} ({ref.name}): {reason.rstrip('. ')}")
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
@@ -122,10 +127,6 @@ class _Tally:
 
 def _line(entry: Mapping[str, Any]) -> bytes:
     return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-
-
-def _short_usage(counts: Mapping[str, int]) -> dict[str, int]:
-    return {short: counts[name] for name, short in _USAGE_FIELDS.items() if name in counts}
 
 
 class GeminiBatchGenerateOperator(GeminiBaseOperator):
@@ -156,11 +157,13 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
     **Results.** The results (a streamed file, or the job's inline responses) are mapped back by key,
     whatever their order; each answer is parsed (and validated against ``response_schema``) and written
     to ``<results_uri><key>.json``. ``<results_uri>_manifest.json`` holds the job's name and state, the
-    counts, each failed document with its reason, each result with its token usage, and the token totals
-    (``prompt``, ``candidates``, ``thoughts``, ``cached``, ``total``). XCom gets a small summary:
+    counts, each failed document with its reason, each result with its token usage, the token totals
+    (``usage``: ``prompt``, ``cached``, ``candidates``, ``thoughts``, ..., ``total``, ``calls`` and
+    ``estimated_cost``) and ``cost`` (the estimate at the Batch API's prices of the connection's price
+    table, with its date: :func:`~airflow_gemini_files.pricing.cost_report`). XCom gets a small summary:
     ``batch``, ``state``, ``documents``, ``succeeded``, ``failed``, ``results_uri``, ``manifest_uri``,
-    ``usage``. Once the results are in GCS the task deletes what it created: the input file, the results
-    file and the job.
+    ``usage``, ``cost``. Once the results are in GCS the task deletes what it created: the input file,
+    the results file and the job.
 
     **Failing.** After writing what succeeded (and the manifest), the task fails when the job FAILED,
     EXPIRED or was CANCELLED (:class:`~airflow_gemini_files.exceptions.GeminiBatchJobError`; a retry
@@ -297,6 +300,9 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
     def _reader(self) -> ReplyReader:
         json_reply = self._config.get("response_mime_type") == JSON_MIME_TYPE
         return ReplyReader(self.model, self.response_schema, json_reply=json_reply)
+
+    def _tally(self, documents: int) -> _Tally:
+        return _Tally(documents=documents, model=self.model, prices=self.hook.prices)
 
     def _uri(self, location: tuple[str, str], name: str) -> str:
         return f"gs://{location[0]}/{location[1]}{name}"
@@ -547,13 +553,13 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         state = policy.job_state_name(job.state)
         verdict = policy.job_verdict(job.state)
         by_key = dict(zip(keys, refs, strict=True))
-        tally = _Tally(documents=len(refs))
+        tally = self._tally(len(refs))
         self._lineage_sent = [ref for key, ref in by_key.items() if key not in skipped]
         self._lineage_results, self._lineage_manifest, self._lineage_usage = [], None, {}
         try:
             for key, why in skipped.items():
                 if key in by_key:
-                    tally.failure(by_key[key], key, "not sent", why, {})
+                    tally.failure(by_key[key], key, "not sent", why)
             answered: set[str] = set(skipped)
             recovered = None
             if verdict is JobVerdict.SUCCEEDED and reason is None:
@@ -566,7 +572,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
             if recovered is None:
                 for key, ref in by_key.items():
                     if key not in answered:
-                        tally.failure(ref, key, "batch", missing, {})
+                        tally.failure(ref, key, "batch", missing)
                 summary, examples = self._write_manifest(location, job, tally)
             else:
                 summary, examples = recovered, f"see {recovered['manifest_uri']}"
@@ -645,7 +651,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         """Write one result object per answered document; None, or the summary of a manifest an earlier
         try already wrote for this job when its results file is gone."""
         name = str(job.name)
-        pending: list[tuple[str, bytes, dict[str, Any], dict[str, int]]] = []
+        pending: list[tuple[str, bytes, dict[str, Any], TokenUsage]] = []
         try:
             for number, item in self._results(job):
                 self._read_result(number, item, by_key, answered, tally, name, pending)
@@ -668,7 +674,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         answered: set[str],
         tally: _Tally,
         job_name: str,
-        pending: list[tuple[str, bytes, dict[str, Any], dict[str, int]]],
+        pending: list[tuple[str, bytes, dict[str, Any], TokenUsage]],
     ) -> None:
         if isinstance(item, bytes):
             tally.unreadable_line(number, "not valid JSON", item)
@@ -689,7 +695,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         answered.add(key)
         ref = by_key[key]
         if item.get("error") is not None or item.get("response") is None:
-            tally.failure(ref, key, "batch", policy.request_error_reason(item.get("error")), {})
+            tally.failure(ref, key, "batch", policy.request_error_reason(item.get("error")))
             return
         from google.genai import types
 
@@ -702,7 +708,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
             problem = f"not a GenerateContentResponse: {printable(error)}"[:300]
             tally.unreadable_line(number, problem, json.dumps(item)[:200])
             return
-        usage = _short_usage(usage_counts(response))
+        usage = usage_from_response(response)
         try:
             value = self._reader.read(response)
         except GeminiFilesError as error:
@@ -716,22 +722,23 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
             "model": self.model,
             "batch": job_name,
             "result": value,
-            "usage": usage,
+            "usage": tally.priced(usage),
         }
         payload = json.dumps(result, ensure_ascii=False, indent=2).encode()
-        entry = {"document": key, "gemini_file": ref.name, "source_uri": ref.source_uri, "usage": usage}
+        entry = {"document": key, "gemini_file": ref.name, "source_uri": ref.source_uri}
+        entry["usage"] = result["usage"]
         pending.append((key, payload, entry, usage))
 
     def _write_results(
         self,
         location: tuple[str, str],
-        pending: list[tuple[str, bytes, dict[str, Any], dict[str, int]]],
+        pending: list[tuple[str, bytes, dict[str, Any], TokenUsage]],
         tally: _Tally,
     ) -> None:
         if not pending:
             return
 
-        def write(item: tuple[str, bytes, dict[str, Any], dict[str, int]]) -> str:
+        def write(item: tuple[str, bytes, dict[str, Any], TokenUsage]) -> str:
             return self.hook.write_gcs_object(self._uri(location, f"{item[0]}.json"), item[1])
 
         outcomes = self.fan_out(write, list(pending), action="result writes", log_progress=False)
@@ -763,7 +770,8 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
             "documents": tally.documents,
             "succeeded": tally.succeeded,
             "failed": tally.failed,
-            "usage": tally.usage,
+            "usage": tally.totals(),
+            "cost": tally.cost(),
             "unreadable_lines": tally.unreadable,
             "unreadable_line_count": tally.unreadable_count,
             "written_at": datetime.now(UTC).isoformat(),
@@ -780,7 +788,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
                 out.write(b"\n ]")
             out.write(b"\n}\n")
         self._lineage_manifest = manifest_uri
-        self._lineage_usage = {name: tally.usage[short] for name, short in _USAGE_FIELDS.items()}
+        self._lineage_usage = tally.usage.as_dict()
         if tally.unreadable:  # what the task fails for first (see _raise_for)
             examples = "; ".join(f"line {u['line']}: {u['problem']}" for u in tally.unreadable[:5])
         elif len(tally.reasons) == 1 and tally.failed > 1:
@@ -796,7 +804,8 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
             "failed": tally.failed,
             "results_uri": header["results_uri"],
             "manifest_uri": manifest_uri,
-            "usage": dict(tally.usage),
+            "usage": header["usage"],
+            "cost": header["cost"],
             "unreadable_lines": tally.unreadable_count,
         }
         return summary, examples
@@ -819,6 +828,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
             "results_uri": manifest.get("results_uri"),
             "manifest_uri": self._uri(location, MANIFEST_NAME),
             "usage": manifest.get("usage"),
+            "cost": manifest.get("cost"),
             "unreadable_lines": manifest.get("unreadable_line_count", 0),
         }
 
@@ -832,7 +842,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
     ) -> dict[str, Any]:
         """No job: write the manifest naming every document that could not be sent, then refuse (or, when
         ``max_failed_fraction`` allows it, succeed with nothing analysed)."""
-        tally = _Tally(documents=len(refs))
+        tally = self._tally(len(refs))
         others = (
             "not sent: no batch was submitted, since too many other documents cannot be sent"
             if skipped
@@ -841,10 +851,10 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         try:
             for ref, key in zip(refs, keys, strict=True):
                 if key in skipped:
-                    tally.failure(ref, key, "not sent", skipped[key], {})
+                    tally.failure(ref, key, "not sent", skipped[key])
             for ref, key in zip(refs, keys, strict=True):
                 if key not in skipped:
-                    tally.failure(ref, key, "not sent", others, {})
+                    tally.failure(ref, key, "not sent", others)
             summary, examples = self._write_manifest(location, None, tally)
         finally:
             tally.close()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_gemini_files import sweep
+from airflow_gemini_files.exceptions import GeminiInputError
 from airflow_gemini_files.ledger import RunRecord, read_file_records, read_runs
 from airflow_gemini_files.naming import printable
 from airflow_gemini_files.operators.base import GeminiBaseOperator
@@ -16,6 +17,23 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_gemini_files.refs import GeminiFileRef
+
+
+def _templated(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _dry_run_flag(value: Any, task_id: str) -> bool:
+    """``dry_run`` as a bool: a bool, or the text Jinja renders one to; anything else is refused."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in ("true", "false"):
+        return text == "true"
+    raise GeminiInputError(
+        f"Task {task_id!r}: dry_run={value!r} is neither True nor False; pass a bool, or a template that "
+        "renders to one such as '{{ params.dry_run }}'."
+    )
 
 
 def utcnow() -> datetime:
@@ -41,16 +59,26 @@ class GeminiSweepFilesOperator(GeminiBaseOperator):
 
     :param max_age_hours: Required: files whose run is unknown are deleted once older than this (hours,
         or a timedelta). Set it above your longest DAG run when the connection has no ledger.
-    :param dry_run: Report only; delete nothing.
+    :param dry_run: Report only; delete nothing. Templated (e.g. ``"{{ params.dry_run }}"``): a bool, or
+        ``"True"`` / ``"False"`` as Jinja renders one.
     """
 
-    template_fields: Sequence[str] = ("gemini_conn_id",)
+    template_fields: Sequence[str] = ("gemini_conn_id", "dry_run_setting")
     ui_color = "#fce8e6"
 
-    def __init__(self, *, max_age_hours: float | timedelta, dry_run: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *, max_age_hours: float | timedelta, dry_run: bool | str = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.max_age = sweep.check_max_age(max_age_hours)
-        self.report_only = bool(dry_run)
+        self.dry_run_setting = dry_run  # not self.dry_run: BaseOperator.dry_run() is a method
+        if not _templated(dry_run):
+            _dry_run_flag(dry_run, self.task_id)
+
+    @property
+    def report_only(self) -> bool:
+        """Whether this sweep only reports (``dry_run``, rendered)."""
+        return _dry_run_flag(self.dry_run_setting, self.task_id)
 
     def _run_state(self, context: Context, run: RunRecord) -> str:
         """Ask Airflow (through the Task SDK) whether ``run`` is queued or running, finished, or unknown."""

@@ -17,7 +17,12 @@ from airflow_gemini_files.samples.make_samples import make_samples
 
 from .conftest import BUNDLE, DAGS_FOLDER
 
-EXPECTED_DAGS = {"gemini_nightly_document_analysis", "gemini_compare_images", "gemini_transcribe_audio"}
+EXPECTED_DAGS = {
+    "gemini_nightly_document_analysis",
+    "gemini_compare_images",
+    "gemini_transcribe_audio",
+    "gemini_sweep_orphans",
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +64,18 @@ def test_nightly_dag_runs_daily_over_the_previous_day_with_documented_params(dag
     assert tasks["analyse_batch"].timeout < dag.dagrun_timeout.total_seconds()  # type: ignore[attr-defined]
     assert tasks["delete_gemini_files"].trigger_rule == "all_done"
     assert tasks["write_manifest"].trigger_rule == "all_done"
+
+
+def test_sweep_dag_runs_every_six_hours_one_at_a_time_and_deletes_unless_asked_not_to(
+    dags: dict[str, object],
+) -> None:
+    dag = dags["gemini_sweep_orphans"]
+    assert dag.timetable.expression == "0 */6 * * *"  # type: ignore[attr-defined]
+    assert dag.max_active_runs == 1  # type: ignore[attr-defined]
+    assert dag.params["dry_run"] is False  # type: ignore[attr-defined]
+    assert dag.params.get_param("dry_run").description  # type: ignore[attr-defined]
+    [sweep] = dag.tasks  # type: ignore[attr-defined]
+    assert sweep.max_age.total_seconds() / 3600 >= 24  # above the nightly DAG's longest run (23 h)
 
 
 def test_samples_regenerate_byte_for_byte(tmp_path: Path) -> None:

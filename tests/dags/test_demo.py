@@ -53,6 +53,8 @@ def test_demo_with_batch_analysis_runs_one_batch_job_offline() -> None:
         assert name in table
     assert "documents 5, analysed 5, failed 0" in out
     assert "ended JOB_STATE_SUCCEEDED (batch price: half)" in out
+    assert "estimated cost $0.00" in out  # the run's price at the Batch API's rates
+    assert "batch prices as of 2026-11-30" in out
     assert "Cleanup check: files left in the Gemini emulator: 0, batch jobs left: 0" in out
 
 

@@ -203,6 +203,17 @@ def test_batch_analysis_stores_every_document_from_one_job_and_cleans_up(
     assert (manifest["documents"], manifest["succeeded"], manifest["failed"]) == (5, 5, 0)
     assert manifest["state"] == "JOB_STATE_SUCCEEDED"
     assert manifest["usage"]["total"] == sum(r["usage"]["total"] for r in results.values())
+    # Priced at the Batch API's rates: half what the same tokens cost online (these documents use no cache).
+    for result in results.values():
+        counts = {key: value for key, value in result["usage"].items() if key != "estimated_cost"}
+        online = estimate_cost("gemini-2.5-flash", TokenUsage(**counts))
+        assert result["usage"]["estimated_cost"] == pytest.approx(online / 2, abs=1e-6)
+    assert results["support_call_chime.wav.json"]["usage"]["audio_prompt"] > 0  # priced at audio rates
+    assert manifest["cost"]["estimated"] == pytest.approx(
+        sum(r["usage"]["estimated_cost"] for r in results.values()), abs=1e-6
+    )
+    assert (manifest["cost"]["prices_as_of"], manifest["cost"]["pricing"]) == (PRICES_AS_OF, "batch")
+    assert run.xcom("write_manifest")["cost"] == manifest["cost"]
     assert run.xcom("analyse_batch")["manifest_uri"].endswith("/results/today/_manifest.json")
     assert asset_events(run) == [f"gs://{manifest['results_uri'].split('/')[2]}/results/today"]
     requests = gemini_emulator.stats()["requests"]

@@ -10,6 +10,7 @@ import asyncio
 import io
 import itertools
 import json
+import os
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from airflow_gemini_files.hooks.gemini import GeminiHook
 from airflow_gemini_files.operators import batch as batch_module
 from airflow_gemini_files.operators.batch import GeminiBatchGenerateOperator
 from airflow_gemini_files.operators.files import GeminiDeleteFilesOperator
+from airflow_gemini_files.pricing import TokenUsage, estimate_cost
 from airflow_gemini_files.refs import GeminiFileRef
 from airflow_gemini_files.triggers.batch import GeminiBatchJobTrigger
 
@@ -130,6 +132,27 @@ def nothing_left(gemini_emulator: Any, docs: list[GeminiFileRef]) -> None:
     assert gemini_emulator.batches() == []
 
 
+def test_the_batch_price_comes_from_the_connections_price_table(
+    hook, gemini_emulator, gcs_emulator, results, monkeypatch
+):
+    conn = json.loads(os.environ["AIRFLOW_CONN_GEMINI_DEFAULT"])
+    conn["extra"]["prices"] = {
+        "models": {"gemini-2.5-flash": {"input": 1.0, "cached_input": 0.1, "output": 10.0}},
+        "batch_discount": 0.2,
+        "as_of": "contract 2026-12",
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_DEFAULT", json.dumps(conn))
+    docs = documents(hook, ["a.txt", "b.txt"])
+
+    summary = run_deferred(operator(docs, results), ctx())
+
+    usage = summary["usage"]
+    expected = (usage["prompt"] * 1.0 + (usage["candidates"] + usage["thoughts"]) * 10.0) * 0.8 / 1e6
+    assert summary["cost"]["estimated"] == pytest.approx(expected, abs=1e-6)
+    assert (summary["cost"]["pricing"], summary["cost"]["prices_as_of"]) == ("batch", "contract 2026-12")
+    assert read_results(gcs_emulator, results)["_manifest.json"]["cost"] == summary["cost"]
+
+
 @pytest.mark.parametrize("route", ["inline", "file"])
 def test_each_document_gets_its_validated_result_and_the_manifest_its_usage(
     hook, gemini_emulator, gcs_emulator, results, monkeypatch, route
@@ -166,8 +189,20 @@ def test_each_document_gets_its_validated_result_and_the_manifest_its_usage(
         "results_uri": results,
         "manifest_uri": f"{results}_manifest.json",
         "usage": manifest["usage"],
+        "cost": manifest["cost"],
         "unreadable_lines": 0,
     }
+    # Priced at the Batch API's rates: half the online price of the same tokens (no cached input here).
+    for result in stored.values():
+        usage = TokenUsage(**{k: v for k, v in result["usage"].items() if k != "estimated_cost"}, calls=1)
+        online = estimate_cost("gemini-2.5-flash", usage)
+        assert result["usage"]["estimated_cost"] == pytest.approx(online / 2, abs=1e-6)
+    assert manifest["usage"]["calls"] == 3
+    assert manifest["cost"]["pricing"] == "batch"
+    assert manifest["cost"]["estimated"] == pytest.approx(
+        sum(r["usage"]["estimated_cost"] for r in stored.values()), abs=1e-6
+    )
+    assert manifest["cost"]["estimated"] == manifest["usage"]["estimated_cost"] > 0
     lineage = op.get_openlineage_facets_on_complete(None)  # what the OpenLineage listener reports
     bucket, prefix = results.removeprefix("gs://").split("/", 1)
     assert sorted(d.name for d in lineage.inputs) == sorted(ref.name for ref in docs)

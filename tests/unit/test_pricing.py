@@ -16,6 +16,7 @@ from airflow_gemini_files.pricing import (
     PriceTable,
     TokenUsage,
     UnknownModelPriceError,
+    cost_report,
     estimate_cost,
     price_table_from_extra,
     sum_usage,
@@ -353,6 +354,32 @@ def test_usage_report_prices_batch_rounds_to_micro_dollars_and_names_the_model()
         "prices_source": PRICES_SOURCE,
         "currency": "USD",
     }
+
+
+def test_cost_report_is_a_manifests_cost_entry_and_counts_use_the_batch_manifests_names() -> None:
+    usage = TokenUsage(
+        prompt=1000, cached=200, candidates=100, thoughts=50, audio_prompt=10, total=1150, calls=2
+    )
+    assert cost_report("gemini-2.5-flash", usage, batch=True) == {
+        "estimated": round(((800 * 0.30 + 150 * 2.50) / 2 + 200 * 0.03 - 10 * 0.15 + 10 * 0.50) / M, 6),
+        "pricing": "batch",
+        "prices_as_of": PRICES_AS_OF,
+        "prices_source": PRICES_SOURCE,
+        "currency": "USD",
+    }
+    assert cost_report("unpriced", usage)["estimated"] is None
+    assert cost_report("unpriced", usage)["pricing"] == "online"
+    assert usage.counts() == {
+        "prompt": 1000,
+        "cached": 200,
+        "candidates": 100,
+        "thoughts": 50,
+        "tool_use_prompt": 0,
+        "audio_prompt": 10,
+        "cached_audio": 0,
+        "total": 1150,
+    }
+    assert TokenUsage(**usage.counts(), calls=2) == usage
 
 
 def test_free_prices_and_a_free_batch_api_are_accepted() -> None:
