@@ -17,17 +17,19 @@ emulator, each in its own process. Figures:
   the event), next to the time it was busy submitting and collecting;
 - wall time on the emulator, from ``execute`` to ``execute_complete``'s return.
 
-The comparison runs the same documents through ``GeminiGenerateContentOperator(per_file=True)`` and prices
-both from their token counts (Gemini 2.5 Flash list prices per million tokens: input $0.30, output and
-thinking $2.50; batch at 50%). The GCS emulator is gcp-storage-emulator in memory, started with its
-metadata rewrite on every object switched off (it rewrites the whole bucket index per object, which makes
-10,000 result objects take hours; real GCS has no such cost). Writes ``bench/results/batch_scale.md``.
+The comparison runs the same documents through ``GeminiGenerateContentOperator(per_file=True)`` and
+prices both from their token counts with the provider's own price table (``airflow_gemini_files.pricing``:
+Gemini 2.5 Flash, the batch rate for the batch run). The GCS emulator is gcp-storage-emulator in memory,
+started with its metadata rewrite on every object switched off (it rewrites the whole bucket index per
+object, which makes 10,000 result objects take hours; real GCS has no such cost). Writes
+``bench/results/batch_scale.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import io
 import json
@@ -53,11 +55,10 @@ from _common import (
     write_json,
 )
 
+from airflow_gemini_files.pricing import PRICES_AS_OF, TokenUsage, estimate_cost
+
 MODEL = "gemini-2.5-flash"
 BUCKET = "bench-batch"
-PRICE_INPUT = 0.30  # USD per million prompt tokens (Gemini 2.5 Flash, text)
-PRICE_OUTPUT = 2.50  # USD per million output tokens, thinking included
-BATCH_DISCOUNT = 0.5
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -283,16 +284,17 @@ def run_online(emu: EmulatorProcess, refs: list[Any]) -> dict[str, Any]:
     }
 
 
-def price(tokens: dict[str, int], discount: float = 1.0) -> float:
-    """USD for the token counts at list price times ``discount``."""
-    output = tokens.get("candidates", 0) + tokens.get("thoughts", 0)
-    return discount * (tokens.get("prompt", 0) * PRICE_INPUT + output * PRICE_OUTPUT) / 1e6
+def price(tokens: dict[str, int], *, batch: bool = False) -> float:
+    """Estimated USD for the token counts (short names, as the batch manifest spells them)."""
+    fields = {f.name for f in dataclasses.fields(TokenUsage)}
+    usage = TokenUsage(**{name: int(value) for name, value in tokens.items() if name in fields})
+    return estimate_cost(MODEL, usage, batch=batch)
 
 
 # Report --------------------------------------------------------------------------------------------------
 def report(big: dict[str, Any], batch: dict[str, Any], online: dict[str, Any], info: dict[str, Any]) -> str:
     batch_tokens = batch["summary"]["usage"]
-    batch_usd = price(batch_tokens, BATCH_DISCOUNT)
+    batch_usd = price(batch_tokens, batch=True)
     online_usd = price(online["tokens"])
     calls = big["calls"]
     lines = [
@@ -335,7 +337,8 @@ def report(big: dict[str, Any], batch: dict[str, Any], online: dict[str, Any], i
         f"{batch_tokens['candidates'] + batch_tokens.get('thoughts', 0):,} | "
         f"{online['tokens']['prompt']:,} / "
         f"{online['tokens']['candidates'] + online['tokens']['thoughts']:,} | |",
-        f"| Price at Gemini 2.5 Flash rates (batch at 50%) | ${batch_usd:.4f} | ${online_usd:.4f} | "
+        f"| Estimated price, Gemini 2.5 Flash (pricing.py as of {PRICES_AS_OF}) |"
+        f" ${batch_usd:.4f} | ${online_usd:.4f} | "
         f"**{batch_usd / online_usd:.2f}** |",
         "",
         "Wall time on the emulator is not the live turnaround: the emulator holds a job 1 s PENDING and 1 s "
@@ -380,7 +383,7 @@ def main() -> int:
         )
         batch = run_batch(emu, refs[: args.compare], "compare/")
         online = run_online(emu, refs[: args.compare])
-        ratio = price(batch["summary"]["usage"], BATCH_DISCOUNT) / price(online["tokens"])
+        ratio = price(batch["summary"]["usage"], batch=True) / price(online["tokens"])
         print(
             f"{args.compare} documents: batch {batch['calls_total']} calls, {batch['wall_s']:.1f} s | online "
             f"{online['calls_total']} calls, {online['wall_s']:.1f} s | price ratio batch/online {ratio:.2f}",
