@@ -104,7 +104,9 @@ class FilesUsage:
 
     def held_by(self, names: Iterable[str]) -> int:
         """Bytes the files of these names (``files/<id>`` or ``<id>``) hold against the quota now."""
-        return sum(self.uploaded.get(f"files/{name.removeprefix('files/')}", 0) for name in set(names))
+        return sum(
+            self.uploaded.get(name, 0) for name in {f"files/{n.removeprefix('files/')}" for n in names}
+        )
 
     def describe(self, holders: int = 3) -> str:
         """One line: used of quota, by owner, the biggest holders."""
