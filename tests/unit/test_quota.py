@@ -115,9 +115,8 @@ def test_holders_are_runs_and_single_foreign_files_biggest_first_with_their_olde
         Holder(RUN_B, OWNER_RUN, 1, 300, None),
         Holder("files/nosize (files/nosize)", OWNER_OTHER, 1, 0, None),
     )
-    assert usage.as_dict()["biggest_holders"][0] == {
-        "holder": RUN_A, "kind": OWNER_RUN, "files": 2, "bytes": 1000,
-    }  # fmt: skip
+    biggest = {"holder": RUN_A, "kind": OWNER_RUN, "files": 2, "bytes": 1000}
+    assert usage.as_dict()["biggest_holders"][0] == biggest
 
 
 def test_holders_of_equal_size_are_ordered_by_name() -> None:
@@ -188,3 +187,15 @@ def test_held_by_counts_only_uploads_by_either_form_of_their_name_once() -> None
     assert usage.held_by([name]) == 600
     assert usage.held_by([f"files/{name}", name]) == 600  # one file, named twice
     assert usage.held_by(["files/reg", "files/unknown"]) == 0
+
+
+def test_held_by_reads_the_full_name() -> None:
+    usage = files_usage([upload(RUN_A, 1, 600)])
+    assert usage.held_by([f"files/{RUN_A}-{1:025x}"]) == 600
+
+
+def test_a_runs_oldest_file_is_the_oldest_whatever_the_listing_order_or_missing_times() -> None:
+    files = [upload(RUN_A, 1, 1, create_time=T1), upload(RUN_A, 2, 1, create_time=T2), upload(RUN_A, 3, 1)]
+    for order in (files, files[::-1]):
+        [holder] = files_usage(order).holders
+        assert holder.oldest == T1

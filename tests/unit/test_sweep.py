@@ -199,6 +199,7 @@ def test_more_matching_files_than_the_record_registered_means_someone_elses_are_
 
 # decide ----------------------------------------------------------------------------------------------
 RUN = RunRecord(RUN_A, "nightly", "scheduled__2026-11-28")
+DAY = timedelta(hours=24)
 
 
 def verdict(state: str, *, age: timedelta | None, run: RunRecord | None = RUN) -> Verdict:
@@ -306,3 +307,69 @@ def test_a_plan_asks_each_runs_state_once_and_judges_runs_without_a_record_by_ag
 )
 def test_a_runs_state_from_airflows_counts(live: int, known: int, state: str) -> None:
     assert run_state_from_counts(live, known) == state
+
+
+# Found by mutation testing: each check skips one file or record and goes on with the next.
+def test_an_answered_record_before_an_unanswered_one_does_not_hide_it() -> None:
+    records = [registration("files/a/claim~1", kind="claim", files=("files/results",)), registration("k")]
+    owners = attribute([registered("files/reg-1", STARTED)], records)
+    assert owners["files/reg-1"] == Owner(RUN_A, HOW_MATCHED, "k")
+
+
+@pytest.mark.parametrize(
+    "skipped",
+    [
+        GeminiFileRef(name="files/up", source=UPLOADED, create_time=STARTED, display_name="a.pdf"),
+        registered("files/late", STARTED + MATCH_WINDOW + timedelta(minutes=1)),
+        registered("files/other-name", STARTED, "b.pdf"),
+    ],
+    ids=["uploaded", "outside-the-window", "other-display-name"],
+)
+def test_a_file_that_does_not_match_does_not_stop_the_match_of_the_next(skipped: GeminiFileRef) -> None:
+    owners = attribute([skipped, registered("files/reg-1", STARTED)], [registration("k")])
+    assert owners == {"files/reg-1": Owner(RUN_A, HOW_MATCHED, "k")}
+
+
+def test_an_ambiguous_match_leaves_the_other_files_matches_alone() -> None:
+    two_runs = registered("files/reg-x", STARTED, "x.pdf")
+    records = [
+        registration("a1", uris=("gs://docs/x.pdf",)),
+        registration("b1", run_prefix=RUN_B, uris=("gs://docs/x.pdf",)),
+        registration("a2", uris=("gs://docs/y.pdf",)),
+    ]
+    owners = attribute([two_runs, registered("files/reg-y", STARTED, "y.pdf")], records)
+    assert owners == {"files/reg-y": Owner(RUN_A, HOW_MATCHED, "a2")}
+
+    crowded = [registered("files/reg-1", STARTED, "x.pdf"), registered("files/reg-2", STARTED, "x.pdf")]
+    owners = attribute([*crowded, registered("files/reg-y", STARTED, "y.pdf")], records[:1] + records[2:])
+    assert owners == {"files/reg-y": Owner(RUN_A, HOW_MATCHED, "a2")}
+
+
+def test_an_object_name_ending_in_x_matches_its_display_name() -> None:
+    record = registration("k", uris=("gs://docs/mail/INBOX",))
+    assert "files/reg-1" in attribute([registered("files/reg-1", STARTED, "INBOX")], [record])
+
+
+@pytest.mark.parametrize("state", [LIVE, FINISHED, UNKNOWN])
+@pytest.mark.parametrize("age", [None, timedelta(hours=1), timedelta(hours=30)])
+def test_every_verdict_reports_its_file_owner_and_run(state: str, age: timedelta | None) -> None:
+    result = verdict(state, age=age)
+    report = result.as_dict()
+    assert result.file == uploaded(RUN_A, create_time=NOW - age if age is not None else None)
+    assert result.owner == Owner(RUN_A, HOW_NAME)
+    assert result.run == RUN
+    assert report["run_prefix"] == RUN_A
+    assert report["run_id"] == "scheduled__2026-11-28"
+    assert report["traced_by"] == HOW_NAME
+
+
+def test_the_age_in_a_reason_is_in_hours_to_a_tenth() -> None:
+    old = verdict(UNKNOWN, age=timedelta(hours=100, minutes=3, seconds=36))  # 100.06 h
+    assert "it is 100.1 h old (max age 24 h)" in old.reason
+
+
+def test_a_plan_reports_the_run_of_each_file() -> None:
+    files = [uploaded(RUN_A, create_time=NOW)]
+    [result] = plan(files, runs={RUN_A: RUN}, records=[], run_state=lambda run: LIVE, now=NOW, max_age=DAY)
+    assert result.run == RUN
+    assert result.as_dict()["dag_id"] == "nightly"
