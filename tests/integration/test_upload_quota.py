@@ -265,3 +265,75 @@ def test_the_trigger_reports_an_error_when_the_storage_cannot_be_read(
     assert "Could not read the Gemini project's file storage 2 time(s) in a row" in event["message"]
     assert "upload of 1 file(s)" in event["message"]
     assert gemini_emulator.api_key not in event["message"]
+
+
+DAG_FILE = """
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.sdk import dag
+
+from airflow_gemini_files.operators.files import GeminiDeleteFilesOperator, GeminiUploadFileOperator
+
+
+@dag(dag_id="quota_wait", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"))
+def quota_wait():
+    upload = GeminiUploadFileOperator(
+        task_id="upload",
+        source=os.environ["QUOTA_DOC"],
+        gemini_conn_id="gemini_quota",
+        quota_check_min_bytes=0,
+        quota_wait_timeout=float(os.environ["QUOTA_WAIT"]),
+        quota_poll_interval=0.1,
+        deferrable=True,
+    )
+    GeminiDeleteFilesOperator(task_id="cleanup", files=upload.output, gemini_conn_id="gemini_quota")
+
+
+quota_wait()
+"""
+
+
+@pytest.mark.parametrize("freed", [True, False], ids=["room-frees-up", "wait-in-vain"])
+def test_a_dag_run_defers_the_upload_until_there_is_room_or_fails_when_none_comes(
+    hook: GeminiHook,
+    gemini_emulator: GeminiEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dag_bundle: Any,
+    run_bundle_dag: Any,
+    freed: bool,
+) -> None:
+    """A real dag.test(): the task defers, Airflow runs the serialized trigger, the task resumes."""
+    import threading
+    from datetime import UTC, datetime
+
+    from airflow.utils import db
+
+    db.upgradedb()
+    [theirs] = plant_other_run(hook, (3000,))
+    monkeypatch.setenv("QUOTA_DOC", document(tmp_path, 1500))
+    monkeypatch.setenv("QUOTA_WAIT", "30" if freed else "0.5")
+    folder = dag_bundle("quota-wait", "quota_wait.py", DAG_FILE)
+
+    def free_room_once_the_trigger_has_looked() -> None:
+        deadline = time.monotonic() + 30
+        while gemini_emulator.stats()["requests"]["list"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        hook.delete_file(theirs)
+
+    cleaner = threading.Thread(target=free_room_once_the_trigger_has_looked, daemon=True)
+    if freed:
+        cleaner.start()
+    run, states, tries = run_bundle_dag(folder, "quota-wait", "quota_wait", datetime(2026, 4, 1, tzinfo=UTC))
+    if freed:
+        cleaner.join()
+        assert str(run.state) == "success", states
+        assert gemini_emulator.stats()["requests"]["upload_chunk"] >= 2  # theirs, then ours
+        assert gemini_emulator.files() == []  # ours uploaded, then cleaned up; theirs deleted
+    else:
+        assert states == {"upload": "failed", "cleanup": "success"}  # the run's state is its leaf's
+        assert [f["name"] for f in gemini_emulator.files()] == [theirs.name]  # nothing of ours
+    assert tries["upload"] == 1
