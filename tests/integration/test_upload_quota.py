@@ -31,6 +31,7 @@ from airflow_gemini_files.triggers.quota import GeminiStorageQuotaTrigger
 CONN = "gemini_quota"
 QUOTA = 4000
 OTHER_RUN = "scheduled__2026-11-28T00:00:00+00:00"
+CTX = context(task_id="upload_docs")
 
 
 @pytest.fixture
@@ -71,6 +72,16 @@ def upload_operator(source: str | list[str], **kwargs: Any) -> GeminiUploadFileO
 def upload_requests(emulator: GeminiEmulator) -> int:
     requests = emulator.stats()["requests"]
     return int(requests["upload_start"] + requests["upload_chunk"])
+
+
+def defer_upload(tmp_path: Path, *, timeout: float = 60) -> tuple[GeminiUploadFileOperator, TaskDeferred]:
+    """A deferrable upload of 1500 bytes that finds no room: the operator and its deferral."""
+    operator = upload_operator(
+        document(tmp_path, 1500), deferrable=True, quota_wait_timeout=timeout, quota_poll_interval=0.05
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(CTX)
+    return operator, deferred.value
 
 
 def run_trigger(trigger: GeminiStorageQuotaTrigger) -> dict[str, Any]:
@@ -177,13 +188,9 @@ def test_a_deferred_wait_ends_when_the_files_holding_the_quota_expire(
     hook: GeminiHook, gemini_emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
     plant_other_run(hook, (3000,))
-    operator = upload_operator(
-        document(tmp_path, 1500), deferrable=True, quota_wait_timeout=60, quota_poll_interval=0.05
-    )
-    with pytest.raises(TaskDeferred) as deferred:
-        operator.execute(context(task_id="upload_docs"))
+    _, deferred = defer_upload(tmp_path)
     gemini_emulator.advance_clock(49 * 3600)  # uploads live 48 hours
-    event = run_trigger(deferred.value.trigger)
+    event = run_trigger(deferred.trigger)
     assert event["status"] == "fits"
     assert event["usage"]["used_bytes"] == 0
 
@@ -192,17 +199,12 @@ def test_a_wait_in_vain_times_out_with_the_usage_and_the_fix(
     hook: GeminiHook, gemini_emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
     plant_other_run(hook, (3000,))
-    operator = upload_operator(
-        document(tmp_path, 1500), deferrable=True, quota_wait_timeout=0.3, quota_poll_interval=0.05
-    )
-    ctx = context(task_id="upload_docs")
-    with pytest.raises(TaskDeferred) as deferred:
-        operator.execute(ctx)
-    event = run_trigger(deferred.value.trigger)
+    operator, deferred = defer_upload(tmp_path, timeout=0.3)
+    event = run_trigger(deferred.trigger)
     assert event["status"] == "timeout"
 
     with pytest.raises(GeminiStorageQuotaError) as error:
-        operator.execute_complete(ctx, event)
+        operator.execute_complete(CTX, event)
     message = str(error.value)
     assert message.startswith("Waited in vain for room: upload of 1 file(s) by task 'upload_docs'")
     assert "3.0 kB of 4.0 kB used" in message
@@ -228,13 +230,9 @@ def test_the_trigger_serializes_to_primitives_without_secrets_and_resumes_the_sa
     hook: GeminiHook, gemini_emulator: GeminiEmulator, tmp_path: Path
 ) -> None:
     plant_other_run(hook, (3000,))
-    operator = upload_operator(
-        document(tmp_path, 1500), deferrable=True, quota_wait_timeout=60, quota_poll_interval=0.05
-    )
     before = time.time()
-    with pytest.raises(TaskDeferred) as deferred:
-        operator.execute(context(task_id="upload_docs"))
-    classpath, kwargs = deferred.value.trigger.serialize()
+    _, deferred = defer_upload(tmp_path)
+    classpath, kwargs = deferred.trigger.serialize()
 
     assert classpath == "airflow_gemini_files.triggers.quota.GeminiStorageQuotaTrigger"
     assert kwargs["gemini_conn_id"] == CONN
@@ -244,8 +242,8 @@ def test_the_trigger_serializes_to_primitives_without_secrets_and_resumes_the_sa
     text = json.dumps(kwargs)
     assert gemini_emulator.api_key not in text
     assert "password" not in text
-    assert deferred.value.timeout is not None
-    assert deferred.value.timeout.total_seconds() >= 60
+    assert deferred.timeout is not None
+    assert deferred.timeout.total_seconds() >= 60
 
     # A restarted triggerer builds the trigger from these kwargs and resumes the same wait.
     resumed = GeminiStorageQuotaTrigger(**kwargs)
