@@ -77,7 +77,8 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
     ``quota_wait_timeout`` for room (deferred to the triggerer with ``deferrable=True``, else polling in
     the worker) and then fails with :class:`GeminiStorageQuotaError` naming the usage and the biggest
     holders, instead of failing half-way through its files. Uploads running at the same time are not
-    seen by each other's check: the API's own refusal then still rolls the task back.
+    seen by each other's check: the API's own refusal then still rolls the task back. A retry does not
+    count the files an earlier attempt left under the same deterministic names: it reuses them.
 
     With the connection's extra ``ledger`` set, the task records its DAG run there, so the orphan sweeper
     (:class:`~airflow_gemini_files.operators.sweep.GeminiSweepFilesOperator`) knows whose files these are.
