@@ -15,7 +15,7 @@ and the biggest holders, or None when it fits.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,16 @@ OWNER_GENERATED = "generated"
 OWNER_OTHER = "other uploads"
 
 
-def _gb(size: int) -> str:
+def human_bytes(size: int) -> str:
+    """``size`` in the largest decimal unit it reaches: ``512 bytes``, ``1.5 kB``, ``312.4 MB``, ``20.00 GB``.
+
+    One unit for every size would hide the holders that matter: in GB, a run holding 4 MB reads 0.00 GB.
+    """
+    if size < 1000:
+        return f"{size} bytes"
+    for unit, scale in (("kB", 1e3), ("MB", 1e6)):
+        if size < scale * 1000:
+            return f"{size / scale:.1f} {unit}"
     return f"{size / 1e9:.2f} GB"
 
 
@@ -64,7 +73,7 @@ class Holder:
     def describe(self) -> str:
         what = f"run prefix {self.name}" if self.kind == OWNER_RUN else printable(self.name)
         since = f", oldest created {self.oldest:%Y-%m-%d %H:%M} UTC" if self.oldest else ""
-        return f"{what} ({self.files} file(s), {_gb(self.bytes)}{since})"
+        return f"{what} ({self.files} file(s), {human_bytes(self.bytes)}{since})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +91,8 @@ class FilesUsage:
     """This provider's uploads (and batch inputs) by run prefix."""
     holders: tuple[Holder, ...]
     """Every holder of quota, biggest first."""
+    uploaded: Mapping[str, int] = dataclasses.field(default_factory=dict, repr=False)
+    """Bytes of each file that counts against the quota, by name (``files/<id>``)."""
 
     @property
     def free_bytes(self) -> int:
@@ -91,14 +102,21 @@ class FilesUsage:
         """Whether ``size`` more uploaded bytes stay within the quota."""
         return self.used.bytes + size <= self.quota_bytes
 
+    def held_by(self, names: Iterable[str]) -> int:
+        """Bytes the files of these names (``files/<id>`` or ``<id>``) hold against the quota now."""
+        return sum(
+            self.uploaded.get(name, 0) for name in {f"files/{n.removeprefix('files/')}" for n in names}
+        )
+
     def describe(self, holders: int = 3) -> str:
         """One line: used of quota, by owner, the biggest holders."""
         owners = ", ".join(
-            f"{owner} {_gb(t.bytes)} in {t.files} file(s)" for owner, t in self.by_owner.items()
+            f"{owner} {human_bytes(t.bytes)} in {t.files} file(s)" for owner, t in self.by_owner.items()
         )
         top = "; ".join(holder.describe() for holder in self.holders[:holders]) or "none"
         return (
-            f"{_gb(self.used.bytes)} of {_gb(self.quota_bytes)} used ({self.used.files} uploaded file(s); "
+            f"{human_bytes(self.used.bytes)} of {human_bytes(self.quota_bytes)} used "
+            f"({self.used.files} uploaded file(s); "
             f"{owners or 'no files'}). Biggest holders: {top}"
         )
 
@@ -141,6 +159,7 @@ def files_usage(files: Iterable[GeminiFileRef], *, quota_bytes: int = PROJECT_ST
     runs: dict[str, Tally] = {}
     oldest: dict[str, datetime] = {}
     others: list[Holder] = []
+    uploaded: dict[str, int] = {}
     for ref in files:
         size = ref.size_bytes or 0
         state = ref.state or "STATE_UNSPECIFIED"
@@ -150,6 +169,7 @@ def files_usage(files: Iterable[GeminiFileRef], *, quota_bytes: int = PROJECT_ST
         if not counts_against_quota(ref):
             continue
         used = used.add(size)
+        uploaded[ref.name] = size
         prefix = run_prefix_of(ref.name)
         if prefix is None:
             others.append(Holder(f"{ref.name} ({ref.label})", OWNER_OTHER, 1, size, ref.create_time))
@@ -168,7 +188,7 @@ def files_usage(files: Iterable[GeminiFileRef], *, quota_bytes: int = PROJECT_ST
         for prefix, tally in runs.items()
     ]
     ordered = sorted(holders + others, key=lambda h: (-h.bytes, h.name))
-    return FilesUsage(quota_bytes, used, by_state, by_owner, runs, tuple(ordered))
+    return FilesUsage(quota_bytes, used, by_state, by_owner, runs, tuple(ordered), uploaded)
 
 
 def upload_refusal(usage: FilesUsage, size: int, *, what: str) -> str | None:
@@ -176,8 +196,8 @@ def upload_refusal(usage: FilesUsage, size: int, *, what: str) -> str | None:
     if usage.fits(size):
         return None
     return (
-        f"{what} ({_gb(size)}) would pass the Files API storage quota: {usage.describe()}. Uploads are kept "
-        "48 hours: delete files that are no longer needed (GeminiSweepFilesOperator finds this provider's "
-        "orphans; GeminiDeleteFilesOperator deletes named files), wait for them to expire, or register the "
-        "GCS objects instead (registered files use none of the quota)."
+        f"{what} ({human_bytes(size)}) would pass the Files API storage quota: {usage.describe()}. "
+        "Uploads are kept 48 hours: delete files that are no longer needed (GeminiSweepFilesOperator "
+        "finds this provider's orphans; GeminiDeleteFilesOperator deletes named files), wait for them to "
+        "expire, or register the GCS objects instead (registered files use none of the quota)."
     )

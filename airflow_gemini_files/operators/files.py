@@ -77,7 +77,8 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
     ``quota_wait_timeout`` for room (deferred to the triggerer with ``deferrable=True``, else polling in
     the worker) and then fails with :class:`GeminiStorageQuotaError` naming the usage and the biggest
     holders, instead of failing half-way through its files. Uploads running at the same time are not
-    seen by each other's check: the API's own refusal then still rolls the task back.
+    seen by each other's check: the API's own refusal then still rolls the task back. A retry does not
+    count the files an earlier attempt left under the same deterministic names: it reuses them.
 
     With the connection's extra ``ledger`` set, the task records its DAG run there, so the orphan sweeper
     (:class:`~airflow_gemini_files.operators.sweep.GeminiSweepFilesOperator`) knows whose files these are.
@@ -223,7 +224,7 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
         for source, _ in jobs:  # fail before anything is uploaded
             if not is_gs_uri(source):
                 check_local_file(source)
-        refusal, size = self._quota_refusal(jobs)
+        refusal, size = self._quota_refusal(context, jobs)
         if refusal is not None:
             self._wait_for_room(refusal, size, len(jobs))
         return self._upload_all(context)
@@ -239,14 +240,25 @@ class GeminiUploadFileOperator(GeminiBaseOperator):
         return self._upload_all(context)
 
     # Quota ----------------------------------------------------------------------------------------
-    def _quota_refusal(self, jobs: Sequence[tuple[str, str | None]]) -> tuple[str | None, int]:
-        """Why these uploads would pass the quota (None: they fit, or are too small to check); their size."""
+    def _quota_refusal(
+        self, context: Context, jobs: Sequence[tuple[str, str | None]]
+    ) -> tuple[str | None, int]:
+        """Why these uploads would pass the quota (None: they fit, or are too small to check); the bytes
+        they add. Files this task already holds under the same deterministic names (an attempt killed
+        after uploading them) are reused or replaced by the upload, so their bytes are not counted twice:
+        a retry never waits for room that it holds itself."""
         if self.quota_check_min_bytes is None:
             return None, 0
-        size = sum(self.hook.source_size(source) for source, _ in jobs)
+        sizes = {source: self.hook.source_size(source) for source, _ in jobs}
+        size = sum(sizes.values())
         if size < self.quota_check_min_bytes:
             return None, size
         usage = self.hook.files_usage()
+        if self.deterministic_names:
+            held = usage.held_by(upload_file_id(context, source) for source in sizes)
+            if held:
+                self.log.info("This task already holds %d of these bytes (an earlier attempt's files).", held)
+            size = max(0, size - held)
         what = self._what(len(jobs))
         refusal = upload_refusal(usage, size, what=what)
         if refusal is None:
