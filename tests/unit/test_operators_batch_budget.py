@@ -48,15 +48,19 @@ def test_a_job_whose_counted_input_passes_the_budget_is_refused_and_nothing_is_c
     assert "the batch job of 3 document(s) (300 input token(s) counted" in message
     assert "would need 300 tokens" in message
     assert "0 tokens (~$0.0000) spent in 0 call(s)" in message
-    assert "analyse_batch (try 1)" in message and "Records: " in message
+    assert "analyse_batch (try 1)" in message
+    assert "Records: " in message
     assert fake_hook.calls["count_tokens"] == 3
-    assert "create_batch" not in fake_hook.calls and "upload" not in fake_hook.calls
+    assert "create_batch" not in fake_hook.calls
+    assert "upload" not in fake_hook.calls
     assert budget_records(fake_hook) == []  # the refused job left no reservation
 
 
 def test_the_output_ceiling_counts_when_max_output_tokens_is_set(fake_hook: Any, docs: list[Any]) -> None:
     capped = operator(docs, budget={"max_total_tokens": 400}, generation_config={"max_output_tokens": 50})
-    with pytest.raises(GeminiBudgetExceededError, match=r"plus max_output_tokens=50 per document.*450 tokens"):
+    with pytest.raises(
+        GeminiBudgetExceededError, match=r"plus max_output_tokens=50 per document.*450 tokens"
+    ):
         capped.execute(ctx(task_id="analyse_batch"))
     assert "create_batch" not in fake_hook.calls
     with pytest.raises(TaskDeferred):  # the same job with the output left uncapped: its input fits
@@ -71,7 +75,8 @@ def test_an_admitted_job_stays_reserved_at_the_batch_price_while_it_runs(
     with pytest.raises(TaskDeferred):
         op.execute(ctx(task_id="analyse_batch"))
     [(key, record)] = budget_records(fake_hook)
-    assert key.endswith(".json") and "/run/job~" in key
+    assert key.endswith(".json")
+    assert "/run/job~" in key
     assert (record["state"], record["tokens"], record["pricing"]) == ("reserved", 300, "batch")
     online = fake_hook.prices.cost("gemini-2.5-flash", _usage(300))
     assert record["cost"] == pytest.approx(online / 2)
@@ -102,7 +107,8 @@ def test_a_budget_needs_the_ledger(fake_hook: Any, docs: list[Any]) -> None:
     fake_hook.ledger = None
     with pytest.raises(GeminiInputError, match="the budget 'run' needs a ledger"):
         operator(docs, budget={"max_cost": 1}).execute(ctx(task_id="analyse_batch"))
-    assert "count_tokens" not in fake_hook.calls and "create_batch" not in fake_hook.calls
+    assert "count_tokens" not in fake_hook.calls
+    assert "create_batch" not in fake_hook.calls
 
 
 @pytest.mark.parametrize(
