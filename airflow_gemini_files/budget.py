@@ -41,9 +41,13 @@ largest output the run had recorded. Nothing is ever spent past the limit by cal
 was reached. On the low side, a refused call needed more than what was left, so the run stops within
 one call's usage of the limit.
 
-Before a large per-file fan-out or a batch job, :meth:`BudgetTracker.check_estimate` refuses the whole
-job when its counted input alone would pass what is left (output not yet known: the estimate is a lower
-bound, so a refusal is certain to be right).
+Before a large per-file fan-out, :meth:`BudgetTracker.check_estimate` refuses the whole fan-out when its
+counted input alone would pass what is left (output not yet known: the estimate is a lower bound, so a
+refusal is certain to be right). A batch job is one reservation (:meth:`BudgetTracker.reserve`) of its
+counted input plus, when ``max_output_tokens`` is set, every request's output ceiling, at the batch
+price, under a key that is the same for every try of the task (:meth:`BudgetTracker.job_key`): its lease
+lasts as long as the job may, a retry that re-attaches to the job neither counts nor reserves again,
+and when the results are in the reservation becomes the job's actual usage.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from typing import Any, Literal
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
+from airflow_gemini_files.exceptions import GeminiConnectionError, GeminiFilesError, GeminiInputError
 from airflow_gemini_files.ledger import BUDGETS, Ledger, TaskKey, record_run
 from airflow_gemini_files.pricing import PriceTable, TokenUsage
 
@@ -385,26 +389,43 @@ class BudgetTracker:
         self, input_tokens: int, *, max_output_tokens: int | None = None, what: str = ""
     ) -> Reservation:
         """
-        Reserve room for a call with ``input_tokens`` counted input (see the module docstring); raise
-        :class:`GeminiBudgetExceededError` when there is none. ``what`` names the call in messages.
+        Reserve room for a call with ``input_tokens`` counted input and its output allowance (see the
+        module docstring); raise :class:`GeminiBudgetExceededError` when there is none. ``what`` names
+        the call in messages.
         """
         allowance = self.output_allowance(max_output_tokens)
-        tokens = int(input_tokens) + allowance
-        cost = self.cost(TokenUsage(prompt=int(input_tokens), candidates=allowance, calls=1))
+        usage = TokenUsage(
+            prompt=int(input_tokens), candidates=allowance, total=int(input_tokens) + allowance, calls=1
+        )
+        return self.reserve(usage, what=what)
+
+    def job_key(self, job: str) -> str:
+        """The record of a job that outlives its task try (a batch job): the same key for every try, so
+        a retry settles the reservation its earlier try made, and a re-submission replaces it."""
+        return f"{self.prefix}job~{job}.json"
+
+    def reserve(self, usage: TokenUsage, *, what: str = "", key: str | None = None) -> Reservation:
+        """
+        Reserve ``usage`` (priced as this tracker prices), under ``key`` (default: a new record), once it
+        fits with what is spent and in flight: waits for calls in flight, and raises
+        :class:`GeminiBudgetExceededError` when it cannot fit.
+        """
+        tokens = usage.total
+        cost = self.cost(usage)
         deadline = self.clock() + self.wait_timeout
         pause = FIRST_PAUSE
         while True:
-            key = self._new_key()
-            self._write(key, "reserved", tokens, cost, lease_until=self.clock() + self.lease)
+            record = key or self._new_key()
+            self._write(record, "reserved", tokens, cost, lease_until=self.clock() + self.lease)
             try:
-                state = self.state(exclude=key)
+                state = self.state(exclude=record)
                 verdict = decide(self.budget, state, tokens, cost)
             except BaseException:
-                self.ledger.delete(key)
+                self.ledger.delete(record)
                 raise
             if verdict == Admission.GO:
-                return Reservation(key, tokens, cost)
-            self.ledger.delete(key)
+                return Reservation(record, tokens, cost)
+            self.ledger.delete(record)
             if verdict == Admission.REFUSE or self.clock() >= deadline:
                 raise self._exceeded(state, tokens, cost, what=what, waited=verdict == Admission.WAIT)
             if pause == FIRST_PAUSE:
@@ -420,7 +441,14 @@ class BudgetTracker:
     def settle(self, reservation: Reservation, usage: TokenUsage) -> None:
         """Replace the reservation by the call's actual usage."""
         self.max_output_seen = max(self.max_output_seen, usage.output)
-        self._write(reservation.key, "spent", usage.total, self.cost(usage), output=usage.output, calls=1)
+        self._write(
+            reservation.key,
+            "spent",
+            usage.total,
+            self.cost(usage),
+            output=usage.output,
+            calls=usage.calls or 1,
+        )
 
     def release(self, reservation: Reservation) -> None:
         """Drop the reservation of a call that cost nothing (the API refused it)."""
@@ -487,3 +515,12 @@ class BudgetTracker:
         return GeminiBudgetExceededError(
             message, budget=self.budget.name, on_exceeded=self.budget.on_exceeded
         )
+
+
+def cost_nothing(error: BaseException) -> bool:
+    """Whether a failed Gemini call was surely not billed: the API answered it with an error."""
+    from google.genai import errors as genai_errors
+
+    if isinstance(error, GeminiConnectionError):
+        return False
+    return isinstance(error, genai_errors.APIError | GeminiFilesError)

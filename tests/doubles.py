@@ -282,6 +282,25 @@ class FakeGeminiHook:
         self._count("list_batches")
         yield from list(self.batch_jobs)
 
+    def batch_request(self, *, contents: Sequence[Any], config: Any = None) -> dict[str, Any]:
+        return {"contents": [str(item) for item in contents], "config": config}
+
+    def create_batch(self, *, model: str, src: Any, display_name: str) -> types.BatchJob:
+        """A PENDING job (``src``: inline requests or an input file name), kept in ``batch_jobs``."""
+        self._count("create_batch")
+        job = types.BatchJob(
+            name=f"batches/b-{next(self.ids)}",
+            display_name=display_name,
+            state=types.JobState.JOB_STATE_PENDING,
+            create_time=datetime.now(UTC),
+        )
+        self.batch_jobs.append(job)
+        return job
+
+    def get_batch(self, name: str) -> types.BatchJob:
+        self._count("get_batch")
+        return next(job for job in self.batch_jobs if job.name == name)
+
     def delete_batch(self, name: str, *, with_results: bool = True) -> bool:
         self._count("delete_batch")
         before = len(self.batch_jobs)

@@ -24,8 +24,9 @@ whatever happened (never while a batch job of the run could still read them).
 
 The manifest carries the run's token totals (prompt, cached, output, thinking) and its estimated price
 (the connection's price table, dated). The ``budget`` param (e.g. ``{"max_cost": 5.0}``) caps the run: every
-analyse task and retry draws from it, and a document it has no room for fails naming the budget (the
-connection needs the extra ``ledger``).
+analyse task and retry draws from it, and a document it has no room for fails naming the budget; in batch
+mode a job whose counted input would pass it is refused before it is created (the connection needs the
+extra ``ledger``).
 
 Configure: an Airflow connection ``gemini_default`` (type ``gemini``, API key as password), GCP credentials
 that can read and write the bucket (Application Default Credentials, or a connection holding a
@@ -336,6 +337,7 @@ def gemini_nightly_document_analysis() -> None:
         timeout=timedelta(hours=20),  # the job is cancelled after that; the run ends within 23 hours
         # Every document that can be analysed is; write_manifest then fails the run if any one failed.
         max_failed_fraction=1.0,
+        budget="{{ params.budget }}",  # a job the run's budget cannot hold is refused before it is created
         # Runs once every document's wait has ended, whatever the outcome; skipped with the branch, or
         # on a day without documents.
         trigger_rule=TriggerRule.NONE_SKIPPED,

@@ -11,18 +11,25 @@ say) derives from :class:`GeminiBaseOperator` and gets, without writing them aga
 - ``self.raise_for_failures(outcomes, ...)``: roll back what the task created, then fail with the one
   error, or a summary naming every failed item;
 - :func:`set_map_index_label`: the document's name instead of ``0, 1, 2`` in the grid.
+
+Operators that call a model and take a ``budget`` (generate, batch) also derive from
+:class:`GeminiBudgetMixin`: the budget checked when the DAG is parsed, the task's
+:class:`~airflow_gemini_files.budget.BudgetTracker`, ``countTokens`` of each request, and fail-or-skip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, cast
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_gemini_files.budget import DEFAULT_LEASE, BudgetTracker, GeminiBudgetExceededError, RunBudget
 from airflow_gemini_files.exceptions import GeminiFilesError, GeminiInputError
 from airflow_gemini_files.hooks.gemini import GeminiHook
+from airflow_gemini_files.ledger import TaskKey
 from airflow_gemini_files.naming import printable
 from airflow_gemini_files.operators._fanout import Outcome, fan_out
 from airflow_gemini_files.refs import GeminiFileRef
@@ -95,6 +102,15 @@ def dedupe(items: Sequence[T], key: Callable[[T], Any] = lambda item: item) -> l
             seen.add(key(item))
             unique.append(item)
     return unique
+
+
+def is_templated(value: Any) -> bool:
+    """Whether a value still holds a Jinja template (checked again once rendered)."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(is_templated(item) for item in value.values())
+    return False
 
 
 # The grid label -----------------------------------------------------------------------------------
@@ -260,3 +276,69 @@ class GeminiBaseOperator(GeminiTaskMixin, BaseOperator):
         super().__init__(**kwargs)
         self.gemini_conn_id = gemini_conn_id
         self.max_concurrency = check_max_concurrency(max_concurrency, task_id=self.task_id)
+
+
+class GeminiBudgetMixin:
+    """
+    A ``budget`` argument (:class:`~airflow_gemini_files.budget.RunBudget`, a dict of its fields, or
+    None) with one meaning for every operator that calls a model: checked when the DAG is parsed (unless
+    templated, then once rendered), drawn from through the task's
+    :class:`~airflow_gemini_files.budget.BudgetTracker`, and a stop that fails or skips the task.
+    """
+
+    task_id: str
+    model: str
+    system_instruction: str | None
+    budget: RunBudget | Mapping[str, Any] | str | None
+    hook: GeminiHook
+    log: Any
+    fan_out: Callable[..., list[Outcome[Any, Any]]]
+
+    def set_budget(self, budget: RunBudget | Mapping[str, Any] | str | None) -> None:
+        """Keep ``budget``; a bad one fails when the DAG is parsed (a templated one once rendered)."""
+        if not is_templated(budget):
+            RunBudget.coerce(budget)
+        self.budget = budget
+
+    def budget_tracker(
+        self, context: Context, *, batch: bool = False, lease: float = DEFAULT_LEASE
+    ) -> BudgetTracker | None:
+        """The task's tracker of the rendered budget (None without one); ``batch`` prices at batch rates."""
+        budget = RunBudget.coerce(self.budget)
+        if budget is None:
+            return None
+        return BudgetTracker(
+            budget,
+            self.hook.require_ledger(f"Task {self.task_id!r}: the budget {budget.name!r}"),
+            TaskKey.from_context(context),
+            prices=self.hook.prices,
+            model=self.model,
+            batch=batch,
+            lease=lease,
+        )
+
+    def count_input(self, contents: list[Any]) -> int:
+        """``countTokens`` of a request: its contents, and the system instruction as text."""
+        head: list[Any] = [self.system_instruction] if self.system_instruction else []
+        return self.hook.count_tokens(model=self.model, contents=head + contents)
+
+    def count_each(
+        self, refs: Sequence[GeminiFileRef], contents: Callable[[GeminiFileRef], list[Any]]
+    ) -> dict[str, int]:
+        """The counted input of each file's request (``max_concurrency`` counts at once), by file name;
+        a file whose count failed is left out (its call, if any, fails for the same reason)."""
+        outcomes = self.fan_out(
+            lambda ref: self.count_input(contents(ref)), refs, action="token counts", log_progress=False
+        )
+        counted = {o.item.name: o.value for o in outcomes if o.ok and isinstance(o.value, int)}
+        self.log.info(
+            "Counted %d input token(s) for %d of %d file(s).", sum(counted.values()), len(counted), len(refs)
+        )
+        return counted
+
+    @staticmethod
+    def budget_stop(error: GeminiBudgetExceededError) -> NoReturn:
+        """Fail, or skip (``on_exceeded="skip"``), a task the budget stopped."""
+        if error.on_exceeded == "skip":
+            raise AirflowSkipException(str(error)) from error
+        raise error

@@ -12,6 +12,13 @@ from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_gemini_files import naming
+from airflow_gemini_files.budget import (
+    BudgetTracker,
+    GeminiBudgetExceededError,
+    Reservation,
+    RunBudget,
+    cost_nothing,
+)
 from airflow_gemini_files.exceptions import (
     GeminiBatchDocumentsError,
     GeminiFileGoneError,
@@ -31,7 +38,11 @@ from airflow_gemini_files.operators._generation import (
     request_config,
     request_contents,
 )
-from airflow_gemini_files.operators.base import GeminiBaseOperator, set_map_index_label
+from airflow_gemini_files.operators.base import (
+    GeminiBaseOperator,
+    GeminiBudgetMixin,
+    set_map_index_label,
+)
 from airflow_gemini_files.pricing import PriceTable, TokenUsage, cost_report, usage_from_response
 from airflow_gemini_files.refs import GeminiFileRef
 
@@ -129,7 +140,7 @@ def _line(entry: Mapping[str, Any]) -> bytes:
     return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-class GeminiBatchGenerateOperator(GeminiBaseOperator):
+class GeminiBatchGenerateOperator(GeminiBudgetMixin, GeminiBaseOperator):
     """
     Ask a Gemini model about each document through the Batch API (half the online price): one request
     per file in one job, results written to GCS as one JSON per document plus ``_manifest.json``.
@@ -171,6 +182,17 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
     lines did not parse (:class:`~airflow_gemini_files.exceptions.GeminiBatchDocumentsError`, not
     retried).
 
+    **Budget.** With a ``budget`` (:class:`~airflow_gemini_files.budget.RunBudget`, as for the generate
+    operator: ``max_total_tokens`` and/or ``max_cost``, shared by every task and retry of the DAG run,
+    records in the connection's extra ``ledger``) each request's input is counted (``countTokens``,
+    ``max_concurrency`` at once) before anything is uploaded or created; the job is estimated at the
+    Batch API's prices as that input plus, when ``generation_config`` sets ``max_output_tokens``, every
+    request's output ceiling, and a job that would pass what the run has left fails the task (or skips
+    it, ``on_exceeded="skip"``) with an error naming the budget, the estimate, the spend and the
+    spenders; nothing is created on Gemini. An admitted job's estimate stays reserved while it runs (other
+    tasks of the run see it), and once its results are in it is replaced by the job's actual usage. A
+    retry that re-attaches to the job does not count again.
+
     **Retries and kills.** The job's display name is deterministic (DAG run in its deployment, task, map
     index: :func:`~airflow_gemini_files.naming.batch_display_name`), so a retried task re-attaches to the
     job its earlier try created instead of paying for a second one (a job that ended without results is
@@ -194,7 +216,9 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
     :param max_failed_fraction: Fraction of the documents (0 to 1) that may fail without failing the task.
     :param gcp_conn_id: GCP connection for writing the results (default: ``google_cloud_default`` if
         defined, else Application Default Credentials).
-    :param max_concurrency: File checks and result writes in flight at once.
+    :param max_concurrency: File checks, token counts and result writes in flight at once.
+    :param budget: A :class:`~airflow_gemini_files.budget.RunBudget`, a dict of its fields, or None (no
+        budget). Templated (a rendered dict, or ``"None"``, is read back).
     """
 
     template_fields: Sequence[str] = (
@@ -204,6 +228,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         "results_uri",
         "system_instruction",
         "generation_config",
+        "budget",
         "gemini_conn_id",
         "gcp_conn_id",
     )
@@ -225,9 +250,11 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         max_failed_fraction: float = 0.0,
         gcp_conn_id: str | None = None,
+        budget: RunBudget | Mapping[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.set_budget(budget)
         self.model = model
         self.prompt = prompt
         self.files = files
@@ -313,6 +340,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         refs, keys = self._documents()
         set_map_index_label(context, f"{len(refs)} document(s)")
         model = self.hook.check_model(self.model, method=BATCH_METHOD)
+        tracker = self._budget_tracker(context)
         display_name = naming.batch_display_name(context)
         job = self._earlier_job(context, display_name) if context["ti"].try_number > 1 else None
         skipped: dict[str, str] = {}
@@ -322,7 +350,13 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
             sendable = [(ref, key) for ref, key in zip(refs, keys, strict=True) if key not in skipped]
             if len(skipped) > self.max_failed_fraction * len(refs) or not sendable:
                 return self._finish_unsent(context, location, refs, keys, skipped)
-            job = self._submit(context, model, sendable, display_name)
+            reservation = self._reserve(tracker, sendable, display_name) if tracker else None
+            try:
+                job = self._submit(context, model, sendable, display_name)
+            except BaseException as error:
+                if tracker is not None and reservation is not None and cost_nothing(error):
+                    tracker.release(reservation)
+                raise
             if skipped:  # kept across the deferral (Airflow keeps a deferred task's XCom), for _finish
                 context["ti"].xcom_push(key=NOT_SENT_XCOM_KEY, value=skipped)
         self._job_name = str(job.name)
@@ -363,6 +397,54 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
         """Cancel the job this task created or re-attached to, so no paid job runs on unseen."""
         if self._job_name:
             self.hook.cancel_batch(self._job_name)
+
+    # Budget ---------------------------------------------------------------------------------------
+    def _budget_tracker(self, context: Context) -> BudgetTracker | None:
+        """The run budget's tracker at batch prices; a reservation lasts as long as the job may run."""
+        return self.budget_tracker(context, batch=True, lease=self.timeout + self.poll_interval + 120)
+
+    def _reserve(
+        self, tracker: BudgetTracker, sendable: Sequence[tuple[GeminiFileRef, str]], display_name: str
+    ) -> Reservation:
+        """Count the requests' input and reserve the job's estimate; refuse a job the budget cannot hold."""
+        refs = [ref for ref, _ in sendable]
+        counted = sum(self.count_each(refs, self._contents).values())
+        ceiling = self._config.get("max_output_tokens")
+        capped = isinstance(ceiling, int) and not isinstance(ceiling, bool) and ceiling > 0
+        output = ceiling * len(refs) if isinstance(ceiling, int) and capped else 0
+        estimate = TokenUsage(prompt=counted, candidates=output, total=counted + output, calls=len(refs))
+        what = f"the batch job of {len(refs)} document(s) ({counted} input token(s) counted, " + (
+            f"plus max_output_tokens={ceiling} per document)"
+            if capped
+            else "input alone: set max_output_tokens to count the output too)"
+        )
+        try:
+            reservation = tracker.reserve(estimate, what=what, key=tracker.job_key(display_name))
+        except GeminiBudgetExceededError as error:
+            self.log.error("Not submitting the batch job: %s", error)
+            self.budget_stop(error)
+        self.log.info(
+            "Budget %r: reserved %d token(s) (~$%.4f at batch prices) for %s.",
+            tracker.budget.name,
+            reservation.tokens,
+            reservation.cost,
+            what,
+        )
+        return reservation
+
+    def _settle_budget(self, context: Context, usage: Mapping[str, Any] | None) -> None:
+        """Replace the job's reservation by its actual usage (the manifest's ``usage``)."""
+        tracker = self._budget_tracker(context)
+        if tracker is None:
+            return
+        values = usage or {}
+        spent = TokenUsage(
+            **{name: int(values.get(name) or 0) for name in TokenUsage().counts()},
+            calls=int(values.get("calls") or 0),
+        )
+        key = tracker.job_key(naming.batch_display_name(context))
+        tracker.settle(Reservation(key, spent.total, 0.0), spent)
+        self.log.info("Budget %r: the batch job spent %d token(s).", tracker.budget.name, spent.total)
 
     # Submitting -----------------------------------------------------------------------------------
     def _earlier_job(self, context: Context, display_name: str) -> types.BatchJob | None:
@@ -578,6 +660,7 @@ class GeminiBatchGenerateOperator(GeminiBaseOperator):
                 summary, examples = recovered, f"see {recovered['manifest_uri']}"
         finally:
             tally.close()
+        self._settle_budget(context, summary.get("usage"))
         self.hook.delete_batch(name)
         self.hook.delete_files_quietly([naming.batch_input_file_id(context)])
         self.log.info(

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowSkipException
-
-from airflow_gemini_files.budget import BudgetTracker, GeminiBudgetExceededError, Reservation, RunBudget
+from airflow_gemini_files.budget import (
+    BudgetTracker,
+    GeminiBudgetExceededError,
+    Reservation,
+    RunBudget,
+    cost_nothing,
+)
 from airflow_gemini_files.exceptions import (
-    GeminiConnectionError,
     GeminiFileGoneError,
     GeminiFilesError,
     GeminiInputError,
 )
 from airflow_gemini_files.hooks import policy
 from airflow_gemini_files.hooks.policy import FileVerdict
-from airflow_gemini_files.ledger import TaskKey
 from airflow_gemini_files.naming import printable
 from airflow_gemini_files.operators._generation import (
     JSON_MIME_TYPE,
@@ -29,6 +31,7 @@ from airflow_gemini_files.operators._generation import (
 )
 from airflow_gemini_files.operators.base import (
     GeminiBaseOperator,
+    GeminiBudgetMixin,
     is_many,
     map_index_label,
     set_map_index_label,
@@ -58,7 +61,7 @@ ERRORS_XCOM_KEY = "errors"
 """XCom key of the per-file errors of a ``per_file`` run: ``[{"file", "display_name", "error"}]``."""
 
 
-class GeminiGenerateContentOperator(GeminiBaseOperator):
+class GeminiGenerateContentOperator(GeminiBudgetMixin, GeminiBaseOperator):
     """
     Ask a Gemini model about files; return the text, or the parsed JSON when a schema or JSON is asked for.
 
@@ -141,9 +144,7 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not _templated(budget):
-            RunBudget.coerce(budget)  # a bad budget fails when the DAG is parsed
-        self.budget = budget
+        self.set_budget(budget)
         self.model = model
         self.prompt = prompt
         self.files = files
@@ -155,18 +156,6 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
         self.fail_on_error = fail_on_error
 
     # Inputs ---------------------------------------------------------------------------------------
-    def _budget_tracker(self, context: Context) -> BudgetTracker | None:
-        budget = RunBudget.coerce(self.budget)
-        if budget is None:
-            return None
-        return BudgetTracker(
-            budget,
-            self.hook.require_ledger(f"Task {self.task_id!r}: the budget {budget.name!r}"),
-            TaskKey.from_context(context),
-            prices=self.hook.prices,
-            model=self.model,
-        )
-
     def _check_arguments(self) -> None:
         check_request(self.prompt, self.model, self.generation_config, task_id=self.task_id)
 
@@ -200,17 +189,12 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
         json_reply = self._config().get("response_mime_type") == JSON_MIME_TYPE
         return ReplyReader(self.model, self.response_schema, json_reply=json_reply)
 
-    def _count_input(self, refs: Sequence[GeminiFileRef]) -> int:
-        """``countTokens`` of the request for ``refs``: the contents, and the system instruction as text."""
-        head = [self.system_instruction] if self.system_instruction else []
-        return self.hook.count_tokens(model=self.model, contents=head + self._contents(refs))
-
     def _generate(self, refs: Sequence[GeminiFileRef], counted: int | None = None) -> tuple[Any, TokenUsage]:
         config = self._config()
         label = map_index_label(refs) if refs else "the prompt"
         reservation: Reservation | None = None
         if self._tracker is not None:
-            tokens = self._count_input(refs) if counted is None else counted
+            tokens = self.count_input(self._contents(refs)) if counted is None else counted
             reservation = self._tracker.admit(
                 tokens, max_output_tokens=config.get("max_output_tokens"), what=f"the call for {label}"
             )
@@ -220,7 +204,7 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
             )
         except BaseException as error:
             if reservation is not None and self._tracker is not None:
-                if _cost_nothing(error):
+                if cost_nothing(error):
                     self._tracker.release(reservation)
                 else:
                     self._tracker.keep(reservation)
@@ -261,19 +245,13 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
             ],
         )
 
-    def _budget_stop(self, error: GeminiBudgetExceededError) -> NoReturn:
-        """Fail, or skip (``on_exceeded="skip"``), a task the budget stopped."""
-        if error.on_exceeded == "skip":
-            raise AirflowSkipException(str(error)) from error
-        raise error
-
     # Execute --------------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         self._lineage_calls: list[tuple[list[GeminiFileRef], dict[str, Any]]] = []
         self._tracker: BudgetTracker | None = None
         self._check_arguments()
         self.hook.check_model(self.model)  # a typo fails here, before any file is looked at
-        self._tracker = self._budget_tracker(context)
+        self._tracker = self.budget_tracker(context)
         many = is_many(self.files)
         if self.files is None and self.per_file:
             raise GeminiInputError(f"Task {self.task_id!r}: per_file=True needs files (got None).")
@@ -302,7 +280,7 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
             try:
                 result, _ = self._generate(usable)
             except GeminiBudgetExceededError as error:
-                self._budget_stop(error)
+                self.budget_stop(error)
             finally:
                 self._push_usage(context)
             return result
@@ -345,7 +323,7 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
             if budget_errors:
                 stopped = len(budget_errors)
                 if budget_errors[0].on_exceeded == "fail" or stopped == len(refs):
-                    self._budget_stop(budget_errors[0])
+                    self.budget_stop(budget_errors[0])
                 self.log.warning(
                     "The budget stopped %d of %d call(s); their results are None.", stopped, len(refs)
                 )
@@ -358,12 +336,8 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
         tracker = self._tracker
         if tracker is None or not refs:
             return {}
-        outcomes = self.fan_out(
-            lambda ref: self._count_input([ref]), refs, action="token counts", log_progress=False
-        )
-        counted = {o.item.name: o.value for o in outcomes if o.ok and isinstance(o.value, int)}
+        counted = self.count_each(refs, lambda ref: self._contents([ref]))
         total = sum(counted.values())
-        self.log.info("Counted %d input token(s) for %d of %d file(s).", total, len(counted), len(refs))
         try:
             tracker.check_estimate(
                 TokenUsage(prompt=total, total=total, calls=len(refs)),
@@ -372,7 +346,7 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
         except GeminiBudgetExceededError as error:
             self._push_usage(context)
             context["ti"].xcom_push(key=ERRORS_XCOM_KEY, value=[])
-            self._budget_stop(error)
+            self.budget_stop(error)
         return counted
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
@@ -392,21 +366,3 @@ class GeminiGenerateContentOperator(GeminiBaseOperator):
             else None,
             base_url=lineage.connection_base_url(self),
         )
-
-
-def _templated(value: Any) -> bool:
-    """Whether a value still holds a Jinja template (checked again once rendered)."""
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value
-    if isinstance(value, Mapping):
-        return any(_templated(item) for item in value.values())
-    return False
-
-
-def _cost_nothing(error: BaseException) -> bool:
-    """Whether a failed generate call was surely not billed: the API answered it with an error."""
-    from google.genai import errors as genai_errors
-
-    if isinstance(error, GeminiConnectionError):
-        return False
-    return isinstance(error, genai_errors.APIError | GeminiFilesError)

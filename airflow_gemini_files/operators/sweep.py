@@ -10,17 +10,13 @@ from airflow_gemini_files import sweep
 from airflow_gemini_files.exceptions import GeminiInputError
 from airflow_gemini_files.ledger import RunRecord, read_file_records, read_runs
 from airflow_gemini_files.naming import printable
-from airflow_gemini_files.operators.base import GeminiBaseOperator
+from airflow_gemini_files.operators.base import GeminiBaseOperator, is_templated
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_gemini_files.refs import GeminiFileRef
-
-
-def _templated(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 def _dry_run_flag(value: Any, task_id: str) -> bool:
@@ -72,7 +68,7 @@ class GeminiSweepFilesOperator(GeminiBaseOperator):
         super().__init__(**kwargs)
         self.max_age = sweep.check_max_age(max_age_hours)
         self.dry_run_setting = dry_run  # not self.dry_run: BaseOperator.dry_run() is a method
-        if not _templated(dry_run):
+        if not is_templated(dry_run):
             _dry_run_flag(dry_run, self.task_id)
 
     @property

@@ -415,3 +415,41 @@ def test_cleanup_deletes_no_file_while_a_job_of_the_run_cannot_be_ended(
         "No file was deleted, since a job of this run may still read it; rerun the task."
     )
     assert [f["name"] for f in gemini_emulator.files()] == [docs[0].name]
+
+
+def test_a_budgeted_job_records_its_real_spend_and_a_later_job_that_cannot_fit_creates_nothing(
+    hook, gemini_emulator, gcs_emulator, results, monkeypatch, tmp_path
+):
+    from airflow_gemini_files.budget import GeminiBudgetExceededError, summarize
+    from airflow_gemini_files.ledger import LocalLedger
+
+    ledger = tmp_path / "ledger"
+    extra = {"base_url": gemini_emulator.base_url, "ledger": str(ledger)}
+    conn = {"conn_type": "gemini", "password": gemini_emulator.api_key, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_BUDGETED", json.dumps(conn))
+    docs = documents(hook, ["a.txt", "b.txt"])
+    budget = {"max_total_tokens": 100_000}
+
+    first = operator(docs, results, gemini_conn_id="gemini_budgeted", budget=budget)
+    summary = run_deferred(first, ctx(task_id="analyse_batch"))
+
+    records = list(LocalLedger(str(ledger)).scan("budgets/"))
+    [(_, record)] = records
+    assert record["state"] == "spent"
+    assert record["pricing"] == "batch"
+    assert record["tokens"] == summary["usage"]["total"] > 0  # the job's real usage, not the estimate
+    assert record["cost"] == pytest.approx(summary["usage"]["estimated_cost"], abs=1e-6)  # batch price
+    spent = summarize(records, now=0).spent_tokens
+
+    creates = gemini_emulator.stats()["requests"].get("batch_create", 0)
+    second = operator(
+        docs,
+        results,
+        task_id="analyse_again",
+        gemini_conn_id="gemini_budgeted",
+        budget={"max_total_tokens": spent + 1},
+    )
+    with pytest.raises(GeminiBudgetExceededError, match=rf"{spent} tokens \(~\$[0-9.]+\) spent in 2 call"):
+        second.execute(ctx(task_id="analyse_again"))
+    assert gemini_emulator.stats()["requests"].get("batch_create", 0) == creates
+    nothing_left(gemini_emulator, docs)
