@@ -371,7 +371,9 @@ def gemini_nightly_document_analysis() -> None:
             for key, state in sorted(states.items())
             if key.startswith(ingest) and state in ("failed", "upstream_failed")
         ]
-        if params["analysis"] == "batch" and states.get("analyse_batch") != "skipped":
+        # analyse_batch is skipped with the online branch, or when no document was found; skipped with
+        # documents (a budget's on_exceeded="skip") is a run that analysed nothing: it fails.
+        if params["analysis"] == "batch" and (states.get("analyse_batch") != "skipped" or refs):
             manifest_uri = f"gs://{params['bucket']}/{results_prefix}_manifest.json"
             return _check_batch(
                 context, states.get("analyse_batch"), batch_summary, ingest_failures, manifest_uri
@@ -466,10 +468,13 @@ def gemini_nightly_document_analysis() -> None:
         elif summary["failed"]:
             problems.append(f"{summary['failed']} of {summary['documents']} document(s) failed")
         if problems:  # AirflowFailException: no retry, the manifest names each failed document and why
-            raise AirflowFailException(
-                f"{'; '.join(problems)}. Every other result is stored; the manifest names each failed "
-                f"document and why: {manifest_uri}."
+            where = (
+                f"Every other result is stored; the manifest names each failed document and why: "
+                f"{manifest_uri}."
+                if isinstance(summary, dict)
+                else "The batch analysis did not finish: its log says what, if anything, it stored."
             )
+            raise AirflowFailException(f"{'; '.join(problems)}. {where}")
         context["outlet_events"][RESULTS].add(Asset(summary["results_uri"].removesuffix("/")))
         return {key: summary[key] for key in ("documents", "succeeded", "failed", "usage", "cost")}
 

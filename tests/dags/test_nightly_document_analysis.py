@@ -288,3 +288,44 @@ def test_a_run_budget_stops_the_analyses_at_its_limit_and_cleanup_still_runs(
     requests = gemini_emulator.stats()["requests"]
     assert requests["generate"] == len(results)
     assert requests["count_tokens"] >= len(DOCUMENTS)
+
+
+def test_a_batch_run_its_budget_cannot_hold_creates_no_job_fails_and_still_cleans_up(
+    nightly: Any, gemini_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    extra = {"base_url": gemini_emulator.base_url, "ledger": str(tmp_path / "ledger")}
+    conn = {"conn_type": "gemini", "password": gemini_emulator.api_key, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_DEFAULT", json.dumps(conn))
+
+    # The five documents' input alone is over a thousand tokens: the job is refused before it is made.
+    run, results, manifest = nightly("register", analysis="batch", budget={"max_total_tokens": 200})
+
+    assert run.state == "failed"
+    assert run.tasks["analyse_batch"] == "failed"
+    assert run.tasks["delete_gemini_files"] == "success"
+    assert run.tasks["write_manifest"] == "failed"  # no result is presented as a complete run
+    assert (results, manifest) == ({}, None)
+    requests = gemini_emulator.stats()["requests"]
+    assert requests["count_tokens"] >= len(DOCUMENTS)  # counted first...
+    assert (requests["batch_create"], requests["generate"]) == (0, 0)  # ...and nothing was run
+    assert list((tmp_path / "ledger" / "budgets").rglob("*.json")) == []  # no spend recorded
+    assert gemini_emulator.files() == []  # cleanup ran
+    assert gemini_emulator.batches() == []
+
+
+def test_a_batch_run_whose_budget_skips_the_job_fails_instead_of_looking_done(
+    nightly: Any, gemini_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    extra = {"base_url": gemini_emulator.base_url, "ledger": str(tmp_path / "ledger")}
+    conn = {"conn_type": "gemini", "password": gemini_emulator.api_key, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_DEFAULT", json.dumps(conn))
+
+    budget = {"max_total_tokens": 200, "on_exceeded": "skip"}
+    run, results, manifest = nightly("register", analysis="batch", budget=budget)
+
+    assert run.tasks["analyse_batch"] == "skipped"
+    assert run.state == "failed"  # five documents found, none analysed: not a successful night
+    assert run.tasks["write_manifest"] == "failed"
+    assert (results, manifest) == ({}, None)
+    assert gemini_emulator.stats()["requests"]["batch_create"] == 0
+    assert gemini_emulator.files() == []
