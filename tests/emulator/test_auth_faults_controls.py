@@ -22,7 +22,9 @@ from airflow_gemini_files.emulator import GeminiEmulator
 from .conftest import make_client
 
 pytestmark = pytest.mark.emulator_only
-http = httpx.Client(timeout=30)
+# No keep-alive: a connection left idle past the emulator's socket_timeout (60 s; slow tests run between
+# uses) can be closed by the server just as the next test sends on it.
+http = httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 KEY = {"x-goog-api-key": "test-api-key"}
 
 

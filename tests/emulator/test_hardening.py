@@ -18,7 +18,9 @@ from airflow_gemini_files.emulator.store import MARKER_NAME, WORKDIR_NAME
 
 pytestmark = pytest.mark.emulator_only
 KEY = {"x-goog-api-key": "test-api-key"}
-http = httpx.Client(timeout=30)
+# No keep-alive: a connection left idle past the emulator's socket_timeout (60 s; slow tests run between
+# uses) can be closed by the server just as the next test sends on it.
+http = httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def _port(emu: GeminiEmulator) -> int:

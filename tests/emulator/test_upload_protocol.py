@@ -21,7 +21,9 @@ pytestmark = pytest.mark.emulator_only
 KEY = "test-api-key"
 G = 256 * 1024  # the advertised chunk granularity
 # One client for the module: building an httpx.Client (its SSL context) costs ~0.1 s each time.
-http = httpx.Client(timeout=30)
+# No keep-alive: a connection left idle past the emulator's socket_timeout (60 s; slow tests run between
+# uses) can be closed by the server just as the next test sends on it.
+http = httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def _start(emu: GeminiEmulator, size: int | None, **file: str) -> httpx.Response:
