@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -44,16 +45,27 @@ def jsonl_job(hook: GeminiHook, docs: dict[str, GeminiFileRef], display_name: st
     return hook.create_batch(model=MODEL, src=source.name, display_name=display_name)
 
 
+def camel_case(value: Any) -> Any:
+    """``value`` with every dict key in lowerCamelCase (proto3 JSON's own spelling)."""
+    if isinstance(value, dict):
+        return {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): camel_case(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel_case(item) for item in value]
+    return value
+
+
 def test_batch_request_is_what_the_sdk_sends_inline(hook, gemini_emulator):
     doc = text_file(hook, "Invoice 42")
     config = {"system_instruction": "Be brief.", "temperature": 0.2, "response_mime_type": "application/json"}
     request = hook.batch_request(contents=["Summarise.", doc], config=config)
-    assert request == {
+    # The SDK spells the fields inside fileData as field names (google-genai >= 2) or in lowerCamelCase
+    # (1.x); proto3 JSON, which the API reads, accepts both.
+    assert camel_case(request) == {
         "contents": [
             {
                 "parts": [
                     {"text": "Summarise."},
-                    {"fileData": {"file_uri": doc.uri, "mime_type": "text/plain"}},
+                    {"fileData": {"fileUri": doc.uri, "mimeType": "text/plain"}},
                 ],
                 "role": "user",
             }
