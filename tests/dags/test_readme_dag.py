@@ -187,11 +187,14 @@ def test_the_readme_emulator_controls_do_what_their_comments_say(
     scan = tmp_path / "scan.pdf"
     shutil.copy(PDF, scan)
     hook = GeminiHook(gemini_conn_id=gemini_connection)
+    waits: list[float] = []
+    hook.sleep = waits.append  # record the waits between tries instead of sleeping through them
 
     ref = hook.upload_file(str(scan))
 
     assert ref.state == "PROCESSING"  # processing_delay=2.0
     gemini_emulator.advance_clock(3)
     failed = hook.get_file(ref)
+    assert waits == [30.0]  # the injected 429 on "get" asked for 30 s (RetryInfo), and the hook waited 30 s
     assert (failed.state, failed.error) == ("FAILED", "Corrupt")
     assert gemini_emulator.stats()["requests"]["upload_start"] == 1
