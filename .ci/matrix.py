@@ -62,8 +62,6 @@ ENVS = {
             exempt=("gcp-storage-emulator",),
             dag_runs=(
                 "tests/dags/test_nightly_document_analysis.py::test_every_document_is_analysed_stored_and_cleaned_up[register]",
-                "tests/dags/test_readme_dag.py::test_the_readme_minimal_dag_fails_its_run_when_a_document_fails_and_still_cleans_up",
-                "tests/dags/test_compare_images.py::test_a_failed_comparison_fails_the_run_and_still_deletes_the_upload",
             ),
         ),
         Env(
@@ -86,7 +84,7 @@ ENVS = {
             ),
             dag_runs=(
                 "tests/dags/test_transcribe_audio.py::test_audio_is_transcribed_summarised_and_deleted_after_a_deferred_wait",
-                "tests/dags/test_readme_dag.py::test_the_readme_conftest_and_dag_tests_pass_in_a_fresh_project",
+                "tests/dags/test_readme_dag.py::test_the_readme_minimal_dag_fails_its_run_when_a_document_fails_and_still_cleans_up",
             ),
         ),
     )

@@ -86,6 +86,19 @@ SIDE_BY_SIDE = """
 def dag_policy(dag):
     # The test runs the register and the upload run side by side (CI time); the DAG allows one at a time.
     dag.max_active_runs = 2
+
+
+_readme_task_policy = task_policy
+
+
+def task_policy(task):
+    # CI time: the killed worker's task instances are retried after 5 s, not the DAG's 1 min with
+    # exponential backoff; what the test checks (nothing duplicated, nothing left) is the same.
+    _readme_task_policy(task)
+    from datetime import timedelta
+
+    task.retry_delay = timedelta(seconds=5)
+    task.retry_exponential_backoff = False
 """
 
 
