@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,12 +260,19 @@ def test_batch_analysis_of_an_empty_partition_is_a_successful_run_with_an_empty_
     assert manifest["analysis"] == "batch"
 
 
-def test_a_run_budget_stops_the_analyses_at_its_limit_and_cleanup_still_runs(
-    nightly: Any, gemini_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
-) -> None:
-    extra = {"base_url": gemini_emulator.base_url, "ledger": str(tmp_path / "ledger")}
+@pytest.fixture
+def ledger(gemini_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The Gemini connection with a ledger (where a run's budget is recorded); the ledger's folder."""
+    folder = tmp_path / "ledger"
+    extra = {"base_url": gemini_emulator.base_url, "ledger": str(folder)}
     conn = {"conn_type": "gemini", "password": gemini_emulator.api_key, "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_GEMINI_DEFAULT", json.dumps(conn))
+    return folder
+
+
+def test_a_run_budget_stops_the_analyses_at_its_limit_and_cleanup_still_runs(
+    nightly: Any, gemini_emulator: Any, ledger: Path
+) -> None:
     limit = 1200  # room for two or so of the five documents (about 300 to 600 tokens each)
 
     run, results, manifest = nightly("register", budget={"max_total_tokens": limit})
@@ -281,7 +289,7 @@ def test_a_run_budget_stops_the_analyses_at_its_limit_and_cleanup_still_runs(
         r["usage"]["output_tokens"] + (r["usage"]["thoughts_tokens"] or 0) for r in results.values()
     )
     assert manifest["tokens"]["total"] <= limit + largest_output
-    budget_records = list((tmp_path / "ledger" / "budgets").rglob("*.json"))
+    budget_records = list((ledger / "budgets").rglob("*.json"))
     assert len(budget_records) == len(results)  # one record per call that ran; refused calls left none
     assert gemini_emulator.files() == []  # cleanup ran
     # the refused documents never reached the model: refused before the call, on their counted input
@@ -291,11 +299,8 @@ def test_a_run_budget_stops_the_analyses_at_its_limit_and_cleanup_still_runs(
 
 
 def test_a_batch_run_its_budget_cannot_hold_creates_no_job_fails_and_still_cleans_up(
-    nightly: Any, gemini_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    nightly: Any, gemini_emulator: Any, ledger: Path
 ) -> None:
-    extra = {"base_url": gemini_emulator.base_url, "ledger": str(tmp_path / "ledger")}
-    conn = {"conn_type": "gemini", "password": gemini_emulator.api_key, "extra": extra}
-    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_DEFAULT", json.dumps(conn))
 
     # The five documents' input alone is over a thousand tokens: the job is refused before it is made.
     run, results, manifest = nightly("register", analysis="batch", budget={"max_total_tokens": 200})
@@ -308,17 +313,14 @@ def test_a_batch_run_its_budget_cannot_hold_creates_no_job_fails_and_still_clean
     requests = gemini_emulator.stats()["requests"]
     assert requests["count_tokens"] >= len(DOCUMENTS)  # counted first...
     assert (requests["batch_create"], requests["generate"]) == (0, 0)  # ...and nothing was run
-    assert list((tmp_path / "ledger" / "budgets").rglob("*.json")) == []  # no spend recorded
+    assert list((ledger / "budgets").rglob("*.json")) == []  # no spend recorded
     assert gemini_emulator.files() == []  # cleanup ran
     assert gemini_emulator.batches() == []
 
 
 def test_a_batch_run_whose_budget_skips_the_job_fails_instead_of_looking_done(
-    nightly: Any, gemini_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    nightly: Any, gemini_emulator: Any, ledger: Path
 ) -> None:
-    extra = {"base_url": gemini_emulator.base_url, "ledger": str(tmp_path / "ledger")}
-    conn = {"conn_type": "gemini", "password": gemini_emulator.api_key, "extra": extra}
-    monkeypatch.setenv("AIRFLOW_CONN_GEMINI_DEFAULT", json.dumps(conn))
 
     budget = {"max_total_tokens": 200, "on_exceeded": "skip"}
     run, results, manifest = nightly("register", analysis="batch", budget=budget)
